@@ -1,0 +1,1 @@
+"""Exporters: one batching engine (``batch``) and the senders it drives."""

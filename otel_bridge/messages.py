@@ -1,0 +1,223 @@
+"""Chat messages of an LLM span, from wherever a convention put them.
+
+Sources, in precedence order:
+- GenAI current: ``gen_ai.system_instructions`` / ``gen_ai.input.messages`` / ``gen_ai.output.messages`` (JSON
+  strings or structured values of role + parts), on the span or on a ``gen_ai.client.inference.operation.details``
+  log event;
+- OpenInference: ``llm.input_messages.N.message.*`` / ``llm.output_messages.N.message.*``;
+- OpenLLMetry: ``gen_ai.prompt.N.*`` / ``gen_ai.completion.N.*``;
+- GenAI deprecated events ``gen_ai.{system,user,assistant,tool}.message`` and ``gen_ai.choice``, as span events or
+  as log records correlated by trace and span id.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from otel_bridge.spans import BridgeLog, BridgeSpan
+
+
+@dataclass(slots=True)
+class ToolCall:
+    id: str | None
+    name: str | None
+    arguments: str | None
+
+
+@dataclass(slots=True)
+class Message:
+    role: str
+    content: str | None
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    tool_call_id: str | None = None
+
+
+_EVENT_ROLES = {
+    "gen_ai.system.message": "system",
+    "gen_ai.user.message": "user",
+    "gen_ai.assistant.message": "assistant",
+    "gen_ai.tool.message": "tool",
+}
+_DETAILS_EVENT = "gen_ai.client.inference.operation.details"
+_INDEXED = re.compile(r"^(llm\.input_messages|llm\.output_messages|gen_ai\.prompt|gen_ai\.completion)\.(\d+)\.(.+)$")
+
+
+def last_text(messages: list[Message], role: str | None) -> str | None:
+    for m in reversed(messages):
+        if (role is None or m.role == role) and m.content:
+            return m.content
+    return None
+
+
+def _json(value: Any, key: str, skipped: list[str]) -> Any:
+    if isinstance(value, (str, bytes)):
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            skipped.append(key)
+            return None
+    return value
+
+
+def _args(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return orjson.dumps(value).decode()
+
+
+def _text_of(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return orjson.dumps(value).decode()
+
+
+def _genai_message(raw: Any) -> Message | None:
+    """One GenAI ``{"role", "parts": [...]}`` message."""
+    if not isinstance(raw, Mapping):
+        return None
+    texts, calls, call_id = [], [], None
+    for part in raw.get("parts") or []:
+        if not isinstance(part, Mapping):
+            continue
+        ptype = part.get("type")
+        if ptype == "text":
+            texts.append(_text_of(part.get("content")) or "")
+        elif ptype == "tool_call":
+            calls.append(ToolCall(part.get("id"), part.get("name"), _args(part.get("arguments"))))
+        elif ptype == "tool_call_response":
+            call_id = part.get("id")
+            texts.append(_text_of(part.get("response") if "response" in part else part.get("result")) or "")
+    return Message(str(raw.get("role") or "user"), "\n".join(texts) if texts else None, calls, call_id)
+
+
+def _genai(value: Any, key: str, skipped: list[str]) -> list[Message] | None:
+    parsed = _json(value, key, skipped)
+    if parsed is None:
+        return None
+    if not isinstance(parsed, list):
+        skipped.append(key)
+        return None
+    return [m for m in (_genai_message(x) for x in parsed) if m is not None]
+
+
+def _system_instructions(value: Any, skipped: list[str]) -> Message | None:
+    parsed = _json(value, "gen_ai.system_instructions", skipped)
+    if isinstance(parsed, list):
+        texts = [_text_of(p.get("content")) or "" for p in parsed if isinstance(p, Mapping)]
+        return Message("system", "\n".join(texts))
+    if isinstance(parsed, str):
+        return Message("system", parsed)
+    return None
+
+
+def _from_genai_attrs(attrs: Mapping[str, Any], skipped: list[str]) -> tuple[list[Message], list[Message]] | None:
+    if "gen_ai.input.messages" not in attrs and "gen_ai.output.messages" not in attrs:
+        return None
+    inputs = _genai(attrs.get("gen_ai.input.messages"), "gen_ai.input.messages", skipped) or []
+    if "gen_ai.system_instructions" in attrs:
+        system = _system_instructions(attrs["gen_ai.system_instructions"], skipped)
+        if system is not None:
+            inputs.insert(0, system)
+    outputs = _genai(attrs.get("gen_ai.output.messages"), "gen_ai.output.messages", skipped) or []
+    return inputs, outputs
+
+
+def _from_indexed(attrs: Mapping[str, Any]) -> tuple[list[Message], list[Message]] | None:
+    """OpenInference and OpenLLMetry flatten messages into indexed attribute keys."""
+    groups: dict[tuple[str, int], dict[str, Any]] = {}
+    for key in attrs:
+        m = _INDEXED.match(key)
+        if m:
+            groups.setdefault((m.group(1), int(m.group(2))), {})[m.group(3)] = attrs[key]
+    if not groups:
+        return None
+    inputs: list[Message] = []
+    outputs: list[Message] = []
+    for (prefix, _), fields in sorted(groups.items()):
+        msg = _indexed_message(fields, default_role="assistant" if prefix.endswith(("output_messages", "completion")) else "user")
+        (outputs if prefix in ("llm.output_messages", "gen_ai.completion") else inputs).append(msg)
+    return inputs, outputs
+
+
+def _indexed_message(f: Mapping[str, Any], default_role: str) -> Message:
+    strip = "message." if any(k.startswith("message.") for k in f) else ""
+    get = lambda k: f.get(strip + k)  # noqa: E731 - local shorthand
+    content = get("content")
+    if content is None:  # OpenInference multi-part contents
+        parts = sorted(
+            (int(k.split(".")[1]), v)
+            for k, v in f.items()
+            if k.startswith(strip + "contents.") and k.endswith("message_content.text")
+        )
+        content = "\n".join(v for _, v in parts) if parts else None
+    calls: dict[int, dict[str, Any]] = {}
+    for k, v in f.items():
+        m = re.match(rf"^{re.escape(strip)}tool_calls\.(\d+)\.(?:tool_call\.)?(.+)$", k)
+        if m:
+            calls.setdefault(int(m.group(1)), {})[m.group(2)] = v
+    tool_calls = [
+        ToolCall(c.get("id"), c.get("function.name") or c.get("name"), _args(c.get("function.arguments") or c.get("arguments")))
+        for _, c in sorted(calls.items())
+    ]
+    return Message(str(get("role") or default_role), _text_of(content), tool_calls, get("tool_call_id"))
+
+
+def _event_message(name: str, body: Any, skipped: list[str]) -> tuple[str, Message] | None:
+    """A deprecated GenAI event (span event attributes or a log body) → ("input"|"output", message)."""
+    if isinstance(body, (str, bytes)):
+        body = _json(body, name, skipped)
+    if not isinstance(body, Mapping):
+        body = {}
+    if name == "gen_ai.choice":
+        msg = body.get("message") if isinstance(body.get("message"), Mapping) else body
+        return "output", _deprecated_message(msg, "assistant")
+    role = _EVENT_ROLES.get(name)
+    if role is None:
+        return None
+    return "input", _deprecated_message(body, role)
+
+
+def _deprecated_message(body: Mapping[str, Any], role: str) -> Message:
+    calls = []
+    for c in body.get("tool_calls") or []:
+        if isinstance(c, Mapping):
+            fn = c.get("function") if isinstance(c.get("function"), Mapping) else {}
+            calls.append(ToolCall(c.get("id"), fn.get("name"), _args(fn.get("arguments"))))
+    return Message(str(body.get("role") or role), _text_of(body.get("content")), calls, body.get("id"))
+
+
+def _from_events(span: BridgeSpan, logs: Iterable[BridgeLog], skipped: list[str]) -> tuple[list[Message], list[Message]] | None:
+    found = None
+    inputs: list[Message] = []
+    outputs: list[Message] = []
+    items = [(e.name, e.attributes, None) for e in span.events] + [(l.event_name, l.attributes, l.body) for l in logs]
+    for name, attrs, body in items:
+        if name == _DETAILS_EVENT:
+            both = _from_genai_attrs(body if isinstance(body, Mapping) and body else attrs, skipped)
+            if both is not None:
+                inputs.extend(both[0])
+                outputs.extend(both[1])
+                found = True
+            continue
+        content = body if body is not None else (attrs.get("gen_ai.event.content") or attrs)
+        got = _event_message(name, content, skipped)
+        if got is not None:
+            (inputs if got[0] == "input" else outputs).append(got[1])
+            found = True
+    return (inputs, outputs) if found else None
+
+
+def extract(span: BridgeSpan, logs: Iterable[BridgeLog], skipped: list[str]) -> tuple[list[Message], list[Message]]:
+    """Input and output messages of a span; malformed sources are listed in ``skipped``."""
+    attrs = span.attributes
+    for found in (_from_genai_attrs(attrs, skipped), _from_indexed(attrs), _from_events(span, logs, skipped)):
+        if found is not None and (found[0] or found[1]):
+            return found
+    inputs = [Message("user", v)] if isinstance(v := attrs.get("gen_ai.prompt"), str) else []
+    outputs = [Message("assistant", v)] if isinstance(v := attrs.get("gen_ai.completion"), str) else []
+    return inputs, outputs

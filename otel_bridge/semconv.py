@@ -1,0 +1,470 @@
+"""BridgeSpan → AgentSpan: agent semantics from the three conventions, one table (DESIGN decision 2).
+
+Precedence wherever two conventions name the same thing: OTel GenAI current > GenAI deprecated > OpenInference >
+OpenLLMetry. Sources:
+- GenAI: https://opentelemetry.io/docs/specs/semconv/gen-ai/ (gen-ai-spans, gen-ai-agent-spans, gen-ai-events)
+- OpenInference: https://github.com/Arize-ai/openinference/blob/main/spec/semantic_conventions.md
+- OpenLLMetry: opentelemetry-semantic-conventions-ai (``SpanAttributes``, ``TraceloopSpanKindValues``)
+
+Token counts are normalised one way, the OTel rule: ``input_tokens`` includes cached input (cache reads and cache
+writes), ``output_tokens`` includes reasoning. A source that reports them exclusive (Anthropic's API does; so do
+instrumentations that copy its usage block) is recognised by input < cache read + cache write, or output <
+reasoning, and the parts are added. Wrong-typed values are skipped and listed in ``AgentSpan.skipped``.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from otel_bridge import messages as _messages
+from otel_bridge.spans import STATUS_ERROR, BridgeLog, BridgeSpan
+
+KINDS = ("agent", "llm", "tool", "chain", "retriever", "embedding", "other")
+
+_GENAI_OPERATION_KIND = {
+    "chat": "llm",
+    "text_completion": "llm",
+    "generate_content": "llm",
+    "completion": "llm",
+    "embeddings": "embedding",
+    "retrieval": "retriever",
+    "create_agent": "agent",
+    "invoke_agent": "agent",
+    "invoke_workflow": "chain",
+    "execute_tool": "tool",
+}
+_OPENINFERENCE_KIND = {
+    "LLM": "llm",
+    "EMBEDDING": "embedding",
+    "CHAIN": "chain",
+    "TOOL": "tool",
+    "AGENT": "agent",
+    "RETRIEVER": "retriever",
+    "RERANKER": "retriever",
+}
+_TRACELOOP_KIND = {"workflow": "chain", "task": "chain", "agent": "agent", "tool": "tool"}
+_LLM_REQUEST_TYPE = {"chat": "llm", "completion": "llm", "embedding": "embedding", "rerank": "retriever"}
+
+# Provider spellings seen across conventions → the GenAI registry's `gen_ai.provider.name` values.
+_PROVIDER_ALIASES = {
+    "openai": "openai",
+    "azure": "azure.ai.openai",
+    "az.ai.openai": "azure.ai.openai",
+    "azure_openai": "azure.ai.openai",
+    "az.ai.inference": "azure.ai.inference",
+    "anthropic": "anthropic",
+    "mistralai": "mistral_ai",
+    "mistral": "mistral_ai",
+    "google": "gcp.gemini",
+    "gemini": "gcp.gemini",
+    "vertexai": "gcp.vertex_ai",
+    "vertex_ai": "gcp.vertex_ai",
+    "aws": "aws.bedrock",
+    "bedrock": "aws.bedrock",
+    "aws_bedrock": "aws.bedrock",
+    "xai": "x_ai",
+    "watsonx": "ibm.watsonx.ai",
+}
+
+# Each field: attribute keys in precedence order.
+MODEL_KEYS = ("gen_ai.response.model", "gen_ai.request.model", "llm.model_name", "embedding.model_name")
+REQUEST_MODEL_KEYS = ("gen_ai.request.model", "llm.invocation_parameters.model")
+PROVIDER_KEYS = ("gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system")
+INPUT_TOKEN_KEYS = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt")
+OUTPUT_TOKEN_KEYS = ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens", "llm.token_count.completion")
+CACHE_READ_KEYS = (
+    "gen_ai.usage.cache_read.input_tokens",
+    "gen_ai.usage.cache_read_input_tokens",
+    "llm.token_count.prompt_details.cache_read",
+)
+CACHE_WRITE_KEYS = (
+    "gen_ai.usage.cache_creation.input_tokens",
+    "gen_ai.usage.cache_creation_input_tokens",
+    "llm.token_count.prompt_details.cache_write",
+)
+REASONING_KEYS = (
+    "gen_ai.usage.reasoning.output_tokens",
+    "llm.token_count.completion_details.reasoning",
+    "gen_ai.usage.reasoning_tokens",
+)
+TOTAL_TOKEN_KEYS = ("llm.usage.total_tokens", "llm.token_count.total", "gen_ai.usage.total_tokens")
+CONVERSATION_KEYS = ("gen_ai.conversation.id", "traceloop.association.properties.conversation_id")
+SESSION_KEYS = ("session.id", "traceloop.association.properties.session_id", "gen_ai.session.id")
+USER_KEYS = ("user.id", "enduser.id", "traceloop.association.properties.user_id")
+EMAIL_KEYS = ("user.email", "enduser.email", "traceloop.association.properties.user_email")
+INPUT_TEXT_KEYS = ("input.value", "traceloop.entity.input", "gen_ai.prompt")
+OUTPUT_TEXT_KEYS = ("output.value", "traceloop.entity.output", "gen_ai.completion")
+_TRACELOOP_PROPS = "traceloop.association.properties."
+
+
+@dataclass(slots=True)
+class Context:
+    """What an agent or workflow span hands down to its descendants."""
+
+    agent_id: str | None = None
+    agent_name: str | None = None
+    conversation_id: str | None = None
+    session_id: str | None = None
+    user_id: str | None = None
+    user_email: str | None = None
+
+
+@dataclass(slots=True, eq=False)
+class AgentSpan:
+    span: BridgeSpan
+    kind: str
+    operation: str | None
+    model: str | None
+    request_model: str | None
+    provider: str | None
+    input_tokens: int | None = None  # inclusive of cached input
+    cached_input_tokens: int | None = None  # cache reads
+    cache_write_tokens: int | None = None
+    output_tokens: int | None = None  # inclusive of reasoning
+    reasoning_tokens: int | None = None
+    total_tokens: int | None = None
+    agent_id: str | None = None
+    agent_name: str | None = None
+    workflow_name: str | None = None
+    tool_name: str | None = None
+    tool_call_id: str | None = None
+    tool_type: str | None = None
+    conversation_id: str | None = None
+    session_id: str | None = None
+    user_id: str | None = None
+    user_email: str | None = None
+    error: bool = False
+    error_type: str | None = None
+    error_message: str | None = None
+    tags: list[str] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)  # attributes ignored as malformed
+    logs: list[BridgeLog] = field(default_factory=list)  # GenAI log events correlated with this span
+    _messages: tuple | None = None
+
+    # --- identity and timing, read through from the span
+    @property
+    def trace_id(self) -> str:
+        return self.span.trace_id
+
+    @property
+    def span_id(self) -> str:
+        return self.span.span_id
+
+    @property
+    def parent_span_id(self) -> str | None:
+        return self.span.parent_span_id
+
+    @property
+    def name(self) -> str:
+        return self.span.name
+
+    @property
+    def run_id(self) -> str:
+        return run_id(self.span.trace_id, self.span.span_id)
+
+    @property
+    def latency_ms(self) -> float:
+        return max(0, self.span.end_ns - self.span.start_ns) / 1e6
+
+    @property
+    def status(self) -> str:
+        return "error" if self.error else "ok"
+
+    @property
+    def agent(self) -> str | None:
+        return self.agent_name or self.agent_id
+
+    @property
+    def service_name(self) -> str | None:
+        return self.span.resource.get("service.name")
+
+    @property
+    def service_version(self) -> str | None:
+        return self.span.resource.get("service.version")
+
+    @property
+    def environment(self) -> str | None:
+        res = self.span.resource
+        return res.get("deployment.environment.name") or res.get("deployment.environment")
+
+    @property
+    def is_run_root_kind(self) -> bool:
+        """Agent invocations and workflows start runs (DESIGN decision 4); creating an agent does not."""
+        return (self.kind == "agent" and self.operation != "create_agent") or self.operation in (
+            "invoke_workflow",
+            "workflow",
+        )
+
+    # --- messages are parsed on first use: most consumers never read them
+    def _parsed(self) -> tuple:
+        if self._messages is None:
+            self._messages = _messages.extract(self.span, self.logs, self.skipped)
+        return self._messages
+
+    @property
+    def input_messages(self) -> list[_messages.Message]:
+        return self._parsed()[0]
+
+    @property
+    def output_messages(self) -> list[_messages.Message]:
+        return self._parsed()[1]
+
+    @property
+    def input_text(self) -> str | None:
+        return _text(self.span.attributes, INPUT_TEXT_KEYS) or _messages.last_text(self.input_messages, "user")
+
+    @property
+    def output_text(self) -> str | None:
+        return _text(self.span.attributes, OUTPUT_TEXT_KEYS) or _messages.last_text(self.output_messages, None)
+
+    def attach_logs(self, logs: Iterable[BridgeLog]) -> None:
+        self.logs.extend(logs)
+        self._messages = None
+
+    def inherit(self, ctx: Context | None) -> None:
+        """Fill what this span lacks from its nearest agent/workflow ancestor."""
+        if ctx is None:
+            return
+        if self.agent_name is None and self.agent_id is None:
+            self.agent_id, self.agent_name = ctx.agent_id, ctx.agent_name
+        self.conversation_id = self.conversation_id or ctx.conversation_id
+        self.session_id = self.session_id or ctx.session_id
+        self.user_id = self.user_id or ctx.user_id
+        self.user_email = self.user_email or ctx.user_email
+
+    def context(self) -> Context:
+        return Context(
+            self.agent_id, self.agent_name, self.conversation_id, self.session_id, self.user_id, self.user_email
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        """The stable field names scripts rely on (``otel-bridge inspect --json``)."""
+        return {
+            "trace_id": self.trace_id,
+            "span_id": self.span_id,
+            "parent_span_id": self.parent_span_id,
+            "kind": self.kind,
+            "operation": self.operation,
+            "name": self.name,
+            "agent": self.agent,
+            "agent_id": self.agent_id,
+            "model": self.model,
+            "provider": self.provider,
+            "input_tokens": self.input_tokens,
+            "cached_input_tokens": self.cached_input_tokens,
+            "cache_write_tokens": self.cache_write_tokens,
+            "output_tokens": self.output_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
+            "tool_name": self.tool_name,
+            "tool_call_id": self.tool_call_id,
+            "conversation_id": self.conversation_id,
+            "session_id": self.session_id,
+            "user_id": self.user_id,
+            "user_email": self.user_email,
+            "service_name": self.service_name,
+            "service_version": self.service_version,
+            "environment": self.environment,
+            "start_ns": self.span.start_ns,
+            "end_ns": self.span.end_ns,
+            "latency_ms": round(self.latency_ms, 3),
+            "status": self.status,
+            "error_type": self.error_type,
+            "tags": self.tags,
+        }
+
+
+# ------------------------------------------------------------------------------------------------ readers
+
+
+def _text(attrs: Mapping[str, Any], keys: Iterable[str]) -> str | None:
+    for key in keys:
+        value = attrs.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _tokens(attrs: Mapping[str, Any], keys: Iterable[str], skipped: list[str]) -> int | None:
+    for key in keys:
+        if key not in attrs:
+            continue
+        value = attrs[key]
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return value
+        if isinstance(value, float) and value.is_integer() and value >= 0:
+            return int(value)
+        skipped.append(key)
+    return None
+
+
+def normalise_provider(value: str | None) -> str | None:
+    if not value:
+        return None
+    low = value.strip().lower()
+    return _PROVIDER_ALIASES.get(low, low)
+
+
+def _kind(attrs: Mapping[str, Any]) -> tuple[str, str | None]:
+    op = attrs.get("gen_ai.operation.name")
+    if isinstance(op, str) and op in _GENAI_OPERATION_KIND:
+        return _GENAI_OPERATION_KIND[op], op
+    oi = attrs.get("openinference.span.kind")
+    if isinstance(oi, str) and oi.upper() in _OPENINFERENCE_KIND:
+        return _OPENINFERENCE_KIND[oi.upper()], oi.lower()
+    tl = attrs.get("traceloop.span.kind")
+    if isinstance(tl, str) and tl in _TRACELOOP_KIND:
+        return _TRACELOOP_KIND[tl], tl
+    req = attrs.get("llm.request.type")
+    if isinstance(req, str) and req in _LLM_REQUEST_TYPE:
+        return _LLM_REQUEST_TYPE[req], req
+    if "gen_ai.system" in attrs or "gen_ai.provider.name" in attrs:
+        return "llm", op if isinstance(op, str) else None
+    return "other", op if isinstance(op, str) else None
+
+
+def _tags(attrs: Mapping[str, Any], skipped: list[str]) -> list[str]:
+    value = attrs.get("tag.tags")
+    if value is None:
+        return []
+    if isinstance(value, str):
+        try:
+            value = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            value = [value]
+    if isinstance(value, (list, tuple)):
+        return [str(v) for v in value]
+    skipped.append("tag.tags")
+    return []
+
+
+def _metadata(attrs: Mapping[str, Any], skipped: list[str]) -> dict[str, Any]:
+    meta: dict[str, Any] = {}
+    raw = attrs.get("metadata")
+    if isinstance(raw, str):
+        try:
+            raw = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            skipped.append("metadata")
+            raw = None
+    if isinstance(raw, Mapping):
+        meta.update(raw)
+    elif raw is not None:
+        skipped.append("metadata")
+    for key in attrs:
+        if key.startswith(_TRACELOOP_PROPS):
+            meta[key[len(_TRACELOOP_PROPS) :]] = attrs[key]
+    return meta
+
+
+def _exclusive_to_inclusive(a: AgentSpan) -> None:
+    cached = (a.cached_input_tokens or 0) + (a.cache_write_tokens or 0)
+    if a.input_tokens is not None and cached and a.input_tokens < cached:
+        a.input_tokens += cached
+    if a.output_tokens is not None and a.reasoning_tokens and a.output_tokens < a.reasoning_tokens:
+        a.output_tokens += a.reasoning_tokens
+
+
+def _error(span: BridgeSpan, attrs: Mapping[str, Any]) -> tuple[bool, str | None, str | None]:
+    error_type = attrs.get("error.type")
+    message = span.status_message or None
+    for event in span.events:
+        if event.name == "exception":
+            error_type = error_type or event.attributes.get("exception.type")
+            message = message or event.attributes.get("exception.message")
+    failed = span.status_code == STATUS_ERROR or bool(error_type)
+    return failed, (str(error_type) if error_type else None), message
+
+
+def recognise(span: BridgeSpan) -> AgentSpan:
+    """Read one span's agent semantics. Never raises on attribute content."""
+    attrs = span.attributes
+    skipped: list[str] = []
+    kind, operation = _kind(attrs)
+    model, request_model = _text(attrs, MODEL_KEYS), _text(attrs, REQUEST_MODEL_KEYS)
+    failed, error_type, error_message = _error(span, attrs)
+    a = AgentSpan(
+        span,
+        kind,
+        operation,
+        model,
+        request_model,
+        normalise_provider(_text(attrs, PROVIDER_KEYS)),
+        _tokens(attrs, INPUT_TOKEN_KEYS, skipped),
+        _tokens(attrs, CACHE_READ_KEYS, skipped),
+        _tokens(attrs, CACHE_WRITE_KEYS, skipped),
+        _tokens(attrs, OUTPUT_TOKEN_KEYS, skipped),
+        _tokens(attrs, REASONING_KEYS, skipped),
+        _tokens(attrs, TOTAL_TOKEN_KEYS, skipped),
+        error=failed,
+        error_type=error_type,
+        error_message=error_message,
+        skipped=skipped,
+    )
+    _exclusive_to_inclusive(a)
+    entity = _text(attrs, ("traceloop.entity.name",))
+    a.agent_id = _text(attrs, ("gen_ai.agent.id",))
+    a.agent_name = _text(attrs, ("gen_ai.agent.name", "agent.name")) or (entity if kind == "agent" else None)
+    a.workflow_name = _text(attrs, ("gen_ai.workflow.name", "traceloop.workflow.name"))
+    if kind == "tool":
+        a.tool_name = _text(attrs, ("gen_ai.tool.name", "tool.name")) or entity or span.name
+        a.tool_call_id = _text(attrs, ("gen_ai.tool.call.id", "tool_call.id", "tool.id"))
+        a.tool_type = _text(attrs, ("gen_ai.tool.type",))
+    if kind == "chain" and a.workflow_name is None and operation in ("workflow", "invoke_workflow"):
+        a.workflow_name = entity or span.name
+    a.conversation_id = _text(attrs, CONVERSATION_KEYS)
+    a.session_id = _text(attrs, SESSION_KEYS)
+    a.user_id = _text(attrs, USER_KEYS)
+    a.tags = _tags(attrs, skipped)
+    a.metadata = _metadata(attrs, skipped)
+    email = _text(attrs, EMAIL_KEYS) or a.metadata.get("user_email")
+    if email is None and a.user_id and "@" in a.user_id:
+        email = a.user_id
+    a.user_email = email if isinstance(email, str) else None
+    return a
+
+
+def recognise_trace(spans: Iterable[BridgeSpan], logs: Iterable[BridgeLog] = ()) -> list[AgentSpan]:
+    """Recognise a batch, attach correlated GenAI log events, and hand context down parent → child.
+
+    Context flows only between spans in the same batch; the in-process processor carries it across calls itself.
+    """
+    agents = [recognise(s) for s in spans]
+    by_id = {(a.trace_id, a.span_id): a for a in agents}
+    for log in logs:
+        target = by_id.get((log.trace_id, log.span_id))
+        if target is not None:
+            target.attach_logs([log])
+    for a in agents:
+        a.inherit(_ancestor_context(a, by_id))
+    return agents
+
+
+def _ancestor_context(a: AgentSpan, by_id: Mapping[tuple[str, str], AgentSpan]) -> Context | None:
+    seen = 0
+    parent = by_id.get((a.trace_id, a.parent_span_id)) if a.parent_span_id else None
+    while parent is not None and seen < 256:
+        if parent.kind in ("agent", "chain"):
+            ctx = parent.context()
+            up = _ancestor_context(parent, by_id)
+            if up is not None:  # fill gaps from further up
+                for name in Context.__slots__:
+                    if getattr(ctx, name) is None:
+                        setattr(ctx, name, getattr(up, name))
+            return ctx
+        parent = by_id.get((parent.trace_id, parent.parent_span_id)) if parent.parent_span_id else None
+        seen += 1
+    return None
+
+
+_RUN_NAMESPACE = uuid.UUID("6f1c3a52-2b7e-4c1e-9a59-0b9e0c6f7a11")
+
+
+def run_id(trace_id: str, span_id: str) -> str:
+    """Deterministic id for the span (DESIGN decision 3): a re-sent span gets the same id everywhere."""
+    return str(uuid.uuid5(_RUN_NAMESPACE, f"{trace_id}:{span_id}"))

@@ -1,0 +1,411 @@
+"""BridgeSpan: the one normalised span model every receiver produces (DESIGN decision 1).
+
+Three builders, one per source: an SDK ``ReadableSpan``, an OTLP protobuf ``ExportTraceServiceRequest`` and
+OTLP/JSON as the OTLP specification maps it (https://opentelemetry.io/docs/specs/otlp/#json-protobuf-encoding).
+GenAI log records (message content some instrumentations send as logs) get the same treatment as ``BridgeLog``.
+
+Protobuf attributes stay lazy: a span keeps its ``KeyValue`` messages and converts a value only when a processor
+reads it, because the recogniser looks at a dozen keys of spans that carry dozens.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+# OTLP enums (the SDK's SpanKind is offset by one from the wire's).
+STATUS_UNSET, STATUS_OK, STATUS_ERROR = 0, 1, 2
+SPAN_KIND_NAMES = ("unspecified", "internal", "server", "client", "producer", "consumer")
+_KIND_BY_NAME = {f"SPAN_KIND_{n.upper()}": i for i, n in enumerate(SPAN_KIND_NAMES)}
+_STATUS_BY_NAME = {"STATUS_CODE_UNSET": 0, "STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}
+
+
+@dataclass(slots=True)
+class SpanEvent:
+    name: str
+    time_ns: int
+    attributes: Mapping[str, Any]
+
+
+@dataclass(slots=True)
+class BridgeSpan:
+    trace_id: str  # 32 lowercase hex
+    span_id: str  # 16 lowercase hex
+    parent_span_id: str | None
+    name: str
+    kind: int  # OTLP SpanKind
+    start_ns: int
+    end_ns: int
+    status_code: int  # OTLP StatusCode
+    status_message: str
+    attributes: Mapping[str, Any]
+    events: list[SpanEvent] = field(default_factory=list)
+    resource: Mapping[str, Any] = field(default_factory=dict)
+    scope_name: str = ""
+    scope_version: str = ""
+
+
+@dataclass(slots=True)
+class BridgeLog:
+    """A log record that may carry GenAI event content for a span (e.g. ``gen_ai.user.message``)."""
+
+    trace_id: str | None
+    span_id: str | None
+    time_ns: int
+    event_name: str
+    body: Any
+    attributes: Mapping[str, Any]
+    resource: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Decoded(NamedTuple):
+    """What a receiver got out of one request: the good items, and how many were refused and why."""
+
+    items: list
+    rejected: int = 0
+    error: str | None = None
+
+
+class DecodeError(ValueError):
+    """The request as a whole could not be read (bad protobuf, bad JSON, wrong top-level shape)."""
+
+
+# ---------------------------------------------------------------------------------------------- protobuf
+
+
+def _proto_value(v: Any) -> Any:
+    kind = v.WhichOneof("value")
+    if kind == "string_value":
+        return v.string_value
+    if kind == "int_value":
+        return v.int_value
+    if kind == "double_value":
+        return v.double_value
+    if kind == "bool_value":
+        return v.bool_value
+    if kind == "array_value":
+        return [_proto_value(x) for x in v.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: _proto_value(kv.value) for kv in v.kvlist_value.values}
+    if kind == "bytes_value":
+        return v.bytes_value
+    return None
+
+
+class ProtoAttributes(Mapping[str, Any]):
+    """Attributes of a protobuf span, converted to Python values on first read."""
+
+    __slots__ = ("_raw", "_done")
+
+    def __init__(self, key_values: Iterable[Any]) -> None:
+        self._raw: dict[str, Any] = {kv.key: kv.value for kv in key_values}
+        self._done: dict[str, Any] = {}
+
+    def __getitem__(self, key: str) -> Any:
+        try:
+            return self._done[key]
+        except KeyError:
+            value = self._done[key] = _proto_value(self._raw[key])
+            return value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        if key in self._raw:
+            return self[key]
+        return default
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._raw
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+
+def _proto_attrs(key_values: Any) -> Mapping[str, Any]:
+    return ProtoAttributes(key_values) if key_values else {}
+
+
+def spans_from_otlp_proto(request: ExportTraceServiceRequest | bytes) -> Decoded:
+    """OTLP protobuf → BridgeSpans. Spans with invalid ids are refused and counted, the rest kept."""
+    if isinstance(request, (bytes, bytearray, memoryview)):
+        try:
+            request = ExportTraceServiceRequest.FromString(bytes(request))
+        except Exception as exc:  # protobuf raises DecodeError, but upb may raise others on garbage
+            raise DecodeError(f"body is not an OTLP ExportTraceServiceRequest protobuf: {exc}") from exc
+    out: list[BridgeSpan] = []
+    rejected, error = 0, None
+    for rs in request.resource_spans:
+        resource = {kv.key: _proto_value(kv.value) for kv in rs.resource.attributes}
+        for ss in rs.scope_spans:
+            scope_name, scope_version = ss.scope.name, ss.scope.version
+            for s in ss.spans:
+                trace_id, span_id = s.trace_id, s.span_id
+                if len(trace_id) != 16 or len(span_id) != 8 or trace_id == _ZERO16 or span_id == _ZERO8:
+                    rejected += 1
+                    error = error or f"span {s.name!r}: trace_id must be 16 bytes and span_id 8 bytes, non-zero"
+                    continue
+                parent = s.parent_span_id
+                out.append(
+                    BridgeSpan(
+                        trace_id.hex(),
+                        span_id.hex(),
+                        parent.hex() if len(parent) == 8 else None,
+                        s.name,
+                        s.kind,
+                        s.start_time_unix_nano,
+                        s.end_time_unix_nano,
+                        s.status.code,
+                        s.status.message,
+                        _proto_attrs(s.attributes),
+                        [SpanEvent(e.name, e.time_unix_nano, _proto_attrs(e.attributes)) for e in s.events],
+                        resource,
+                        scope_name,
+                        scope_version,
+                    )
+                )
+    return Decoded(out, rejected, error)
+
+
+_ZERO16, _ZERO8 = bytes(16), bytes(8)
+
+
+def logs_from_otlp_proto(request: ExportLogsServiceRequest | bytes) -> Decoded:
+    if isinstance(request, (bytes, bytearray, memoryview)):
+        try:
+            request = ExportLogsServiceRequest.FromString(bytes(request))
+        except Exception as exc:
+            raise DecodeError(f"body is not an OTLP ExportLogsServiceRequest protobuf: {exc}") from exc
+    out: list[BridgeLog] = []
+    for rl in request.resource_logs:
+        resource = {kv.key: _proto_value(kv.value) for kv in rl.resource.attributes}
+        for sl in rl.scope_logs:
+            for r in sl.log_records:
+                attrs = {kv.key: _proto_value(kv.value) for kv in r.attributes}
+                out.append(
+                    BridgeLog(
+                        r.trace_id.hex() if len(r.trace_id) == 16 else None,
+                        r.span_id.hex() if len(r.span_id) == 8 else None,
+                        r.time_unix_nano or r.observed_time_unix_nano,
+                        r.event_name or str(attrs.get("event.name") or ""),
+                        _proto_value(r.body) if r.HasField("body") else None,
+                        attrs,
+                        resource,
+                    )
+                )
+    return Decoded(out)
+
+
+# ---------------------------------------------------------------------------------------------- OTLP/JSON
+
+
+def _get(obj: Mapping[str, Any], camel: str, snake: str, default: Any = None) -> Any:
+    """OTLP/JSON keys are lowerCamelCase; protobuf's JSON parser also accepts the field names, so do we."""
+    value = obj.get(camel)
+    if value is None:
+        value = obj.get(snake, default)
+    return default if value is None else value
+
+
+def _json_int(value: Any, what: str) -> int:
+    """64-bit integers arrive as JSON strings or numbers."""
+    if isinstance(value, bool):
+        raise ValueError(f"{what} must be an integer, got a boolean")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.lstrip("-").isdigit():
+        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise ValueError(f"{what} must be an integer, got {value!r}")
+
+
+def _json_value(v: Any) -> Any:
+    if not isinstance(v, Mapping):
+        raise ValueError(f"attribute value must be an AnyValue object, got {type(v).__name__}")
+    if "stringValue" in v or "string_value" in v:
+        return _get(v, "stringValue", "string_value", "")
+    if "intValue" in v or "int_value" in v:
+        return _json_int(_get(v, "intValue", "int_value"), "intValue")
+    if "doubleValue" in v or "double_value" in v:
+        return float(_get(v, "doubleValue", "double_value"))
+    if "boolValue" in v or "bool_value" in v:
+        return bool(_get(v, "boolValue", "bool_value"))
+    if "arrayValue" in v or "array_value" in v:
+        return [_json_value(x) for x in _get(v, "arrayValue", "array_value", {}).get("values", [])]
+    if "kvlistValue" in v or "kvlist_value" in v:
+        return _json_attrs(_get(v, "kvlistValue", "kvlist_value", {}).get("values", []))
+    if "bytesValue" in v or "bytes_value" in v:
+        return base64.b64decode(_get(v, "bytesValue", "bytes_value"))
+    return None
+
+
+def _json_attrs(key_values: Any) -> dict[str, Any]:
+    if not isinstance(key_values, list):
+        raise ValueError("attributes must be a list of {key, value}")
+    return {kv["key"]: _json_value(kv.get("value", {})) for kv in key_values}
+
+
+def _hex_id(value: Any, size: int, what: str, required: bool = True) -> str | None:
+    if value in (None, ""):
+        if required:
+            raise ValueError(f"{what} is missing")
+        return None
+    if not isinstance(value, str) or len(value) != size * 2:
+        raise ValueError(f"{what} must be {size * 2} hex characters, got {value!r}")
+    try:
+        raw = binascii.unhexlify(value)
+    except binascii.Error:
+        raise ValueError(f"{what} must be hex, got {value!r}") from None
+    if raw == bytes(size):
+        raise ValueError(f"{what} must not be all zeros")
+    return value.lower()
+
+
+def _enum(value: Any, names: Mapping[str, int], what: str) -> int:
+    if isinstance(value, str) and value in names:
+        return names[value]
+    return _json_int(value if value is not None else 0, what)
+
+
+def _json_span(s: Mapping[str, Any], resource: Mapping[str, Any], scope: Mapping[str, Any]) -> BridgeSpan:
+    status = _get(s, "status", "status", {})
+    events = [
+        SpanEvent(
+            e.get("name", ""),
+            _json_int(_get(e, "timeUnixNano", "time_unix_nano", 0), "event timeUnixNano"),
+            _json_attrs(e.get("attributes", [])),
+        )
+        for e in s.get("events", [])
+    ]
+    return BridgeSpan(
+        _hex_id(_get(s, "traceId", "trace_id"), 16, "traceId"),
+        _hex_id(_get(s, "spanId", "span_id"), 8, "spanId"),
+        _hex_id(_get(s, "parentSpanId", "parent_span_id"), 8, "parentSpanId", required=False),
+        s.get("name", ""),
+        _enum(s.get("kind"), _KIND_BY_NAME, "kind"),
+        _json_int(_get(s, "startTimeUnixNano", "start_time_unix_nano", 0), "startTimeUnixNano"),
+        _json_int(_get(s, "endTimeUnixNano", "end_time_unix_nano", 0), "endTimeUnixNano"),
+        _enum(status.get("code"), _STATUS_BY_NAME, "status.code"),
+        status.get("message", ""),
+        _json_attrs(s.get("attributes", [])),
+        events,
+        resource,
+        scope.get("name", ""),
+        scope.get("version", ""),
+    )
+
+
+def _json_document(body: bytes | str | Mapping[str, Any], top: str) -> Mapping[str, Any]:
+    if isinstance(body, Mapping):
+        return body
+    import orjson
+
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise DecodeError(f"body is not valid JSON: {exc}") from exc
+    if not isinstance(doc, dict) or not isinstance(doc.get(top, []), list):
+        raise DecodeError(f"OTLP/JSON body must be an object with a {top!r} array")
+    return doc
+
+
+def _walk_json(doc: Mapping[str, Any], top: str, scopes: str, leaf: str, build: Any) -> Decoded:
+    """Walk resource → scope → leaf; a malformed leaf is refused and counted, its neighbours kept."""
+    out: list = []
+    rejected, error = 0, None
+    for block in doc.get(top, []):
+        try:
+            resource = _json_attrs(block.get("resource", {}).get("attributes", []))
+            scope_blocks = list(block.get(scopes, []))
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            n = sum(len(sb.get(leaf, [])) for sb in block.get(scopes, []) if isinstance(sb, dict))
+            rejected, error = rejected + n, error or f"{top}: resource: {exc}"
+            continue
+        for sb in scope_blocks:
+            scope = sb.get("scope") or {}
+            for i, item in enumerate(sb.get(leaf, [])):
+                try:
+                    out.append(build(item, resource, scope))
+                except (AttributeError, KeyError, TypeError, ValueError) as exc:
+                    rejected += 1
+                    error = error or f"{leaf}[{i}]: {exc}"
+    return Decoded(out, rejected, error)
+
+
+def spans_from_otlp_json(body: bytes | str | Mapping[str, Any]) -> Decoded:
+    """OTLP/JSON → BridgeSpans (hex ids, lowerCamelCase keys, int64 as string or number, integer enums)."""
+    doc = _json_document(body, "resourceSpans")
+    return _walk_json(doc, "resourceSpans", "scopeSpans", "spans", _json_span)
+
+
+def _json_log(r: Mapping[str, Any], resource: Mapping[str, Any], scope: Mapping[str, Any]) -> BridgeLog:
+    attrs = _json_attrs(r.get("attributes", []))
+    body = r.get("body")
+    return BridgeLog(
+        _hex_id(_get(r, "traceId", "trace_id"), 16, "traceId", required=False),
+        _hex_id(_get(r, "spanId", "span_id"), 8, "spanId", required=False),
+        _json_int(_get(r, "timeUnixNano", "time_unix_nano", 0) or _get(r, "observedTimeUnixNano", "observed_time_unix_nano", 0), "timeUnixNano"),
+        _get(r, "eventName", "event_name", "") or str(attrs.get("event.name") or ""),
+        _json_value(body) if body is not None else None,
+        attrs,
+        resource,
+    )
+
+
+def logs_from_otlp_json(body: bytes | str | Mapping[str, Any]) -> Decoded:
+    doc = _json_document(body, "resourceLogs")
+    return _walk_json(doc, "resourceLogs", "scopeLogs", "logRecords", _json_log)
+
+
+# ---------------------------------------------------------------------------------------------- SDK
+
+
+def span_from_sdk(span: Any) -> BridgeSpan:
+    """An SDK ``ReadableSpan`` (finished, or still running when called from ``on_start``)."""
+    ctx = span.context
+    parent = span.parent
+    status = span.status
+    resource = span.resource.attributes if span.resource is not None else {}
+    scope = span.instrumentation_scope
+    return BridgeSpan(
+        f"{ctx.trace_id:032x}",
+        f"{ctx.span_id:016x}",
+        f"{parent.span_id:016x}" if parent is not None and parent.span_id else None,
+        span.name,
+        span.kind.value + 1,
+        span.start_time or 0,
+        span.end_time or 0,
+        status.status_code.value if status is not None else STATUS_UNSET,
+        (status.description or "") if status is not None else "",
+        span.attributes or {},
+        [SpanEvent(e.name, e.timestamp, e.attributes or {}) for e in span.events],
+        resource,
+        scope.name if scope is not None else "",
+        (scope.version or "") if scope is not None else "",
+    )
+
+
+def log_from_sdk(record: Any, resource: Mapping[str, Any] | None = None) -> BridgeLog:
+    """An SDK log record (``LogRecord``/``ReadableLogRecord``) as a ``BridgeLog``."""
+    attrs = dict(record.attributes or {})
+    trace_id, span_id = record.trace_id or 0, record.span_id or 0
+    if resource is None:
+        res = getattr(record, "resource", None)
+        resource = res.attributes if res is not None else {}
+    return BridgeLog(
+        f"{trace_id:032x}" if trace_id else None,
+        f"{span_id:016x}" if span_id else None,
+        record.timestamp or record.observed_timestamp or 0,
+        getattr(record, "event_name", None) or str(attrs.get("event.name") or ""),
+        record.body,
+        attrs,
+        resource,
+    )
