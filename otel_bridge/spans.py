@@ -49,6 +49,12 @@ class BridgeSpan:
     resource: Mapping[str, Any] = field(default_factory=dict)
     scope_name: str = ""
     scope_version: str = ""
+    parent_remote: bool = False  # the parent lives in another process (W3C context propagated in)
+
+    @property
+    def local_root(self) -> bool:
+        """The first span of this trace in this process: no parent, or a remote one."""
+        return self.parent_span_id is None or self.parent_remote
 
 
 @dataclass(slots=True)
@@ -169,12 +175,15 @@ def spans_from_otlp_proto(request: ExportTraceServiceRequest | bytes) -> Decoded
                         resource,
                         scope_name,
                         scope_version,
+                        s.flags & _REMOTE_FLAGS == _REMOTE_FLAGS,
                     )
                 )
     return Decoded(out, rejected, error)
 
 
 _ZERO16, _ZERO8 = bytes(16), bytes(8)
+# SpanFlags: CONTEXT_HAS_IS_REMOTE (0x100) | CONTEXT_IS_REMOTE (0x200), see trace.proto.
+_REMOTE_FLAGS = 0x300
 
 
 def logs_from_otlp_proto(request: ExportLogsServiceRequest | bytes) -> Decoded:
@@ -300,6 +309,7 @@ def _json_span(s: Mapping[str, Any], resource: Mapping[str, Any], scope: Mapping
         resource,
         scope.get("name", ""),
         scope.get("version", ""),
+        _json_int(s.get("flags", 0), "flags") & _REMOTE_FLAGS == _REMOTE_FLAGS,
     )
 
 
@@ -390,6 +400,7 @@ def span_from_sdk(span: Any) -> BridgeSpan:
         resource,
         scope.name if scope is not None else "",
         (scope.version or "") if scope is not None else "",
+        bool(parent is not None and parent.is_remote),
     )
 
 
