@@ -1,0 +1,217 @@
+"""AgentSpan → FlowX Observatory events (the /api/report wire protocol in shared/seeds/000_…).
+
+Each agent/llm/tool/chain/retriever/embedding span becomes ``<type>_start`` and ``<type>_end``; LLM messages become
+``chat`` events, one per user turn and per assistant reply (a conversation's history is re-sent on every LLM call,
+so messages already reported for a thread are skipped); ``feedback``/``saved`` come from span events and
+``track_event``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from otel_bridge.messages import Message
+from otel_bridge.semconv import AgentSpan, run_id
+
+EVENT_TYPES = ("agent", "llm", "tool", "chain", "retriever", "embedding")
+CUSTOM_EVENTS = ("chat", "feedback", "saved")
+APP_ID_RESOURCE_KEYS = ("flowx.observatory.app_id", "observatory.app_id", "flowx.app_id")
+
+
+def iso_ms(ns: int) -> str:
+    """UTC ISO 8601 with milliseconds and Z, as the wire protocol shows (``2026-05-29T08:42:11.123Z``)."""
+    return datetime.fromtimestamp(ns // 1_000_000 / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _message_json(m: Message) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.tool_calls:
+        out["tool_calls"] = [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in m.tool_calls]
+    if m.tool_call_id:
+        out["tool_call_id"] = m.tool_call_id
+    return out
+
+
+class ObservatoryConverter:
+    """Stateful only for chat de-duplication and for parent resolution across batches (both bounded)."""
+
+    def __init__(self, app_id: str | None = None, *, max_threads: int = 10_000, max_known_spans: int = 100_000) -> None:
+        self.app_id = app_id
+        self._threads: OrderedDict[str, set[tuple]] = OrderedDict()
+        self._known: OrderedDict[tuple[str, str], str | None] = OrderedDict()  # span → parent_run_id it got
+        self.max_threads, self.max_known_spans = max_threads, max_known_spans
+        self.counters = {"events": 0, "chat": 0, "chat_duplicates": 0, "skipped_spans": 0}
+
+    # ------------------------------------------------------------------------------------------- run events
+
+    def _base(self, a: AgentSpan) -> dict[str, Any]:
+        event: dict[str, Any] = {"run_id": a.run_id, "parent_run_id": self._parent_run_id(a), "type": a.kind}
+        app_id = self.app_id or next((a.span.resource[k] for k in APP_ID_RESOURCE_KEYS if k in a.span.resource), None)
+        if app_id:
+            event["app_id"] = str(app_id)
+        event["metadata"] = self._metadata(a)
+        return event
+
+    def _metadata(self, a: AgentSpan) -> dict[str, Any]:
+        meta: dict[str, Any] = {"trace_id": a.trace_id, "span_id": a.span_id}
+        for key, value in (
+            ("user_email", a.user_email),
+            ("user_id", a.user_id),
+            ("agent", a.agent),
+            ("tags", a.tags or None),
+            ("service.name", a.service_name),
+            ("service.version", a.service_version),
+            ("deployment.environment", a.environment),
+            ("conversation_id", a.conversation_id),
+            ("session_id", a.session_id),
+            ("provider", a.provider),
+        ):
+            if value is not None:
+                meta[key] = value
+        return meta
+
+    def _parent_run_id(self, a: AgentSpan) -> str | None:
+        """Nearest ancestor that became an event when known, else the direct parent; None for a root."""
+        if a.parent_span_id is None:
+            return None
+        return self._known.get((a.trace_id, a.parent_span_id), run_id(a.trace_id, a.parent_span_id))
+
+    def _remember(self, a: AgentSpan, parent_run_id: str | None, became_event: bool) -> None:
+        # A span that produced no event passes its own resolved parent down, so children skip over it.
+        self._known[(a.trace_id, a.span_id)] = a.run_id if became_event else parent_run_id
+        if len(self._known) > self.max_known_spans:
+            self._known.popitem(last=False)
+
+    def note_span(self, a: AgentSpan) -> None:
+        """Record a span seen at start (in-process) so its children resolve their parent through it."""
+        became = a.kind in EVENT_TYPES
+        self._remember(a, self._parent_run_id(a), became)
+
+    def _input(self, a: AgentSpan) -> Any:
+        if a.kind == "tool":
+            return {"tool": a.tool_name, "tool_call_id": a.tool_call_id, "arguments": a.input_text}
+        if a.input_messages:
+            return {"messages": [_message_json(m) for m in a.input_messages]}
+        text = a.input_text
+        return {"prompt": text} if text is not None else {}
+
+    def _output(self, a: AgentSpan) -> Any:
+        if a.output_messages:
+            return {"messages": [_message_json(m) for m in a.output_messages]}
+        text = a.output_text
+        return {"text": text} if text is not None else None
+
+    def start_event(self, a: AgentSpan) -> dict[str, Any] | None:
+        if a.kind not in EVENT_TYPES:
+            return None
+        event = self._base(a)
+        event.update(name=f"{a.kind}_start", timestamp=iso_ms(a.span.start_ns), input=self._input(a), output=None)
+        self.counters["events"] += 1
+        return event
+
+    def end_event(self, a: AgentSpan) -> dict[str, Any] | None:
+        if a.kind not in EVENT_TYPES:
+            return None
+        event = self._base(a)
+        event.update(
+            name=f"{a.kind}_end",
+            timestamp=iso_ms(a.span.end_ns),
+            input=self._input(a),
+            output=self._output(a),
+            status="error" if a.error else "success",
+            latency=round(a.latency_ms / 1000, 6),
+        )
+        if a.error:
+            event["error"] = {"type": a.error_type, "message": a.error_message}
+        if a.kind == "llm":
+            self._usage(a, event)
+        self.counters["events"] += 1
+        return event
+
+    @staticmethod
+    def _usage(a: AgentSpan, event: dict[str, Any]) -> None:
+        """Observatory prices type=llm events from model + prompt/completion tokens (its cost rules)."""
+        event["model"] = a.model or a.request_model or "unknown"
+        prompt, completion = a.input_tokens or 0, a.output_tokens or 0
+        event.update(prompt_tokens=prompt, completion_tokens=completion, total_tokens=a.total_tokens or prompt + completion)
+        if a.cached_input_tokens:
+            event["cached_tokens"] = a.cached_input_tokens
+        if a.cache_write_tokens:
+            event["cache_write_tokens"] = a.cache_write_tokens
+        if a.reasoning_tokens:
+            event["reasoning_tokens"] = a.reasoning_tokens
+
+    def convert(self, a: AgentSpan, *, started: bool = False) -> list[dict[str, Any]]:
+        """Events for a finished span; ``started`` when its ``_start`` already went out from ``on_start``."""
+        parent = self._parent_run_id(a)
+        events = [] if started else [e for e in (self.start_event(a),) if e is not None]
+        end = self.end_event(a)
+        self._remember(a, parent, end is not None)
+        if end is None:
+            self.counters["skipped_spans"] += 1
+        else:
+            events.append(end)
+        if a.kind == "llm":
+            events.extend(self.chat_events(a))
+        events.extend(self.span_custom_events(a))
+        return events
+
+    # ------------------------------------------------------------------------------------------- custom events
+
+    def _thread(self, a: AgentSpan) -> tuple[str, str | None]:
+        """(de-dup key, thread_id): conversation id, else session id, else none (Observatory groups itself)."""
+        thread_id = a.conversation_id or a.session_id
+        return (thread_id or f"{a.agent}|{a.user_id or a.user_email}|{a.trace_id}"), thread_id
+
+    def chat_events(self, a: AgentSpan) -> list[dict[str, Any]]:
+        key, thread_id = self._thread(a)
+        seen = self._threads.get(key)
+        if seen is None:
+            seen = self._threads[key] = set()
+            if len(self._threads) > self.max_threads:
+                self._threads.popitem(last=False)
+        else:
+            self._threads.move_to_end(key)
+        counts: dict[tuple, int] = {}
+        out = []
+        for m, ns in [(m, a.span.start_ns) for m in a.input_messages] + [(m, a.span.end_ns) for m in a.output_messages]:
+            if m.role not in ("user", "assistant") or not m.content:
+                continue
+            digest = hashlib.blake2b(m.content.encode(), digest_size=12).hexdigest()
+            n = counts[(m.role, digest)] = counts.get((m.role, digest), 0) + 1
+            ident = (m.role, digest, n)  # the n-th identical message of the thread, robust to trimmed history
+            if ident in seen:
+                self.counters["chat_duplicates"] += 1
+                continue
+            seen.add(ident)
+            out.append(self.chat_event(a, m.role, m.content, thread_id, ns, f"{key}|{m.role}|{digest}|{n}"))
+        self.counters["chat"] += len(out)
+        return out
+
+    def chat_event(self, a: AgentSpan, role: str, content: str, thread_id: str | None, ns: int, ident: str) -> dict[str, Any]:
+        event = self.custom_event("chat", {"role": role, "content": content}, a, ns)
+        event["event_id"] = hashlib.blake2b(ident.encode(), digest_size=16).hexdigest()
+        if thread_id:
+            event["thread_id"] = thread_id
+        return event
+
+    def span_custom_events(self, a: AgentSpan) -> list[dict[str, Any]]:
+        """``feedback`` and ``saved`` recorded as span events; ``run_id`` defaults to the span's own."""
+        return [self.custom_event(e.name, dict(e.attributes), a, e.time_ns) for e in a.span.events if e.name in ("feedback", "saved")]
+
+    def custom_event(self, name: str, fields: Mapping[str, Any], a: AgentSpan | None, ns: int) -> dict[str, Any]:
+        event: dict[str, Any] = {"name": name, "type": name, "timestamp": iso_ms(ns)}
+        if self.app_id:
+            event["app_id"] = self.app_id
+        event.update({k: v for k, v in fields.items() if v is not None})
+        if a is not None:
+            event.setdefault("run_id", a.run_id)
+            extra = fields.get("metadata")
+            event["metadata"] = {**self._metadata(a), **(dict(extra) if isinstance(extra, Mapping) else {})}
+        if "rating" in event:
+            event["rating"] = str(event["rating"])
+        return event
