@@ -254,8 +254,10 @@ def test_shutdown_deadline_honoured_while_sender_fails_forever():
     exp.offer_many(range(10))
     start = time.monotonic()
     exp.shutdown(0.3)
-    assert time.monotonic() - start < 1.5
-    assert exp.stats()["failed"] == 10 and exp.stats()["sent"] == 0
+    assert time.monotonic() - start < 1.0
+    # every item is accounted for (an in-flight batch may be counted a moment after shutdown returns)
+    assert wait_until(lambda: exp.stats()["failed"] == 10)
+    assert exp.stats()["sent"] == 0 and exp.queue_depth == 0
     assert sender.closed
 
 

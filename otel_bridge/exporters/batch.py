@@ -208,7 +208,9 @@ class BatchExporter:
             if self._shut:
                 return True
             self._shut = self._stopping = True
-            self._deadline = None if timeout is None else self._clock() + timeout
+            # The worker gives up a little before join() does, so it can still count what it gives up.
+            margin = 0.0 if timeout is None else min(0.05, timeout / 10)
+            self._deadline = None if timeout is None else self._clock() + timeout - margin
             self._work.notify_all()
             self._pause.notify_all()
         thread = self._thread
@@ -216,8 +218,7 @@ class BatchExporter:
             thread.join(timeout)
             ok = not thread.is_alive()
             if not ok:
-                logger.warning("%s exporter: shutdown timed out with %d items queued",
-                               self._name, len(self._queue))
+                self._abandon_queue()
         else:
             ok = self._drain_inline()
         try:
@@ -225,6 +226,15 @@ class BatchExporter:
         except Exception:  # noqa: BLE001
             logger.exception("%s exporter: closing the sender failed", self._name)
         return ok
+
+    def _abandon_queue(self) -> None:
+        """Shutdown timed out with the worker still busy: what it never took counts as failed."""
+        with self._lock:
+            left, self._queue = self._queue, []
+            self._counts["failed"] += len(left)
+            self._finished += len(left)
+            self._done.notify_all()
+        logger.warning("%s exporter: shutdown timed out; %d queued item(s) not delivered", self._name, len(left))
 
     def _worker_alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
@@ -336,21 +346,20 @@ class BatchExporter:
     def _backoff(self, delay: float) -> bool:
         """Wait ``delay``; False when the retry could only happen after the shutdown deadline."""
         until = self._clock() + delay
-        while True:
-            deadline = self._deadline
-            if deadline is not None and until > deadline:
-                return False
-            left = until - self._clock()
-            if left <= 0:
-                return True
-            self._sleep(left)
+        if self._deadline is not None and until > self._deadline:
+            return False
+        self._sleep(delay)
+        deadline = self._deadline  # shutdown may have set one while we waited
+        return deadline is None or until <= deadline
 
     def _interruptible_wait(self, seconds: float) -> None:
-        # Check-and-wait under the lock: a shutdown that sets a deadline wakes us, and cannot be missed.
+        # Check-and-wait under the lock, so a shutdown that sets a deadline wakes us and cannot be missed.
+        until = self._clock() + seconds
         with self._lock:
-            if self._deadline is not None and self._clock() + seconds > self._deadline:
-                return
-            self._pause.wait(seconds)
+            while (left := until - self._clock()) > 0:
+                if self._deadline is not None and until > self._deadline:
+                    return
+                self._pause.wait(left)
 
     def _log_unexpected(self, exc: Exception, n: int) -> None:
         if type(exc) in self._traced:
