@@ -430,36 +430,44 @@ def recognise(span: BridgeSpan) -> AgentSpan:
 
 
 def recognise_trace(spans: Iterable[BridgeSpan], logs: Iterable[BridgeLog] = ()) -> list[AgentSpan]:
-    """Recognise a batch, attach correlated GenAI log events, and hand context down parent → child.
-
-    Context flows only between spans in the same batch; the in-process processor carries it across calls itself.
-    """
+    """Recognise a batch, attach correlated GenAI log events, and hand context down parent → child."""
     agents = [recognise(s) for s in spans]
     by_id = {(a.trace_id, a.span_id): a for a in agents}
-    for log in logs:
-        target = by_id.get((log.trace_id, log.span_id))
+    for record in logs:
+        target = by_id.get((record.trace_id, record.span_id))
         if target is not None:
-            target.attach_logs([log])
-    for a in agents:
-        a.inherit(_ancestor_context(a, by_id))
+            target.attach_logs([record])
+    inherit_context(agents)
     return agents
 
 
-def _ancestor_context(a: AgentSpan, by_id: Mapping[tuple[str, str], AgentSpan]) -> Context | None:
-    seen = 0
-    parent = by_id.get((a.trace_id, a.parent_span_id)) if a.parent_span_id else None
-    while parent is not None and seen < 256:
-        if parent.kind in ("agent", "chain"):
-            ctx = parent.context()
-            up = _ancestor_context(parent, by_id)
-            if up is not None:  # fill gaps from further up
+def inherit_context(agents: Iterable[AgentSpan]) -> None:
+    """Each span takes what it lacks (agent, conversation, session, user) from its nearest agent/workflow ancestor.
+
+    Works within the spans given; the pipeline calls it once a trace is complete.
+    """
+    by_id = {(a.trace_id, a.span_id): a for a in agents}
+    handed_down: dict[tuple[str, str], Context | None] = {}  # span → the context its children inherit
+
+    def down(key: tuple[str, str], depth: int = 0) -> Context | None:
+        if key in handed_down:
+            return handed_down[key]
+        a = by_id[key]
+        parent_key = (a.trace_id, a.parent_span_id) if a.parent_span_id else None
+        above = down(parent_key, depth + 1) if parent_key in by_id and depth < 512 else None
+        if a.kind in ("agent", "chain"):
+            ctx = a.context()
+            if above is not None:
                 for name in Context.__slots__:
                     if getattr(ctx, name) is None:
-                        setattr(ctx, name, getattr(up, name))
-            return ctx
-        parent = by_id.get((parent.trace_id, parent.parent_span_id)) if parent.parent_span_id else None
-        seen += 1
-    return None
+                        setattr(ctx, name, getattr(above, name))
+            above = ctx
+        handed_down[key] = above
+        return above
+
+    for key, a in by_id.items():
+        if a.parent_span_id and (a.trace_id, a.parent_span_id) in by_id:
+            a.inherit(down((a.trace_id, a.parent_span_id)))
 
 
 _RUN_NAMESPACE = uuid.UUID("6f1c3a52-2b7e-4c1e-9a59-0b9e0c6f7a11")

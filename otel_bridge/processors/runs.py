@@ -113,14 +113,15 @@ class RunAssembler:
 
     def __init__(
         self,
-        emit: Callable[[Run], None],
+        emit: Callable[[list[AgentSpan], list[Run]], None],
         *,
+        on_late: Callable[[AgentSpan], None] | None = None,
         wait: float = 5.0,
         max_wait: float = 30.0,
         max_traces: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._emit = emit
+        self._emit, self._on_late = emit, on_late
         self.wait, self.max_wait, self.max_traces = wait, max_wait, max_traces
         self._clock = clock
         self._lock = threading.Lock()
@@ -141,14 +142,15 @@ class RunAssembler:
     def add(self, spans: Iterable[AgentSpan], *, ended_open: bool = False) -> None:
         """Buffer finished spans. ``ended_open`` marks spans previously announced with ``started``."""
         overflow: list[_Trace] = []
+        late: list[AgentSpan] = []
         with self._lock:
             now = self._clock()
             for a in spans:
                 done = self._emitted.get(a.trace_id)
                 if done is not None and (a.span_id in done or a.parent_span_id in done):
                     self.counters["late_spans"] += 1
-                    if done is not None:
-                        done.add(a.span_id)
+                    done.add(a.span_id)
+                    late.append(a)
                     continue
                 t = self._trace(a.trace_id)
                 t.spans[a.span_id] = a
@@ -159,6 +161,8 @@ class RunAssembler:
                     t.root_seen = True
             while len(self._traces) > self.max_traces:
                 overflow.append(self._pop_oldest())
+        for a in late:
+            self._call(self._on_late, a)
         self._assemble_all(overflow, early=True)
 
     def poll(self) -> int:
@@ -197,20 +201,29 @@ class RunAssembler:
         return self._pop(trace_id)
 
     def _assemble_all(self, traces: list[_Trace], *, early: bool) -> int:
+        """Hand each finished trace and its runs to the consumer (spans first: runs refer to them)."""
         emitted = 0
         for t in traces:
-            for run in assemble(t.spans, early=early):
+            spans = sorted(t.spans.values(), key=lambda a: a.span.start_ns)
+            runs = assemble(t.spans, early=early)
+            for run in runs:
                 self._remember(run)
-                emitted += 1
-                self.counters["runs"] += 1
-                self.counters["early"] += early
-                try:
-                    self._emit(run)
-                except Exception:  # a consumer bug must not stop assembly of the other runs
-                    log.exception("run consumer failed for run %s", run.run_id)
-            if not emitted and t.spans:
-                self.counters["spans_without_run"] += len(t.spans)
+            if not runs:
+                self.counters["spans_without_run"] += len(spans)
+            self.counters["runs"] += len(runs)
+            self.counters["early"] += len(runs) if early else 0
+            emitted += len(runs)
+            self._call(self._emit, spans, runs)
         return emitted
+
+    @staticmethod
+    def _call(consumer: Callable | None, *args: object) -> None:
+        if consumer is None:
+            return
+        try:
+            consumer(*args)
+        except Exception:  # a consumer bug must not stop assembly of the other traces
+            log.exception("trace consumer failed")
 
     def _remember(self, run: Run) -> None:
         with self._lock:

@@ -1,0 +1,198 @@
+"""The one place that knows receivers' output, processors and exporters, and wires them (DESIGN: dependency direction).
+
+Flow: finished spans → ``AgentSpan`` → run assembly (held per trace until it is complete, like the collector's
+groupbytrace) → for each finished trace: context handed down, GenAI log events attached, then Observatory events,
+ClickHouse span/run/event rows and FlightDeck RunEvents, each offered to its exporter's batching engine.
+In-process ``_start`` events skip the hold so a running agent shows as started at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from otel_bridge.exporters.batch import BatchExporter
+from otel_bridge.processors.flightdeck import FlightDeckMapping, release_of, run_events
+from otel_bridge.processors.observatory import CUSTOM_EVENTS, ObservatoryConverter
+from otel_bridge.processors.runs import Run, RunAssembler
+from otel_bridge.semconv import AgentSpan, inherit_context, recognise
+from otel_bridge.spans import BridgeLog, BridgeSpan
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PipelineOptions:
+    wait: float = 5.0  # quiet time after a trace's root before its runs are assembled
+    max_wait: float = 30.0  # ... while the root has not been seen
+    max_traces: int = 10_000
+    text_limit: int = 4096
+    app_id: str | None = None
+    flightdeck: FlightDeckMapping = field(default_factory=FlightDeckMapping)
+    max_pending_logs: int = 50_000
+
+
+class Pipeline:
+    """Thread-safe entry points: ``submit_spans``, ``submit_started``, ``submit_logs``, ``track_event``."""
+
+    def __init__(self, exporters: Mapping[str, BatchExporter], options: PipelineOptions | None = None) -> None:
+        self.options = options or PipelineOptions()
+        self.exporters = dict(exporters)
+        self.observatory = ObservatoryConverter(self.options.app_id)
+        self.assembler = RunAssembler(
+            self._trace_done,
+            on_late=self._late_span,
+            wait=self.options.wait,
+            max_wait=self.options.max_wait,
+            max_traces=self.options.max_traces,
+        )
+        self._lock = threading.Lock()  # converters keep state (chat de-dup, parents): one trace at a time
+        self._pending_logs: OrderedDict[tuple[str | None, str | None], list[BridgeLog]] = OrderedDict()
+        self._started: OrderedDict[str, None] = OrderedDict()  # span ids whose _start already went out
+        self.counters = {"spans": 0, "started": 0, "logs": 0, "runs_without_release": 0, "late_spans": 0}
+        self._stop = threading.Event()
+        self._ticker = threading.Thread(target=self._tick, name="otel-bridge-runs", daemon=True)
+        self._ticker.start()
+
+    # ------------------------------------------------------------------------------------------- entry points
+
+    def submit_spans(self, spans: Iterable[BridgeSpan]) -> int:
+        agents = [recognise(s) for s in spans]
+        self.counters["spans"] += len(agents)
+        self.assembler.add(agents)
+        return len(agents)
+
+    def submit_ended(self, span: BridgeSpan) -> None:
+        """In-process: a span announced by ``submit_started`` has ended."""
+        self.counters["spans"] += 1
+        self.assembler.add([recognise(span)], ended_open=True)
+
+    def submit_started(self, span: BridgeSpan) -> None:
+        a = recognise(span)
+        self.assembler.started(a)
+        self.counters["started"] += 1
+        with self._lock:
+            self.observatory.note_span(a)
+            event = self.observatory.start_event(a)
+            self._started[a.span_id] = None
+            if len(self._started) > self.options.max_traces * 10:
+                self._started.popitem(last=False)
+        if event is not None:
+            self._offer("observatory", [event])
+            self._offer("clickhouse", [("spans", self._span_row(a, status="started"))])
+
+    def submit_logs(self, logs: Iterable[BridgeLog]) -> None:
+        with self._lock:
+            for record in logs:
+                self.counters["logs"] += 1
+                self._pending_logs.setdefault((record.trace_id, record.span_id), []).append(record)
+            while len(self._pending_logs) > self.options.max_pending_logs:
+                self._pending_logs.popitem(last=False)
+
+    def track_event(self, name: str, fields: Mapping[str, Any], span: BridgeSpan | None, time_ns: int) -> dict[str, Any]:
+        a = recognise(span) if span is not None else None
+        with self._lock:
+            event = self.observatory.custom_event(name, fields, a, time_ns)
+        self._offer("observatory", [event])
+        self._offer("clickhouse", [("events", self._event_row(event))])
+        return event
+
+    # ------------------------------------------------------------------------------------------- lifecycle
+
+    def has_room(self, n: int) -> bool:
+        """Backpressure for receivers: every exporter can take ``n`` more items."""
+        return all(e.has_room(n) for e in self.exporters.values())
+
+    def force_flush(self, timeout: float | None = None) -> bool:
+        self.assembler.flush()
+        return all([e.force_flush(timeout) for e in self.exporters.values()])
+
+    def shutdown(self, timeout: float | None = None) -> bool:
+        """Receivers first (the caller), then processors, then exporters — like the collector."""
+        self._stop.set()
+        self._ticker.join(timeout=2)
+        self.assembler.flush()
+        return all([e.shutdown(timeout) for e in self.exporters.values()])
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "pipeline": dict(self.counters),
+            "runs": {**self.assembler.counters, "in_flight": self.assembler.in_flight},
+            "exporters": {name: {**e.stats(), "queue_depth": e.queue_depth} for name, e in self.exporters.items()},
+        }
+
+    # ------------------------------------------------------------------------------------------- internals
+
+    def _tick(self) -> None:
+        period = max(0.05, min(0.5, self.options.wait / 4))
+        while not self._stop.wait(period):
+            try:
+                self.assembler.poll()
+            except Exception:
+                log.exception("run assembly failed")
+
+    def _offer(self, exporter: str, items: list[Any]) -> None:
+        target = self.exporters.get(exporter)
+        if target is not None and items:
+            target.offer_many(items)
+
+    def _late_span(self, a: AgentSpan) -> None:
+        """A span for a run already emitted: exported on its own, never merged into that run."""
+        self.counters["late_spans"] += 1
+        self._trace_done([a], [])
+
+    def _trace_done(self, spans: list[AgentSpan], runs: list[Run]) -> None:
+        with self._lock:
+            for a in spans:
+                logs = self._pending_logs.pop((a.trace_id, a.span_id), None)
+                if logs:
+                    a.attach_logs(logs)
+            inherit_context(spans)
+            release = {a.span_id: release_of(r, self.options.flightdeck) for r in runs for a in r.spans}
+            to_clickhouse = "clickhouse" in self.exporters
+            events, rows = [], []
+            for a in spans:
+                started = self._started.pop(a.span_id, "no") is None
+                converted = self.observatory.convert(a, started=started)
+                events.extend(converted)
+                if to_clickhouse and a.kind != "other":
+                    rows.append(("spans", self._span_row(a, release_id=release.get(a.span_id))))
+                    rows.extend(("events", self._event_row(e)) for e in converted if e["name"] in CUSTOM_EVENTS)
+        fd_events = []
+        for run in runs:
+            converted = run_events(run, self.options.flightdeck)
+            if not converted:
+                self.counters["runs_without_release"] += 1
+            fd_events.extend(converted)
+            if to_clickhouse:
+                rows.append(("runs", self._run_row(run, converted[-1] if converted else {})))
+        self._offer("observatory", events)
+        self._offer("clickhouse", rows)
+        self._offer("flightdeck", fd_events)
+
+    def _span_row(self, a: AgentSpan, **kwargs: Any) -> tuple:
+        from otel_bridge.exporters.clickhouse import span_row
+
+        return span_row(a, text_limit=self.options.text_limit, **kwargs)
+
+    def _run_row(self, run: Run, head: Mapping[str, Any]) -> tuple:
+        """The runs row reuses what the FlightDeck mapping decided (release, tenant, task, environment)."""
+        from otel_bridge.exporters.clickhouse import run_row
+
+        return run_row(
+            run,
+            release_id=release_of(run, self.options.flightdeck),
+            tenant_id=head.get("tenant_id"),
+            task_id=head.get("task_id"),
+            environment=head.get("environment") or run.root.environment,
+        )
+
+    @staticmethod
+    def _event_row(event: dict[str, Any]) -> tuple:
+        from otel_bridge.exporters.clickhouse import event_row
+
+        return event_row(event)
