@@ -19,7 +19,7 @@ from otel_bridge.exporters.batch import BatchExporter
 from otel_bridge.processors.flightdeck import FlightDeckMapping, release_of, run_events
 from otel_bridge.processors.observatory import CUSTOM_EVENTS, ObservatoryConverter
 from otel_bridge.processors.runs import Run, RunAssembler
-from otel_bridge.semconv import AgentSpan, inherit_context, recognise
+from otel_bridge.semconv import AgentSpan, Context, inherit_context, recognise
 from otel_bridge.spans import BridgeLog, BridgeSpan
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ class Pipeline:
         )
         self._lock = threading.Lock()  # converters keep state (chat de-dup, parents): one trace at a time
         self._pending_logs: OrderedDict[tuple[str | None, str | None], list[BridgeLog]] = OrderedDict()
-        self._started: OrderedDict[str, None] = OrderedDict()  # span ids whose _start already went out
+        self._started: OrderedDict[str, Context] = OrderedDict()  # spans whose _start went out → context handed down
         self.counters = {"spans": 0, "started": 0, "logs": 0, "runs_without_release": 0, "late_spans": 0}
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick, name="otel-bridge-runs", daemon=True)
@@ -76,9 +76,11 @@ class Pipeline:
         self.assembler.started(a)
         self.counters["started"] += 1
         with self._lock:
+            parent = self._started.get(a.parent_span_id) if a.parent_span_id else None
+            a.inherit(parent)
             self.observatory.note_span(a)
             event = self.observatory.start_event(a)
-            self._started[a.span_id] = None
+            self._started[a.span_id] = a.context() if a.kind in ("agent", "chain") else (parent or Context())
             if len(self._started) > self.options.max_traces * 10:
                 self._started.popitem(last=False)
         if event is not None:
@@ -108,7 +110,7 @@ class Pipeline:
         return all(e.has_room(n) for e in self.exporters.values())
 
     def force_flush(self, timeout: float | None = None) -> bool:
-        self.assembler.flush()
+        self.assembler.flush(include_open=False)
         return all([e.force_flush(timeout) for e in self.exporters.values()])
 
     def shutdown(self, timeout: float | None = None) -> bool:
@@ -155,8 +157,10 @@ class Pipeline:
             release = {a.span_id: release_of(r, self.options.flightdeck) for r in runs for a in r.spans}
             to_clickhouse = "clickhouse" in self.exporters
             events, rows = [], []
-            for a in spans:
-                started = self._started.pop(a.span_id, "no") is None
+            for a in spans:  # start order: parents are known before their children ask for them
+                self.observatory.note_span(a)
+            for a in sorted(spans, key=lambda a: a.span.end_ns):  # events go out in the order things ended
+                started = self._started.pop(a.span_id, None) is not None
                 converted = self.observatory.convert(a, started=started)
                 events.extend(converted)
                 if to_clickhouse and a.kind != "other":
@@ -196,3 +200,51 @@ class Pipeline:
         from otel_bridge.exporters.clickhouse import event_row
 
         return event_row(event)
+
+
+def build_pipeline(
+    *,
+    observatory_url: str | None = None,
+    observatory_api_key: str | None = None,
+    flightdeck_url: str | bool | None = None,
+    flightdeck_token: str | None = None,
+    clickhouse: Any = None,
+    options: PipelineOptions | None = None,
+    dead_letter: str | None = None,
+    only: tuple[str, ...] = ("observatory", "flightdeck", "clickhouse"),
+) -> Pipeline:
+    """A pipeline from plain arguments and the vendors' environment variables (the in-process path).
+
+    Observatory is on when a URL is given or ``FLOWX_OBSERVATORY_API_URL`` is set; FlightDeck when a URL (or True)
+    is given or ``FLIGHTDECK_BASE_URL`` is set; ClickHouse when a ``StoreConfig`` is given; each only if in ``only``.
+    """
+    import os
+
+    exporters: dict[str, BatchExporter] = {}
+    if "observatory" in only and (observatory_url or os.environ.get("FLOWX_OBSERVATORY_API_URL")):
+        from otel_bridge.exporters.observatory import ObservatorySender
+
+        exporters["observatory"] = BatchExporter(ObservatorySender(observatory_url, observatory_api_key), dead_letter=dead_letter)
+    if "flightdeck" in only and (flightdeck_url or os.environ.get("FLIGHTDECK_BASE_URL")):
+        from otel_bridge.exporters.flightdeck import FlightDeckSender
+
+        url = flightdeck_url if isinstance(flightdeck_url, str) else None
+        exporters["flightdeck"] = BatchExporter(FlightDeckSender(url, flightdeck_token), dead_letter=dead_letter)
+    if "clickhouse" in only and clickhouse is not None:
+        from otel_bridge.exporters.clickhouse import clickhouse_exporter
+
+        exporters["clickhouse"] = clickhouse_exporter(clickhouse)
+    return Pipeline(exporters, options or PipelineOptions(wait=0.5, max_wait=5.0, flightdeck=mapping_from_env()))
+
+
+def mapping_from_env() -> FlightDeckMapping:
+    """FlightDeck defaults from ``FLIGHTDECK_{WORKSPACE_ID,AGENT_ID,RELEASE_ID,TENANT_ID,TASK_ID,ENVIRONMENT}``."""
+    import os
+
+    m = FlightDeckMapping()
+    for name in ("workspace_id", "agent_id", "release_id", "tenant_id", "task_id", "environment"):
+        value = os.environ.get(f"FLIGHTDECK_{name.upper()}")
+        if value:
+            setattr(m, name, value)
+    m.emit_run_start = os.environ.get("FLIGHTDECK_EMIT_RUN_START", "").lower() in ("1", "true", "yes")
+    return m

@@ -404,13 +404,14 @@ def span_from_sdk(span: Any) -> BridgeSpan:
     )
 
 
-def log_from_sdk(record: Any, resource: Mapping[str, Any] | None = None) -> BridgeLog:
-    """An SDK log record (``LogRecord``/``ReadableLogRecord``) as a ``BridgeLog``."""
+def log_from_sdk(record: Any) -> BridgeLog:
+    """An SDK log record (``ReadWriteLogRecord``/``ReadableLogRecord``, or a bare API ``LogRecord``)."""
+    resource: Mapping[str, Any] = {}
+    if hasattr(record, "log_record"):
+        resource = record.resource.attributes if record.resource is not None else {}
+        record = record.log_record
     attrs = dict(record.attributes or {})
     trace_id, span_id = record.trace_id or 0, record.span_id or 0
-    if resource is None:
-        res = getattr(record, "resource", None)
-        resource = res.attributes if res is not None else {}
     return BridgeLog(
         f"{trace_id:032x}" if trace_id else None,
         f"{span_id:016x}" if span_id else None,

@@ -16,8 +16,8 @@ Event keys the sink accepts:
 * custom events: ``chat`` (``role``, ``content``, optional ``thread_id``), ``feedback`` (``rating``,
   optional ``comment``), ``saved`` (nothing more);
 * EXTRA_KEYS, the only other top-level keys allowed (the run filters of the Observatory API use them):
-  ``error`` (str or object, ``_end`` with status error only), ``cached_tokens`` / ``reasoning_tokens``
-  (int >= 0, ``llm_end`` only), ``tags`` (list of str), ``user_email`` (str).
+  ``error`` (str or object, ``_end`` with status error only), ``cached_tokens`` / ``reasoning_tokens`` /
+  ``cache_write_tokens`` (int >= 0, ``llm_end`` only), ``event_id`` (str, ``chat`` only: the de-dup identity), ``tags`` (list of str), ``user_email`` (str).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ COMMON_OPTIONAL = frozenset({"app_id", "parent_run_id", "metadata", "input", "ou
 EXTRA_KEYS = frozenset({"error", "cached_tokens", "reasoning_tokens", "tags", "user_email"})
 TOKEN_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
 CUSTOM_KEYS = {
-    "chat": frozenset({"role", "content", "thread_id"}),
+    "chat": frozenset({"role", "content", "thread_id", "event_id"}),
     "feedback": frozenset({"rating", "comment"}),
     "saved": frozenset(),
 }
@@ -164,13 +164,13 @@ def _check_run(event: dict, name: str, typ: str, errors: list[str]) -> frozenset
     if "error" in event and (event.get("status") != "error" or not isinstance(event["error"], str | dict)):
         errors.append("error: only on status 'error' events, a string or an object")
     if typ == "llm":
-        allowed |= {*TOKEN_KEYS, "cached_tokens", "reasoning_tokens"}
+        allowed |= {*TOKEN_KEYS, "cached_tokens", "reasoning_tokens", "cache_write_tokens"}
         if not isinstance(event.get("model"), str):
             errors.append("llm_end: model must be a string")
         for key in TOKEN_KEYS:
             if not _is_int(event.get(key)) or event[key] < 0:
                 errors.append(f"llm_end: {key} must be an integer >= 0")
-        for key in ("cached_tokens", "reasoning_tokens"):
+        for key in ("cached_tokens", "reasoning_tokens", "cache_write_tokens"):
             if key in event and (not _is_int(event[key]) or event[key] < 0):
                 errors.append(f"llm_end: {key} must be an integer >= 0")
     return frozenset(allowed)

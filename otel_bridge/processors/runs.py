@@ -176,10 +176,10 @@ class RunAssembler:
                     due.append(self._pop(trace_id))
         return self._assemble_all(due, early=False)
 
-    def flush(self) -> int:
-        """Assemble everything now (shutdown)."""
+    def flush(self, *, include_open: bool = True) -> int:
+        """Assemble now: everything at shutdown; on force_flush only traces with no span still open."""
         with self._lock:
-            due = [self._pop(trace_id) for trace_id in list(self._traces)]
+            due = [self._pop(tid) for tid, t in list(self._traces.items()) if include_open or t.open_spans == 0]
         return self._assemble_all(due, early=True)
 
     # --------------------------------------------------------------------------------------------- internals

@@ -1,0 +1,166 @@
+"""ClickHouse tables for agent analytics: column lists, versioned migrations and DDL rendering (DESIGN decision 9).
+
+Engine: ``ReplacingMergeTree(version)`` keyed on the deterministic ids of DESIGN decision 3, read with ``FINAL``
+so a re-sent span or run is never counted twice, even before a background merge
+(https://clickhouse.com/docs/engines/table-engines/mergetree-family/replacingmergetree). Rows are versioned
+``2 × ns + ended``: a span's ``started`` row (start time) always loses to its end row (end time, odd).
+
+ORDER BY ``(toStartOfHour(start), run_id)``: every query filters or buckets on a time window first (runs from/to,
+cost per day, release diff), and the key must hold only what is identical in a span's start and end rows
+(start time and id are; kind or model may only be known at the end) — otherwise dedup would miss them.
+Replacement also only happens inside a partition, and ``toDate(start)`` is the same for both rows.
+Cluster mode: Replicated* local tables sharded by ``cityHash64(trace_id)``, so every copy of a span lands on one
+shard and ``FINAL`` (which runs per shard) still sees them together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SCHEMA_VERSION = 1
+
+SPAN_COLUMNS = (
+    "trace_id", "span_id", "run_id", "parent_span_id", "parent_run_id", "kind", "operation", "name",
+    "service_name", "service_version", "environment", "release_id", "agent", "agent_id", "model", "provider",
+    "input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens",
+    "start", "end", "duration_ms", "status", "error_type", "user_id", "user_email", "conversation_id",
+    "session_id", "tags", "attributes", "input_text", "output_text", "version",
+)  # fmt: skip
+RUN_COLUMNS = (
+    "run_id", "trace_id", "root_span_id", "release_id", "agent", "tenant_id", "task_id", "environment",
+    "service_name", "service_version", "start", "end", "latency_ms", "success", "error_type", "spans",
+    "input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens", "models",
+    "usage.model", "usage.provider", "usage.calls", "usage.input", "usage.cached", "usage.cache_write",
+    "usage.output", "usage.reasoning", "tools", "version",
+)  # fmt: skip
+EVENT_COLUMNS = (
+    "event_id", "name", "run_id", "thread_id", "role", "content", "rating", "comment", "timestamp", "agent",
+    "user_email", "metadata", "version",
+)  # fmt: skip
+COLUMNS = {"spans": SPAN_COLUMNS, "runs": RUN_COLUMNS, "events": EVENT_COLUMNS}
+
+_TS = "DateTime64(9, 'UTC')"
+_LC = "LowCardinality(String)"
+
+_SPANS_BODY = f"""
+    trace_id String, span_id String, run_id UUID,
+    parent_span_id String, parent_run_id Nullable(UUID),
+    kind {_LC}, operation {_LC}, name String,
+    service_name {_LC}, service_version {_LC}, environment {_LC}, release_id {_LC},
+    agent {_LC}, agent_id {_LC}, model {_LC}, provider {_LC},
+    input_tokens UInt64, cached_input_tokens UInt64, cache_write_tokens UInt64,
+    output_tokens UInt64, reasoning_tokens UInt64,
+    start {_TS}, end {_TS}, duration_ms Float64,
+    status {_LC}, error_type {_LC},
+    user_id String, user_email String, conversation_id String, session_id String,
+    tags Array({_LC}), attributes Map(String, String),
+    input_text String CODEC(ZSTD(3)){{text_ttl}}, output_text String CODEC(ZSTD(3)){{text_ttl}},
+    version UInt64,
+    INDEX idx_model model TYPE set(256) GRANULARITY 4,
+    INDEX idx_agent agent TYPE set(256) GRANULARITY 4,
+    INDEX idx_status status TYPE set(4) GRANULARITY 4,
+    INDEX idx_email user_email TYPE bloom_filter(0.01) GRANULARITY 4,
+    INDEX idx_tags tags TYPE bloom_filter(0.01) GRANULARITY 4"""
+
+_RUNS_BODY = f"""
+    run_id UUID, trace_id String, root_span_id String,
+    release_id {_LC}, agent {_LC}, tenant_id {_LC}, task_id String, environment {_LC},
+    service_name {_LC}, service_version {_LC},
+    start {_TS}, end {_TS}, latency_ms Float64, success Bool, error_type {_LC}, spans UInt32,
+    input_tokens UInt64, cached_input_tokens UInt64, cache_write_tokens UInt64,
+    output_tokens UInt64, reasoning_tokens UInt64,
+    models Array({_LC}),
+    usage Nested(model {_LC}, provider {_LC}, calls UInt32, input UInt64, cached UInt64, cache_write UInt64,
+                 output UInt64, reasoning UInt64),
+    tools Map(String, UInt32),
+    version UInt64"""
+
+_EVENTS_BODY = f"""
+    event_id UUID, name {_LC}, run_id Nullable(UUID), thread_id String, role {_LC},
+    content String CODEC(ZSTD(3)){{text_ttl_ts}}, rating {_LC}, comment String,
+    timestamp {_TS}, agent {_LC}, user_email String, metadata String,
+    version UInt64"""
+
+# table → (columns, time column)
+_TABLES = {"spans": (_SPANS_BODY, "start"), "runs": (_RUNS_BODY, "start"), "events": (_EVENTS_BODY, "timestamp")}
+
+
+@dataclass(frozen=True, slots=True)
+class DDLOptions:
+    database: str = "otel_bridge"
+    cluster: str | None = None
+    ttl_days: int = 90
+    text_ttl_days: int | None = None  # message text may be kept for less than the rows
+
+
+def _ident(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+def _on_cluster(o: DDLOptions) -> str:
+    return f" ON CLUSTER {_ident(o.cluster)}" if o.cluster else ""
+
+
+def _engine(o: DDLOptions, table: str, replacing: bool = True) -> str:
+    base, args = ("ReplacingMergeTree", "version") if replacing else ("MergeTree", "")
+    if not o.cluster:
+        return f"{base}({args})"
+    zk = f"'/clickhouse/tables/{{shard}}/{o.database}/{table}', '{{replica}}'"
+    return f"Replicated{base}({zk}{', ' + args if args else ''})"
+
+
+def _table_ddl(o: DDLOptions, table: str) -> list[str]:
+    body, ts = _TABLES[table]
+    text_ttl = f" TTL toDateTime({ts}) + INTERVAL {o.text_ttl_days} DAY" if o.text_ttl_days else ""
+    body = body.replace("{text_ttl}", text_ttl).replace("{text_ttl_ts}", text_ttl)
+    local = f"{table}_local" if o.cluster else table
+    db = _ident(o.database)
+    stmt = (
+        f"CREATE TABLE IF NOT EXISTS {db}.{_ident(local)}{_on_cluster(o)} ({body}\n)\n"
+        f"ENGINE = {_engine(o, local)}\n"
+        f"PARTITION BY toDate({ts})\n"
+        f"ORDER BY (toStartOfHour({ts}), {'event_id' if table == 'events' else 'run_id'})\n"
+        f"TTL toDateTime({ts}) + INTERVAL {int(o.ttl_days)} DAY"
+    )
+    out = [stmt]
+    if o.cluster:
+        out.append(
+            f"CREATE TABLE IF NOT EXISTS {db}.{_ident(table)}{_on_cluster(o)} AS {db}.{_ident(local)}\n"
+            f"ENGINE = Distributed({_ident(o.cluster)}, {db}, {_ident(local)}, cityHash64(trace_id))"
+            if table != "events"
+            else f"CREATE TABLE IF NOT EXISTS {db}.{_ident(table)}{_on_cluster(o)} AS {db}.{_ident(local)}\n"
+            f"ENGINE = Distributed({_ident(o.cluster)}, {db}, {_ident(local)}, cityHash64(event_id))"
+        )
+    return out
+
+
+def migrations_table_ddl(o: DDLOptions) -> list[str]:
+    db = _ident(o.database)
+    local = "schema_migrations_local" if o.cluster else "schema_migrations"
+    out = [
+        f"CREATE DATABASE IF NOT EXISTS {db}{_on_cluster(o)}",
+        f"CREATE TABLE IF NOT EXISTS {db}.{_ident(local)}{_on_cluster(o)} "
+        f"(version UInt32, description String, applied_at DateTime64(3, 'UTC') DEFAULT now64(3))\n"
+        f"ENGINE = {_engine(o, local, replacing=False)} ORDER BY version",
+    ]
+    if o.cluster:
+        out.append(
+            f"CREATE TABLE IF NOT EXISTS {db}.schema_migrations{_on_cluster(o)} AS {db}.{_ident(local)}\n"
+            f"ENGINE = Distributed({_ident(o.cluster)}, {db}, {_ident(local)}, version)"
+        )
+    return out
+
+
+# version → (description, statements). Append new versions; never edit a shipped one.
+def migrations(o: DDLOptions) -> list[tuple[int, str, list[str]]]:
+    return [
+        (1, "spans, runs and events tables", [s for t in _TABLES for s in _table_ddl(o, t)]),
+    ]
+
+
+def render_ddl(
+    cluster: str | None = None, database: str = "otel_bridge", ttl_days: int = 90, text_ttl_days: int | None = None
+) -> list[str]:
+    """Every statement ``Store.open`` would run on an empty database, in order (``otel-bridge schema print``)."""
+    o = DDLOptions(database, cluster, ttl_days, text_ttl_days)
+    return migrations_table_ddl(o) + [s for _, _, stmts in migrations(o) for s in stmts]

@@ -1,0 +1,184 @@
+"""ClickHouse sender for the shared batching engine: AgentSpans, Runs and Observatory events as table rows.
+
+Items are ``(table, row)`` pairs built by ``span_row`` / ``run_row`` / ``event_row`` in the column order of
+``otel_bridge.analytics.schema``. ``send`` groups a batch by table and does one columnar insert per table, the
+shape ClickHouse ingests best (big, infrequent inserts: https://clickhouse.com/docs/best-practices/selecting-an-insert-strategy),
+hence the 10 000 rows / 1 s default batching.
+No cost is stored: analytics price rows at query time against the current ``prices.yaml``.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import defaultdict
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import orjson
+from clickhouse_connect.driver.exceptions import DatabaseError, DataError, OperationalError
+
+from otel_bridge.analytics.schema import COLUMNS
+from otel_bridge.analytics.store import Store
+from otel_bridge.exporters.batch import BatchExporter, PermanentError, RetryableError
+from otel_bridge.semconv import AgentSpan, run_id
+
+logger = logging.getLogger(__name__)
+
+STORED_KINDS = frozenset(("agent", "llm", "tool", "chain", "retriever", "embedding"))
+_EVENT_NAMESPACE = uuid.UUID("0b0f3c1e-5d2a-4e47-8d5e-6a8f1c9e2b70")
+_MAX_ATTR = 1024  # characters per stored attribute value
+
+
+def _version(ns: int, ended: bool) -> int:
+    """A started row (start ns, even) always loses to the end row (end ns ≥ start ns, odd) in ReplacingMergeTree."""
+    return max(0, ns) * 2 + (1 if ended else 0)
+
+
+def _cut(text: str | None, limit: int) -> str:
+    if not text:
+        return ""
+    return text if len(text) <= limit else text[:limit]
+
+
+def _attributes(a: AgentSpan) -> dict[str, str]:
+    """The few attributes worth filtering on that have no column, plus the span's metadata."""
+    out: dict[str, str] = {}
+    for key, value in (
+        ("tool.name", a.tool_name),
+        ("tool.call_id", a.tool_call_id),
+        ("workflow.name", a.workflow_name),
+        ("request.model", a.request_model),
+        ("error.message", a.error_message),
+    ):
+        if value:
+            out[key] = _cut(str(value), _MAX_ATTR)
+    for key, value in a.metadata.items():
+        text = value if isinstance(value, str) else orjson.dumps(value, default=str).decode()
+        out[f"metadata.{key}"] = _cut(text, _MAX_ATTR)
+    return out
+
+
+def span_row(a: AgentSpan, *, status: str | None = None, release_id: str | None = None, text_limit: int = 4096) -> tuple:
+    """One ``spans`` row. ``status`` None → success/error from the span; ``"started"`` for an in-process start."""
+    started = status == "started"
+    status = status or ("error" if a.error else "success")
+    s = a.span
+    end_ns = s.start_ns if started else s.end_ns
+    release = release_id or str(a.metadata.get("release_id") or "")
+    return (
+        s.trace_id, s.span_id, a.run_id, s.parent_span_id or "",
+        run_id(s.trace_id, s.parent_span_id) if s.parent_span_id else None,
+        a.kind, a.operation or "", s.name,
+        a.service_name or "", a.service_version or "", a.environment or "", release,
+        a.agent or "", a.agent_id or "", a.model or "", a.provider or "",
+        a.input_tokens or 0, a.cached_input_tokens or 0, a.cache_write_tokens or 0,
+        a.output_tokens or 0, a.reasoning_tokens or 0,
+        s.start_ns, end_ns, 0.0 if started else a.latency_ms,
+        status, a.error_type or "", a.user_id or "", a.user_email or "", a.conversation_id or "",
+        a.session_id or "", list(a.tags), _attributes(a),
+        _cut(a.input_text, text_limit), "" if started else _cut(a.output_text, text_limit),
+        _version(s.start_ns if started else end_ns, not started),
+    )  # fmt: skip
+
+
+def run_row(
+    run: Any,
+    *,
+    release_id: str | None = None,
+    tenant_id: str | None = None,
+    task_id: str | None = None,
+    environment: str | None = None,
+) -> tuple:
+    """One ``runs`` row, with per-model usage as Nested arrays so cost is computed at query time."""
+    root: AgentSpan = run.root
+    models = run.models
+    return (
+        run.run_id, run.trace_id, root.span_id, release_id or str(root.metadata.get("release_id") or ""),
+        root.agent or "", tenant_id or "", task_id or "", environment or root.environment or "",
+        root.service_name or "", root.service_version or "",
+        root.span.start_ns, root.span.end_ns, run.latency_ms, run.success, run.error_type or "", len(run.spans),
+        run.total("input_tokens"), run.total("cached_input_tokens"), run.total("cache_write_tokens"),
+        run.total("output_tokens"), run.total("reasoning_tokens"),
+        sorted({u.model for u in models}),
+        [u.model for u in models], [u.provider or "" for u in models], [u.calls for u in models],
+        [u.input_tokens for u in models], [u.cached_input_tokens for u in models],
+        [u.cache_write_tokens for u in models], [u.output_tokens for u in models],
+        [u.reasoning_tokens for u in models],
+        dict(run.tools), _version(root.span.end_ns, True),
+    )  # fmt: skip
+
+
+def _parse_ts(value: Any) -> int:
+    if isinstance(value, (int, float)):
+        return int(value)
+    if isinstance(value, str) and value:
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return int(dt.timestamp()) * 1_000_000_000 + dt.microsecond * 1000
+    raise ValueError("event timestamp: must be an ISO 8601 string")
+
+
+def event_row(event: Mapping[str, Any]) -> tuple:
+    """One ``events`` row from an Observatory custom event (chat / feedback / saved).
+
+    The id is a uuid5 of the event's identifying fields, so a re-sent event replaces itself.
+    """
+    meta = event.get("metadata") or {}
+    ts = _parse_ts(event.get("timestamp"))
+    name = str(event.get("name") or "")
+    key = orjson.dumps(
+        [name, event.get("run_id"), event.get("thread_id"), event.get("role"), event.get("content"), ts],
+        default=str,
+    ).decode()
+    return (
+        str(uuid.uuid5(_EVENT_NAMESPACE, key)), name, event.get("run_id") or None,
+        str(event.get("thread_id") or ""), str(event.get("role") or ""), str(event.get("content") or ""),
+        str(event.get("rating") or ""), str(event.get("comment") or ""), ts,
+        str(meta.get("agent") or event.get("agent") or ""),
+        str(meta.get("user_email") or event.get("user_email") or ""),
+        orjson.dumps(meta, default=str).decode(), 0,
+    )  # fmt: skip
+
+
+class ClickHouseSender:
+    """Delivers ``(table, row)`` batches; classifies failures for the engine, which decides on retries."""
+
+    name = "clickhouse"
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def send(self, batch: list) -> None:
+        grouped: dict[str, list[tuple]] = defaultdict(list)
+        for table, row in batch:
+            grouped[table].append(row)
+        for table, rows in grouped.items():
+            names = COLUMNS.get(table)
+            if names is None:
+                raise PermanentError(f"clickhouse: unknown table {table!r}")
+            columns = [list(c) for c in zip(*rows, strict=True)]
+            try:
+                self.store.insert(table, columns, names)
+            except (OperationalError, ConnectionError, TimeoutError) as exc:
+                raise RetryableError(f"clickhouse insert into {table}: {exc}") from exc
+            except (DataError, DatabaseError, TypeError, ValueError) as exc:
+                # A bad value makes the whole insert fail: let the engine bisect to isolate the row.
+                raise PermanentError(f"clickhouse insert into {table}: {exc}", splittable=len(rows) > 1) from exc
+
+    def close(self) -> None:
+        """The store is shared with the analytics queries; its owner closes it."""
+
+
+def clickhouse_exporter(
+    store: Store, *, max_batch: int = 10_000, interval: float = 1.0, max_queue: int = 200_000, **kwargs: Any
+) -> BatchExporter:
+    """The engine with ClickHouse's batching defaults: big inserts, at most about one per second."""
+    return BatchExporter(ClickHouseSender(store), max_batch=max_batch, interval=interval, max_queue=max_queue, **kwargs)
+
+
+def spans_items(spans: list[AgentSpan], *, release_id: str | None = None, text_limit: int = 4096) -> list:
+    """``(table, row)`` items for the stored kinds (``other`` spans are not analytics rows)."""
+    return [
+        ("spans", span_row(a, release_id=release_id, text_limit=text_limit)) for a in spans if a.kind in STORED_KINDS
+    ]
