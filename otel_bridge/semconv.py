@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 from otel_bridge import messages as _messages
-from otel_bridge.spans import STATUS_ERROR, BridgeLog, BridgeSpan
+from otel_bridge.spans import STATUS_ERROR, BridgeLog, BridgeSpan, pick
 
 KINDS = ("agent", "llm", "tool", "chain", "retriever", "embedding", "other")
 
@@ -100,6 +100,42 @@ EMAIL_KEYS = ("user.email", "enduser.email", "traceloop.association.properties.u
 INPUT_TEXT_KEYS = ("input.value", "traceloop.entity.input", "gen_ai.prompt")
 OUTPUT_TEXT_KEYS = ("output.value", "traceloop.entity.output", "gen_ai.completion")
 _TRACELOOP_PROPS = "traceloop.association.properties."
+# AgentSpan field ← attribute keys in precedence order. Text fields take non-empty strings, token fields
+# non-negative integers; anything else is skipped (and token fields list it in ``AgentSpan.skipped``).
+TEXT_FIELDS = {
+    "model": MODEL_KEYS,
+    "request_model": REQUEST_MODEL_KEYS,
+    "provider": PROVIDER_KEYS,
+    "agent_id": ("gen_ai.agent.id",),
+    "agent_name": ("gen_ai.agent.name", "agent.name"),
+    "workflow_name": ("gen_ai.workflow.name", "traceloop.workflow.name"),
+    "tool_name": ("gen_ai.tool.name", "tool.name"),
+    "tool_call_id": ("gen_ai.tool.call.id", "tool_call.id", "tool.id"),
+    "tool_type": ("gen_ai.tool.type",),
+    "conversation_id": CONVERSATION_KEYS,
+    "session_id": SESSION_KEYS,
+    "user_id": USER_KEYS,
+    "user_email": EMAIL_KEYS,
+    "entity": ("traceloop.entity.name",),
+    "error_type": ("error.type",),
+}
+TOKEN_FIELDS = {
+    "input_tokens": INPUT_TOKEN_KEYS,
+    "cached_input_tokens": CACHE_READ_KEYS,
+    "cache_write_tokens": CACHE_WRITE_KEYS,
+    "output_tokens": OUTPUT_TOKEN_KEYS,
+    "reasoning_tokens": REASONING_KEYS,
+    "total_tokens": TOTAL_TOKEN_KEYS,
+}
+_KIND_KEYS = ("gen_ai.operation.name", "openinference.span.kind", "traceloop.span.kind", "llm.request.type", "gen_ai.system")
+_ROUTES: dict[str, tuple[str, int, bool]] = {
+    key: (name, rank, is_tokens)
+    for table, is_tokens in ((TEXT_FIELDS, False), (TOKEN_FIELDS, True))
+    for name, keys in table.items()
+    for rank, key in enumerate(keys)
+}
+# Every attribute the recogniser reads: converted in one pass, the rest of a protobuf span stays undecoded.
+RECOGNISED_KEYS = frozenset(_ROUTES) | frozenset(_KIND_KEYS) | {"tag.tags", "metadata"}
 
 
 @dataclass(slots=True)
@@ -290,17 +326,33 @@ def _text(attrs: Mapping[str, Any], keys: Iterable[str]) -> str | None:
     return None
 
 
-def _tokens(attrs: Mapping[str, Any], keys: Iterable[str], skipped: list[str]) -> int | None:
-    for key in keys:
-        if key not in attrs:
-            continue
-        value = attrs[key]
-        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-            return value
-        if isinstance(value, float) and value.is_integer() and value >= 0:
-            return int(value)
-        skipped.append(key)
+def _as_tokens(value: Any) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, float) and value.is_integer() and value >= 0:
+        return int(value)
     return None
+
+
+def _route(attrs: Mapping[str, Any], skipped: list[str]) -> dict[str, Any]:
+    """One pass over the picked attributes: each field gets its highest-precedence valid value."""
+    best: dict[str, tuple[int, Any]] = {}
+    for key, value in attrs.items():
+        route = _ROUTES.get(key)
+        if route is None:
+            continue
+        name, rank, is_tokens = route
+        if is_tokens:
+            value = _as_tokens(value)
+            if value is None:
+                skipped.append(key)
+                continue
+        elif not isinstance(value, str) or not value:
+            continue
+        current = best.get(name)
+        if current is None or rank < current[0]:
+            best[name] = (rank, value)
+    return {name: value for name, (_, value) in best.items()}
 
 
 def normalise_provider(value: str | None) -> str | None:
@@ -370,8 +422,7 @@ def _exclusive_to_inclusive(a: AgentSpan) -> None:
         a.output_tokens += a.reasoning_tokens
 
 
-def _error(span: BridgeSpan, attrs: Mapping[str, Any]) -> tuple[bool, str | None, str | None]:
-    error_type = attrs.get("error.type")
+def _error(span: BridgeSpan, error_type: str | None) -> tuple[bool, str | None, str | None]:
     message = span.status_message or None
     for event in span.events:
         if event.name == "exception":
@@ -383,46 +434,46 @@ def _error(span: BridgeSpan, attrs: Mapping[str, Any]) -> tuple[bool, str | None
 
 def recognise(span: BridgeSpan) -> AgentSpan:
     """Read one span's agent semantics. Never raises on attribute content."""
-    attrs = span.attributes
+    attrs = pick(span.attributes, RECOGNISED_KEYS, _TRACELOOP_PROPS)
     skipped: list[str] = []
+    f = _route(attrs, skipped)
     kind, operation = _kind(attrs)
-    model, request_model = _text(attrs, MODEL_KEYS), _text(attrs, REQUEST_MODEL_KEYS)
-    failed, error_type, error_message = _error(span, attrs)
+    failed, error_type, error_message = _error(span, f.get("error_type"))
+    get = f.get
     a = AgentSpan(
         span,
         kind,
         operation,
-        model,
-        request_model,
-        normalise_provider(_text(attrs, PROVIDER_KEYS)),
-        _tokens(attrs, INPUT_TOKEN_KEYS, skipped),
-        _tokens(attrs, CACHE_READ_KEYS, skipped),
-        _tokens(attrs, CACHE_WRITE_KEYS, skipped),
-        _tokens(attrs, OUTPUT_TOKEN_KEYS, skipped),
-        _tokens(attrs, REASONING_KEYS, skipped),
-        _tokens(attrs, TOTAL_TOKEN_KEYS, skipped),
+        get("model"),
+        get("request_model"),
+        normalise_provider(get("provider")),
+        get("input_tokens"),
+        get("cached_input_tokens"),
+        get("cache_write_tokens"),
+        get("output_tokens"),
+        get("reasoning_tokens"),
+        get("total_tokens"),
+        get("agent_id"),
+        get("agent_name") or (get("entity") if kind == "agent" else None),
+        get("workflow_name"),
         error=failed,
         error_type=error_type,
         error_message=error_message,
         skipped=skipped,
+        conversation_id=get("conversation_id"),
+        session_id=get("session_id"),
+        user_id=get("user_id"),
     )
     _exclusive_to_inclusive(a)
-    entity = _text(attrs, ("traceloop.entity.name",))
-    a.agent_id = _text(attrs, ("gen_ai.agent.id",))
-    a.agent_name = _text(attrs, ("gen_ai.agent.name", "agent.name")) or (entity if kind == "agent" else None)
-    a.workflow_name = _text(attrs, ("gen_ai.workflow.name", "traceloop.workflow.name"))
     if kind == "tool":
-        a.tool_name = _text(attrs, ("gen_ai.tool.name", "tool.name")) or entity or span.name
-        a.tool_call_id = _text(attrs, ("gen_ai.tool.call.id", "tool_call.id", "tool.id"))
-        a.tool_type = _text(attrs, ("gen_ai.tool.type",))
-    if kind == "chain" and a.workflow_name is None and operation in ("workflow", "invoke_workflow"):
-        a.workflow_name = entity or span.name
-    a.conversation_id = _text(attrs, CONVERSATION_KEYS)
-    a.session_id = _text(attrs, SESSION_KEYS)
-    a.user_id = _text(attrs, USER_KEYS)
-    a.tags = _tags(attrs, skipped)
+        a.tool_name = get("tool_name") or get("entity") or span.name
+        a.tool_call_id, a.tool_type = get("tool_call_id"), get("tool_type")
+    elif kind == "chain" and a.workflow_name is None and operation in ("workflow", "invoke_workflow"):
+        a.workflow_name = get("entity") or span.name
+    if "tag.tags" in attrs:
+        a.tags = _tags(attrs, skipped)
     a.metadata = _metadata(attrs, skipped)
-    email = _text(attrs, EMAIL_KEYS) or a.metadata.get("user_email")
+    email = get("user_email") or a.metadata.get("user_email")
     if email is None and a.user_id and "@" in a.user_id:
         email = a.user_id
     a.user_email = email if isinstance(email, str) else None

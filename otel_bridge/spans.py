@@ -85,54 +85,73 @@ class DecodeError(ValueError):
 # ---------------------------------------------------------------------------------------------- protobuf
 
 
+_SCALARS = frozenset({"string_value", "int_value", "double_value", "bool_value", "bytes_value"})
+
+
 def _proto_value(v: Any) -> Any:
     kind = v.WhichOneof("value")
-    if kind == "string_value":
-        return v.string_value
-    if kind == "int_value":
-        return v.int_value
-    if kind == "double_value":
-        return v.double_value
-    if kind == "bool_value":
-        return v.bool_value
+    if kind in _SCALARS:
+        return getattr(v, kind)
     if kind == "array_value":
         return [_proto_value(x) for x in v.array_value.values]
     if kind == "kvlist_value":
         return {kv.key: _proto_value(kv.value) for kv in v.kvlist_value.values}
-    if kind == "bytes_value":
-        return v.bytes_value
     return None
 
 
 class ProtoAttributes(Mapping[str, Any]):
     """Attributes of a protobuf span, converted to Python values on first read."""
 
-    __slots__ = ("_raw", "_done")
+    __slots__ = ("_kvs", "_raw", "_done")
 
-    def __init__(self, key_values: Iterable[Any]) -> None:
-        self._raw: dict[str, Any] = {kv.key: kv.value for kv in key_values}
+    def __init__(self, key_values: Any) -> None:
+        self._kvs = key_values  # the repeated KeyValue field, indexed only if someone asks for an arbitrary key
+        self._raw: dict[str, Any] | None = None
         self._done: dict[str, Any] = {}
+
+    def _index(self) -> dict[str, Any]:
+        if self._raw is None:
+            self._raw = {kv.key: kv.value for kv in self._kvs}
+        return self._raw
 
     def __getitem__(self, key: str) -> Any:
         try:
             return self._done[key]
         except KeyError:
-            value = self._done[key] = _proto_value(self._raw[key])
+            value = self._done[key] = _proto_value(self._index()[key])
             return value
 
     def get(self, key: str, default: Any = None) -> Any:
-        if key in self._raw:
+        if key in self._done:
+            return self._done[key]
+        if key in self._index():
             return self[key]
         return default
 
     def __contains__(self, key: object) -> bool:
-        return key in self._raw
+        return key in self._done or key in self._index()
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._raw)
+        return iter(self._index())
 
     def __len__(self) -> int:
-        return len(self._raw)
+        return len(self._kvs)
+
+    def pick(self, keys: frozenset[str], prefix: str) -> dict[str, Any]:
+        """One pass converting only the wanted keys (and those under ``prefix``): the recogniser's hot path."""
+        out: dict[str, Any] = {}
+        for kv in self._kvs:
+            key = kv.key
+            if key in keys or key.startswith(prefix):
+                out[key] = _proto_value(kv.value)
+        return out
+
+
+def pick(attrs: Mapping[str, Any], keys: frozenset[str], prefix: str) -> dict[str, Any]:
+    """The wanted attributes of any span as a plain dict."""
+    if isinstance(attrs, ProtoAttributes):
+        return attrs.pick(keys, prefix)
+    return {k: v for k, v in attrs.items() if k in keys or k.startswith(prefix)}
 
 
 def _proto_attrs(key_values: Any) -> Mapping[str, Any]:
@@ -171,7 +190,7 @@ def spans_from_otlp_proto(request: ExportTraceServiceRequest | bytes) -> Decoded
                         s.status.code,
                         s.status.message,
                         _proto_attrs(s.attributes),
-                        [SpanEvent(e.name, e.time_unix_nano, _proto_attrs(e.attributes)) for e in s.events],
+                        [SpanEvent(e.name, e.time_unix_nano, _proto_attrs(e.attributes)) for e in s.events] if s.events else [],
                         resource,
                         scope_name,
                         scope_version,

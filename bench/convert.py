@@ -1,0 +1,89 @@
+"""OTLP protobuf → AgentSpan throughput, against the bare ``ExportTraceServiceRequest.FromString`` rate.
+
+Builds requests of ~512 spans from the committed real-instrumentation fixtures (ids rewritten so every trace is
+distinct), ≥ 100k spans in all, and times both paths over the same bytes in the same run.
+
+    .venv/bin/python bench/convert.py [--spans 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from otel_bridge.semconv import recognise  # noqa: E402
+from otel_bridge.spans import spans_from_otlp_proto  # noqa: E402
+
+FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "otlp"
+
+
+def build_requests(total: int, per_request: int = 512) -> list[bytes]:
+    """Serialized requests of ``per_request`` spans, copied from the fixtures with fresh trace ids."""
+    templates = [ExportTraceServiceRequest.FromString(p.read_bytes()) for p in sorted(FIXTURES.glob("*.traces.pb"))]
+    if not templates:
+        raise SystemExit(f"no fixtures in {FIXTURES}")
+    out: list[bytes] = []
+    made, n = 0, 0
+    while made < total:
+        req = ExportTraceServiceRequest()
+        in_req = 0
+        while in_req < per_request:
+            template = templates[n % len(templates)]
+            n += 1
+            for rs in template.resource_spans:
+                copy = req.resource_spans.add()
+                copy.CopyFrom(rs)
+                trace_id = os.urandom(16)
+                for ss in copy.scope_spans:
+                    for span in ss.spans:
+                        span.trace_id = trace_id
+                        in_req += 1
+        out.append(req.SerializeToString())
+        made += in_req
+    return out
+
+
+def timed(fn, requests: list[bytes], repeat: int) -> tuple[float, int]:
+    best, count = float("inf"), 0
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        count = sum(fn(body) for body in requests)
+        best = min(best, time.perf_counter() - t0)
+    return best, count
+
+
+def bare(body: bytes) -> int:
+    req = ExportTraceServiceRequest.FromString(body)
+    return sum(len(ss.spans) for rs in req.resource_spans for ss in rs.scope_spans)
+
+
+def convert(body: bytes) -> int:
+    decoded = spans_from_otlp_proto(body)
+    agents = [recognise(s) for s in decoded.items]
+    return len(agents)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--spans", type=int, default=100_000)
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    requests = build_requests(args.spans)
+    t_bare, n = timed(bare, requests, args.repeat)
+    t_conv, m = timed(convert, requests, args.repeat)
+    assert n == m, (n, m)
+    bare_rate, conv_rate = n / t_bare, n / t_conv
+    print(f"spans: {n} in {len(requests)} requests of ~512 ({sum(map(len, requests)) / 1e6:.1f} MB)")
+    print(f"bare ExportTraceServiceRequest.FromString: {bare_rate:12,.0f} spans/s")
+    print(f"OTLP protobuf -> AgentSpan:               {conv_rate:12,.0f} spans/s")
+    print(f"ratio (conversion / bare parse):           {conv_rate / bare_rate:.3f}  (goal >= 0.06)")
+
+
+if __name__ == "__main__":
+    main()
