@@ -20,7 +20,7 @@ import orjson
 from clickhouse_connect.driver.exceptions import DatabaseError, DataError, OperationalError
 
 from otel_bridge.analytics.schema import COLUMNS
-from otel_bridge.analytics.store import Store
+from otel_bridge.analytics.store import Store, StoreConfig
 from otel_bridge.exporters.batch import BatchExporter, PermanentError, RetryableError
 from otel_bridge.semconv import AgentSpan, run_id
 
@@ -146,8 +146,9 @@ class ClickHouseSender:
 
     name = "clickhouse"
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, owns_store: bool = False) -> None:
         self.store = store
+        self._owns = owns_store
 
     def send(self, batch: list) -> None:
         grouped: dict[str, list[tuple]] = defaultdict(list)
@@ -167,14 +168,29 @@ class ClickHouseSender:
                 raise PermanentError(f"clickhouse insert into {table}: {exc}", splittable=len(rows) > 1) from exc
 
     def close(self) -> None:
-        """The store is shared with the analytics queries; its owner closes it."""
+        """Close the store only if this sender opened it; a shared store belongs to its opener (the queries)."""
+        if self._owns:
+            self.store.close()
 
 
 def clickhouse_exporter(
-    store: Store, *, max_batch: int = 10_000, interval: float = 1.0, max_queue: int = 200_000, **kwargs: Any
+    store: Store | StoreConfig,
+    *,
+    max_batch: int = 10_000,
+    interval: float = 1.0,
+    max_queue: int = 200_000,
+    **kwargs: Any,
 ) -> BatchExporter:
-    """The engine with ClickHouse's batching defaults: big inserts, at most about one per second."""
-    return BatchExporter(ClickHouseSender(store), max_batch=max_batch, interval=interval, max_queue=max_queue, **kwargs)
+    """The engine with ClickHouse's batching defaults: big inserts, at most about one per second.
+
+    Given a ``StoreConfig`` the exporter opens the store and closes it at shutdown; given a ``Store`` it shares it.
+    """
+    sender = (
+        ClickHouseSender(Store.open(store), owns_store=True)
+        if isinstance(store, StoreConfig)
+        else ClickHouseSender(store)
+    )
+    return BatchExporter(sender, max_batch=max_batch, interval=interval, max_queue=max_queue, **kwargs)
 
 
 def spans_items(spans: list[AgentSpan], *, release_id: str | None = None, text_limit: int = 4096) -> list:

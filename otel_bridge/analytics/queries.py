@@ -1,0 +1,331 @@
+"""Analytics over the ClickHouse tables: Observatory's run filters, cost and latency rollups, release diff.
+
+Cost is never stored. Each query first reads the distinct model names it will see (cheap: ``model`` is
+LowCardinality), resolves them to rows of the *current* price table in Python (exact → provider stripped → longest
+family), and passes those rows as array parameters; ClickHouse joins them with ``ASOF LEFT JOIN`` on
+(model, start ≥ effective_from), so each span is priced with the row in force when it started. Cost follows
+Observatory: only ``llm`` spans with a matching row cost anything (an unmatched row joins as zeros).
+Every read uses ``FINAL`` so a re-sent span or run is counted once even before ClickHouse merges parts.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+from otel_bridge.analytics.store import Store
+from otel_bridge.pricing import PriceTable
+
+logger = logging.getLogger(__name__)
+
+# FINAL only merges inside a partition anyway (replacement is per partition), so let partitions merge in parallel.
+SETTINGS = "SETTINGS do_not_merge_across_partitions_select_final = 1"
+RELEASE = "if(release_id != '', release_id, service_version)"
+RUN_FILTERS = frozenset(
+    ("status", "model", "agent", "min_latency_s", "max_latency_s", "min_cost", "max_cost", "tags", "user_email")
+    + ("from", "from_", "to")
+)
+_ORDERS = {
+    "start_time": "start_ns",
+    "latency_s": "duration_ms",
+    "cost": "cost",
+    "prompt_tokens": "input_tokens",
+    "completion_tokens": "output_tokens",
+}
+_COST_KEYS = {
+    "model": "model",
+    "provider": "provider",
+    "agent": "agent",
+    "service": "service_name",
+    "release": RELEASE,
+    "day": "toString(toDate(start))",
+}
+_LATENCY_KEYS = {"model": "model", "agent": "agent", "kind": "kind", "release": RELEASE}
+
+# Inclusive token counts (input ⊇ cache read + write, output ⊇ reasoning): every token is charged exactly once.
+_COST_EXPR = """if({kind} AND p_model != '',
+    (greatest(toInt64({i}) - toInt64({c}) - toInt64({w}), 0) * p_in + {c} * p_cached + {w} * p_write
+     + greatest(toInt64({o}) - toInt64({r}), 0) * p_out + {r} * p_reason) / 1e6, 0)"""
+SPAN_COST = _COST_EXPR.format(
+    kind="kind = 'llm'", i="input_tokens", c="cached_input_tokens", w="cache_write_tokens", o="output_tokens",
+    r="reasoning_tokens",
+)  # fmt: skip
+USAGE_COST = _COST_EXPR.format(kind="1", i="u_in", c="u_cached", w="u_write", o="u_out", r="u_reason")
+PRICES_SQL = """(SELECT p.1 AS p_model, p.2 AS p_from, p.3 AS p_in, p.4 AS p_cached, p.5 AS p_write, p.6 AS p_out,
+        p.7 AS p_reason
+    FROM (SELECT arrayJoin(arrayZip({pm:Array(String)}, {pf:Array(Int64)}, {pi:Array(Float64)},
+          {pc:Array(Float64)}, {pw:Array(Float64)}, {po:Array(Float64)}, {pr:Array(Float64)})) AS p))"""
+
+
+def price_parameters(prices: PriceTable, models: list[str]) -> dict[str, list]:
+    """The current price rows for the models seen, as the array parameters of ``PRICES_SQL``."""
+    rows = prices.rows_for(m for m in models if m) or [("", 0, 0.0, 0.0, 0.0, 0.0, 0.0)]
+    cols = list(zip(*rows, strict=True))
+    return dict(zip(("pm", "pf", "pi", "pc", "pw", "po", "pr"), (list(c) for c in cols), strict=True))
+
+
+def span_models(store: Store) -> list[str]:
+    rows = store.client.query(f"SELECT DISTINCT model FROM {store.table('spans')} WHERE model != ''").result_rows
+    return [r[0] for r in rows]
+
+
+def to_ns(value: str | datetime | int | None) -> int | None:
+    """An ISO timestamp (``Z`` or offset; naive = UTC), datetime or ns → ns since epoch."""
+    if value is None or isinstance(value, int):
+        return value
+    dt = value if isinstance(value, datetime) else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    dt = dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+    return int(dt.timestamp()) * 1_000_000_000 + dt.microsecond * 1000
+
+
+def iso_ms(ms: int) -> str:
+    """Wire format of DESIGN decision 11: ISO 8601, milliseconds, ``Z``."""
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _window(where: list[str], params: dict[str, Any], from_: Any, to: Any, col: str = "start") -> None:
+    """Inclusive [from, to] on the start time; written on the raw column so the ORDER BY prunes parts."""
+    if from_ is not None:
+        where.append(f"{col} >= fromUnixTimestamp64Nano({{from_ns:Int64}}, 'UTC')")
+        params["from_ns"] = to_ns(from_)
+    if to is not None:
+        where.append(f"{col} <= fromUnixTimestamp64Nano({{to_ns:Int64}}, 'UTC')")
+        params["to_ns"] = to_ns(to)
+
+
+def _run_where(filters: dict[str, Any]) -> tuple[list[str], list[str], dict[str, Any]]:
+    """Observatory's run filters → (conditions before the price join, conditions on cost after it, params)."""
+    unknown = set(filters) - RUN_FILTERS
+    if unknown:
+        raise ValueError(f"unknown run filters: {sorted(unknown)}")
+    where, after, params = ["kind IN ('agent', 'llm', 'tool', 'chain', 'retriever', 'embedding')"], [], {}
+    for key in ("status", "model", "agent", "user_email"):
+        if filters.get(key) is not None:
+            where.append(f"{key} = {{{key}:String}}")
+            params[key] = str(filters[key])
+    if filters.get("status") is not None and filters["status"] not in ("success", "error", "started"):
+        raise ValueError("status: must be success, error or started")
+    if filters.get("min_latency_s") is not None:
+        where.append("duration_ms >= {min_lat:Float64} * 1000")
+        params["min_lat"] = float(filters["min_latency_s"])
+    if filters.get("max_latency_s") is not None:
+        where.append("duration_ms <= {max_lat:Float64} * 1000")
+        params["max_lat"] = float(filters["max_latency_s"])
+    tags = filters.get("tags")
+    if tags:
+        where.append("hasAny(tags, {tags:Array(String)})")
+        params["tags"] = [tags] if isinstance(tags, str) else [str(t) for t in tags]
+    _window(where, params, filters.get("from", filters.get("from_")), filters.get("to"))
+    if filters.get("min_cost") is not None:
+        after.append("cost >= {min_cost:Float64}")
+        params["min_cost"] = float(filters["min_cost"])
+    if filters.get("max_cost") is not None:
+        after.append("cost <= {max_cost:Float64}")
+        params["max_cost"] = float(filters["max_cost"])
+    return where, after, params
+
+
+def runs(
+    store: Store, prices: PriceTable, *, limit: int = 100, offset: int = 0, order: str = "-start_time", **filters: Any
+) -> list[dict[str, Any]]:
+    """Every stored span is a run in Observatory's sense (own run_id); filtered with Observatory's set."""
+    where, after, params = _run_where(filters)
+    desc = order.startswith("-")
+    key = _ORDERS.get(order.lstrip("-+"))
+    if key is None:
+        raise ValueError(f"order: must be one of {sorted(_ORDERS)} (prefix - for descending)")
+    params |= price_parameters(prices, span_models(store)) | {"limit": int(limit), "offset": int(offset)}
+    sql = f"""
+    SELECT toString(run_id) AS run_id, trace_id, toString(parent_run_id) AS parent_run_id, kind AS type, name, agent,
+        model, status, duration_ms / 1000 AS latency_s, {SPAN_COST} AS cost, input_tokens AS prompt_tokens,
+        output_tokens AS completion_tokens, user_email, tags, start_ms, end_ms
+    FROM (
+        SELECT *, toUnixTimestamp64Nano(start) AS start_ns, toUnixTimestamp64Milli(start) AS start_ms,
+            toUnixTimestamp64Milli(end) AS end_ms
+        FROM {store.table('spans')} FINAL WHERE {' AND '.join(where)}
+    ) AS s
+    ASOF LEFT JOIN {PRICES_SQL} AS pr ON s.model = pr.p_model AND s.start_ns >= pr.p_from
+    {('WHERE ' + ' AND '.join(after)) if after else ''}
+    ORDER BY {key} {'DESC' if desc else 'ASC'}, run_id
+    LIMIT {{limit:UInt64}} OFFSET {{offset:UInt64}}
+    {SETTINGS}"""
+    out = store.query(sql, params)
+    for row in out:
+        row["start_time"], row["end_time"] = iso_ms(row.pop("start_ms")), iso_ms(row.pop("end_ms"))
+        row["tags"] = list(row["tags"])
+    return out
+
+
+def costs(
+    store: Store, prices: PriceTable, by: str = "model", from_: Any = None, to: Any = None
+) -> list[dict[str, Any]]:
+    """Cost (USD, current prices) and tokens of finished LLM calls, grouped by ``by``; most expensive first."""
+    expr = _COST_KEYS.get(by)
+    if expr is None:
+        raise ValueError(f"by: must be one of {sorted(_COST_KEYS)}")
+    where, params = ["kind = 'llm'", "status != 'started'"], {}
+    _window(where, params, from_, to)
+    params |= price_parameters(prices, span_models(store))
+    sql = f"""
+    SELECT key AS {by}, count() AS calls, sum(i) AS input_tokens, sum(c) AS cached_input_tokens,
+        sum(w) AS cache_write_tokens, sum(o) AS output_tokens, sum(r) AS reasoning_tokens, sum(row_cost) AS cost,
+        countIf(unpriced) AS unpriced_calls
+    FROM (
+        SELECT key, input_tokens AS i, cached_input_tokens AS c, cache_write_tokens AS w, output_tokens AS o,
+            reasoning_tokens AS r, {SPAN_COST} AS row_cost, p_model = '' AS unpriced
+        FROM (
+            SELECT {expr} AS key, kind, model, input_tokens, cached_input_tokens, cache_write_tokens,
+                output_tokens, reasoning_tokens, toUnixTimestamp64Nano(start) AS start_ns
+            FROM {store.table('spans')} FINAL WHERE {' AND '.join(where)}
+        ) AS s
+        ASOF LEFT JOIN {PRICES_SQL} AS pr ON s.model = pr.p_model AND s.start_ns >= pr.p_from
+    )
+    GROUP BY key ORDER BY cost DESC, key
+    {SETTINGS}"""
+    return store.query(sql, params)
+
+
+def latency(
+    store: Store, by: str = "model", from_: Any = None, to: Any = None, kind: str | None = None
+) -> list[dict[str, Any]]:
+    """Count, error rate and p50/p90/p95/p99 duration (ms) of finished spans, grouped by ``by``."""
+    expr = _LATENCY_KEYS.get(by)
+    if expr is None:
+        raise ValueError(f"by: must be one of {sorted(_LATENCY_KEYS)}")
+    where, params = ["status != 'started'"], {}
+    if by in ("model", "agent"):
+        where.append(f"{expr} != ''")
+    if kind:
+        where.append("kind = {kind:String}")
+        params["kind"] = kind
+    _window(where, params, from_, to)
+    sql = f"""
+    SELECT {expr} AS {by}, count() AS count, countIf(status = 'error') / count() AS error_rate,
+        avg(duration_ms) AS mean_ms, quantiles(0.5, 0.9, 0.95, 0.99)(duration_ms) AS q
+    FROM {store.table('spans')} FINAL WHERE {' AND '.join(where)}
+    GROUP BY {by} ORDER BY count DESC, {by}
+    {SETTINGS}"""
+    out = store.query(sql, params)
+    for row in out:
+        q = row.pop("q")
+        row.update(p50_ms=q[0], p90_ms=q[1], p95_ms=q[2], p99_ms=q[3])
+    return out
+
+
+def prices_check(store: Store, prices: PriceTable) -> list[dict[str, Any]]:
+    """Models seen in spans without any price row (their LLM calls cost 0), with span and token counts."""
+    sql = f"""
+    SELECT model, count() AS spans, countIf(kind = 'llm') AS llm_spans, sum(input_tokens) AS input_tokens,
+        sum(output_tokens) AS output_tokens, toUnixTimestamp64Milli(min(start)) AS first_ms,
+        toUnixTimestamp64Milli(max(start)) AS last_ms
+    FROM {store.table('spans')} FINAL WHERE model != '' GROUP BY model ORDER BY spans DESC, model
+    {SETTINGS}"""
+    out = []
+    for row in store.query(sql):
+        if prices.family(row["model"]) is None:
+            row["first_seen"], row["last_seen"] = iso_ms(row.pop("first_ms")), iso_ms(row.pop("last_ms"))
+            out.append(row)
+    return out
+
+
+def _release_stats(store: Store, prices: PriceTable, releases: list[str]) -> dict[str, dict[str, Any]]:
+    runs_t = store.table("runs")
+    models = [r[0] for r in store.client.query(f"SELECT DISTINCT arrayJoin(models) FROM {runs_t}").result_rows]
+    params = price_parameters(prices, models) | {"releases": releases}
+    sql = f"""
+    SELECT release, count() AS n, avg(cost) AS cost_mean, stddevSamp(cost) AS cost_sd,
+        avg(tokens) AS tokens_mean, stddevSamp(tokens) AS tokens_sd,
+        avg(latency_ms) AS lat_mean, stddevSamp(latency_ms) AS lat_sd,
+        quantileExact(0.5)(latency_ms) AS p50, quantileExact(0.95)(latency_ms) AS p95,
+        countIf(NOT success) AS errors
+    FROM (
+        SELECT run_id, any(release) AS release, any(latency_ms) AS latency_ms, any(success) AS success,
+            any(tokens) AS tokens, sum({USAGE_COST}) AS cost
+        FROM (
+            SELECT run_id, {RELEASE} AS release, latency_ms, success, input_tokens + output_tokens AS tokens,
+                toUnixTimestamp64Nano(start) AS start_ns, u_model, u_in, u_cached, u_write, u_out, u_reason
+            FROM {runs_t} FINAL
+            LEFT ARRAY JOIN usage.model AS u_model, usage.input AS u_in, usage.cached AS u_cached,
+                usage.cache_write AS u_write, usage.output AS u_out, usage.reasoning AS u_reason
+            WHERE {RELEASE} IN {{releases:Array(String)}}
+        ) AS r
+        ASOF LEFT JOIN {PRICES_SQL} AS pr ON r.u_model = pr.p_model AND r.start_ns >= pr.p_from
+        GROUP BY run_id
+    ) GROUP BY release
+    {SETTINGS}"""
+    return {row["release"]: row for row in store.query(sql, params)}
+
+
+def _confidence_mean(b: dict, c: dict, mean: str, sd: str) -> float | None:
+    """1 − p of a two-sided Welch test (normal approximation) on the difference of means."""
+    nb, nc = b["n"], c["n"]
+    if nb < 2 or nc < 2:
+        return None
+    se = math.sqrt(_num(b[sd]) ** 2 / nb + _num(c[sd]) ** 2 / nc)
+    delta = c[mean] - b[mean]
+    if se == 0:
+        return 1.0 if delta else 0.0
+    return 1 - math.erfc(abs(delta) / se / math.sqrt(2))
+
+
+def _confidence_rate(b: dict, c: dict) -> float | None:
+    """1 − p of a pooled two-proportion z-test on the error rates."""
+    nb, nc = b["n"], c["n"]
+    if not nb or not nc:
+        return None
+    pooled = (b["errors"] + c["errors"]) / (nb + nc)
+    se = math.sqrt(pooled * (1 - pooled) * (1 / nb + 1 / nc))
+    delta = c["errors"] / nc - b["errors"] / nb
+    if se == 0:
+        return 0.0
+    return 1 - math.erfc(abs(delta) / se / math.sqrt(2))
+
+
+def _num(x: Any) -> float:
+    return 0.0 if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+def diff(store: Store, prices: PriceTable, baseline: str, candidate: str) -> list[dict[str, Any]]:
+    """Baseline vs candidate release (release_id, else service.version) over assembled runs, one row per metric.
+
+    ``confidence`` = 1 − p-value: Welch's test for means (cost, tokens, latency), a two-proportion z-test for the
+    error rate; None where a test needs ≥ 2 runs a side or has none (run count, percentiles). With fewer than 30
+    runs a side the normal approximation is rough: ``samples`` says "low".
+    """
+    stats = _release_stats(store, prices, [baseline, candidate])
+    empty = {"n": 0, "errors": 0}
+    b, c = stats.get(baseline, empty), stats.get(candidate, empty)
+    samples = "low" if min(b["n"], c["n"]) < 30 else "ok"
+    metrics: list[tuple[str, str | None, Any]] = [
+        ("runs", "n", None),
+        ("cost_per_run", "cost_mean", lambda: _confidence_mean(b, c, "cost_mean", "cost_sd")),
+        ("tokens_per_run", "tokens_mean", lambda: _confidence_mean(b, c, "tokens_mean", "tokens_sd")),
+        ("latency_mean_ms", "lat_mean", lambda: _confidence_mean(b, c, "lat_mean", "lat_sd")),
+        ("latency_p50_ms", "p50", None),
+        ("latency_p95_ms", "p95", None),
+        ("error_rate", None, lambda: _confidence_rate(b, c)),
+    ]
+    out = []
+    for name, key, conf in metrics:
+        if key is None:
+            bv = b["errors"] / b["n"] if b["n"] else None
+            cv = c["errors"] / c["n"] if c["n"] else None
+        else:
+            bv, cv = b.get(key), c.get(key)
+        delta = cv - bv if bv is not None and cv is not None else None
+        pct = delta / bv * 100 if delta is not None and bv else None
+        ready = b["n"] and c["n"]
+        out.append(
+            {
+                "metric": name,
+                "baseline": bv,
+                "candidate": cv,
+                "delta": delta,
+                "delta_pct": pct,
+                "confidence": conf() if conf and ready else None,
+                "samples": samples,
+            }
+        )
+    return out
