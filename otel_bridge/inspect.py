@@ -77,7 +77,9 @@ def print_table(spans: list[AgentSpan]) -> None:
             f"{a.latency_ms:.1f}",
             "[red]error[/red]" if a.error else "ok",
         )
-    Console().print(table)
+    import sys
+
+    Console(width=None if sys.stdout.isatty() else 200).print(table)  # piped: don't squeeze to 80 columns
 
 
 def print_json_lines(spans: list[AgentSpan]) -> None:

@@ -14,6 +14,7 @@ reasoning, and the parts are added. Wrong-typed values are skipped and listed in
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -72,8 +73,8 @@ _PROVIDER_ALIASES = {
 }
 
 # Each field: attribute keys in precedence order.
+# model = response model over request model (GenAI), then OpenInference's names (which hold the response model).
 MODEL_KEYS = ("gen_ai.response.model", "gen_ai.request.model", "llm.model_name", "embedding.model_name")
-REQUEST_MODEL_KEYS = ("gen_ai.request.model", "llm.invocation_parameters.model")
 PROVIDER_KEYS = ("gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system")
 INPUT_TOKEN_KEYS = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt")
 OUTPUT_TOKEN_KEYS = ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens", "llm.token_count.completion")
@@ -103,8 +104,9 @@ _TRACELOOP_PROPS = "traceloop.association.properties."
 # AgentSpan field ← attribute keys in precedence order. Text fields take non-empty strings, token fields
 # non-negative integers; anything else is skipped (and token fields list it in ``AgentSpan.skipped``).
 TEXT_FIELDS = {
-    "model": MODEL_KEYS,
-    "request_model": REQUEST_MODEL_KEYS,
+    "response_model": ("gen_ai.response.model",),
+    "request_model": ("gen_ai.request.model",),
+    "openinference_model": ("llm.model_name", "embedding.model_name"),
     "provider": PROVIDER_KEYS,
     "agent_id": ("gen_ai.agent.id",),
     "agent_name": ("gen_ai.agent.name", "agent.name"),
@@ -134,6 +136,7 @@ _ROUTES: dict[str, tuple[str, int, bool]] = {
     for name, keys in table.items()
     for rank, key in enumerate(keys)
 }
+assert len(_ROUTES) == sum(len(k) for t in (TEXT_FIELDS, TOKEN_FIELDS) for k in t.values()), "a key routes to one field"
 # Every attribute the recogniser reads: converted in one pass, the rest of a protobuf span stays undecoded.
 RECOGNISED_KEYS = frozenset(_ROUTES) | frozenset(_KIND_KEYS) | {"tag.tags", "metadata"}
 
@@ -422,6 +425,21 @@ def _exclusive_to_inclusive(a: AgentSpan) -> None:
         a.output_tokens += a.reasoning_tokens
 
 
+def _invocation_model(span: BridgeSpan) -> str | None:
+    """OpenInference keeps the requested model only inside ``llm.invocation_parameters`` (read when needed)."""
+    raw = span.attributes.get("llm.invocation_parameters") if "llm.invocation_parameters" in span.attributes else None
+    if not isinstance(raw, str):
+        return None
+    try:
+        model = orjson.loads(raw).get("model")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    return model if isinstance(model, str) and model else None
+
+
+_CLASS_REPR = re.compile(r"^<class '([^']+)'>$")
+
+
 def _error(span: BridgeSpan, error_type: str | None) -> tuple[bool, str | None, str | None]:
     message = span.status_message or None
     for event in span.events:
@@ -429,7 +447,11 @@ def _error(span: BridgeSpan, error_type: str | None) -> tuple[bool, str | None, 
             error_type = error_type or event.attributes.get("exception.type")
             message = message or event.attributes.get("exception.message")
     failed = span.status_code == STATUS_ERROR or bool(error_type)
-    return failed, (str(error_type) if error_type else None), message
+    if error_type:  # some instrumentations record repr(type): "<class 'openai.InternalServerError'>"
+        error_type = str(error_type)
+        m = _CLASS_REPR.match(error_type)
+        error_type = m.group(1) if m else error_type
+    return failed, error_type or None, message
 
 
 def recognise(span: BridgeSpan) -> AgentSpan:
@@ -440,12 +462,16 @@ def recognise(span: BridgeSpan) -> AgentSpan:
     kind, operation = _kind(attrs)
     failed, error_type, error_message = _error(span, f.get("error_type"))
     get = f.get
+    request_model = get("request_model")
+    model = get("response_model") or request_model or get("openinference_model")
+    if model is None and kind in ("llm", "embedding"):  # rare: a failed OpenInference call
+        model = request_model = _invocation_model(span)
     a = AgentSpan(
         span,
         kind,
         operation,
-        get("model"),
-        get("request_model"),
+        model,
+        request_model,
         normalise_provider(get("provider")),
         get("input_tokens"),
         get("cached_input_tokens"),
