@@ -48,15 +48,24 @@ class PlannedRun:
     extra: dict = field(default_factory=dict)
 
 
-def plan_runs(n: int, *, seed: int = 7, start_ns: int | None = None, error_rate: float = 0.1, slow: float = 1.0) -> list[PlannedRun]:
-    """``n`` runs with a reproducible mix of agents, models, tools, latencies and failures."""
+def plan_runs(
+    n: int,
+    *,
+    seed: int = 7,
+    start_ns: int | None = None,
+    error_rate: float = 0.1,
+    slow: float = 1.0,
+    agents: tuple[str, ...] = AGENTS,
+    models: tuple = MODELS,
+) -> list[PlannedRun]:
+    """``n`` runs with a reproducible mix of agents, models, tools, latencies and failures, all in the past."""
     rng = random.Random(seed)
-    t = start_ns if start_ns is not None else time.time_ns() - n * 2_000_000_000
+    t = start_ns if start_ns is not None else time.time_ns() - (n * 2 + 60) * 1_000_000_000
     runs = []
     for i in range(n):
         calls = []
         for _ in range(rng.randint(1, 3)):
-            provider, model, (inp, cached, out, reasoning) = rng.choice(MODELS)
+            provider, model, (inp, cached, out, reasoning) = rng.choice(models)
             scale = rng.uniform(0.5, 1.5)
             calls.append(
                 LlmCall(provider, model, int(inp * scale), int(cached * scale), int(out * scale), int(reasoning * scale), int(rng.uniform(200, 1500) * slow))
@@ -64,7 +73,7 @@ def plan_runs(n: int, *, seed: int = 7, start_ns: int | None = None, error_rate:
         tools = rng.sample(TOOLS, rng.randint(0, 2))
         latency = sum(c.latency_ms for c in calls) + 40 * len(tools) + rng.randint(5, 50)
         runs.append(
-            PlannedRun(rng.choice(AGENTS), calls, tools, rng.random() < error_rate, t, latency, user=f"user-{i % 5}@example.com", conversation_id=f"conv-{i}")
+            PlannedRun(rng.choice(agents), calls, tools, rng.random() < error_rate, t, latency, user=f"user-{i % 5}@example.com", conversation_id=f"conv-{i}")
         )
         t += 2_000_000_000
     return runs
