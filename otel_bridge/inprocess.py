@@ -24,7 +24,14 @@ log = logging.getLogger(__name__)
 _installed: list[Pipeline] = []
 
 
-def install(tracer_provider: Any = None, *, logger_provider: Any = None, pipeline: Pipeline | None = None, **kwargs: Any) -> BridgeSpanProcessor:
+def install(
+    tracer_provider: Any = None,
+    *,
+    logger_provider: Any = None,
+    pipeline: Pipeline | None = None,
+    shutdown_timeout: float = 10.0,
+    **kwargs: Any,
+) -> BridgeSpanProcessor:
     """Add a ``BridgeSpanProcessor`` to a tracer provider (the global one by default).
 
     ``kwargs`` go to ``otel_bridge.pipeline.build_pipeline`` (``observatory_url``, ``observatory_api_key``,
@@ -35,7 +42,7 @@ def install(tracer_provider: Any = None, *, logger_provider: Any = None, pipelin
     if not hasattr(provider, "add_span_processor"):
         raise TypeError("install() needs an SDK TracerProvider (opentelemetry.sdk.trace.TracerProvider)")
     pipeline = pipeline or build_pipeline(**kwargs)
-    processor = BridgeSpanProcessor(pipeline)
+    processor = BridgeSpanProcessor(pipeline, shutdown_timeout=shutdown_timeout)
     provider.add_span_processor(processor)
     if logger_provider is not None:
         logger_provider.add_log_record_processor(processor.log_processor())

@@ -98,7 +98,7 @@ class BatchExporter:
         self._deadline: float | None = None
         self._shut = False
         self._counts = dict.fromkeys(("queued", "sent", "retried", "dropped", "failed"), 0)
-        self._last_drop_warn = -_DROP_WARN_EVERY
+        self._last_drop_warn = self._last_giveup_warn = -_DROP_WARN_EVERY
         self._traced: set[type] = set()  # exception types whose traceback was already logged
         self._thread: threading.Thread | None = None
         if start:
@@ -311,8 +311,11 @@ class BatchExporter:
             self._count("failed", len(batch))
             self._write_dead_letter(batch, str(exc))
         except _GiveUp as exc:
-            logger.warning("%s exporter: %d item(s) not delivered: %s", self._name, len(batch), exc)
             self._count("failed", len(batch))
+            now = time.monotonic()
+            if now - self._last_giveup_warn >= _DROP_WARN_EVERY:  # a dead peer at shutdown: one line, not one per batch
+                self._last_giveup_warn = now
+                logger.warning("%s exporter: items not delivered (%s); %d failed so far", self._name, exc, self._counts["failed"])
         except Exception as exc:  # noqa: BLE001 - a sender bug must not kill the worker
             self._log_unexpected(exc, len(batch))
             self._count("failed", len(batch))

@@ -8,6 +8,7 @@ SDK's own ``BatchSpanProcessor``.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Protocol
 
 from opentelemetry.sdk._logs import LogRecordProcessor
@@ -73,8 +74,9 @@ class _Queue:
 class BridgeSpanProcessor(SpanProcessor):
     """Feeds Observatory / FlightDeck / ClickHouse from the app's spans; ``_start`` events go out from ``on_start``."""
 
-    def __init__(self, sink: SpanSink, *, max_queue: int = 20_000, interval: float = 0.2) -> None:
+    def __init__(self, sink: SpanSink, *, max_queue: int = 20_000, interval: float = 0.2, shutdown_timeout: float = 10.0) -> None:
         self._queue = _Queue(sink, max_queue, interval)
+        self._shutdown_timeout = shutdown_timeout
         self._offer = self._queue.engine.offer
 
     def on_start(self, span: Span, parent_context: Any = None) -> None:
@@ -96,8 +98,10 @@ class BridgeSpanProcessor(SpanProcessor):
         return self._queue.engine.force_flush(timeout) and self._queue.sink.force_flush(timeout)
 
     def shutdown(self) -> None:
-        self._queue.engine.shutdown(5.0)
-        self._queue.sink.shutdown(10.0)
+        """Flush what is queued, then the pipeline, within ``shutdown_timeout`` in all (a dead peer cannot hang exit)."""
+        deadline = time.monotonic() + self._shutdown_timeout
+        self._queue.engine.shutdown(self._shutdown_timeout / 2)
+        self._queue.sink.shutdown(max(0.1, deadline - time.monotonic()))
 
 
 class BridgeLogProcessor(LogRecordProcessor):
