@@ -85,7 +85,8 @@ class Pipeline:
                 self._started.popitem(last=False)
         if event is not None:
             self._offer("observatory", [event])
-            self._offer("clickhouse", [("spans", self._span_row(a, status="started"))])
+            if "clickhouse" in self.exporters:
+                self._offer("clickhouse", [("spans", self._span_row(a, status="started"))])
 
     def submit_logs(self, logs: Iterable[BridgeLog]) -> None:
         with self._lock:
@@ -100,7 +101,8 @@ class Pipeline:
         with self._lock:
             event = self.observatory.custom_event(name, fields, a, time_ns)
         self._offer("observatory", [event])
-        self._offer("clickhouse", [("events", self._event_row(event))])
+        if "clickhouse" in self.exporters:
+            self._offer("clickhouse", [("events", self._event_row(event))])
         return event
 
     # ------------------------------------------------------------------------------------------- lifecycle
@@ -167,7 +169,7 @@ class Pipeline:
                     rows.append(("spans", self._span_row(a, release_id=release.get(a.span_id))))
                     rows.extend(("events", self._event_row(e)) for e in converted if e["name"] in CUSTOM_EVENTS)
         fd_events = []
-        for run in runs:
+        for run in runs if ("flightdeck" in self.exporters or to_clickhouse) else ():
             converted = run_events(run, self.options.flightdeck)
             if not converted:
                 self.counters["runs_without_release"] += 1

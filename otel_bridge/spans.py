@@ -402,7 +402,7 @@ def span_from_sdk(span: Any) -> BridgeSpan:
     ctx = span.context
     parent = span.parent
     status = span.status
-    resource = span.resource.attributes if span.resource is not None else {}
+    resource = _sdk_resource(span.resource)
     scope = span.instrumentation_scope
     return BridgeSpan(
         f"{ctx.trace_id:032x}",
@@ -414,13 +414,28 @@ def span_from_sdk(span: Any) -> BridgeSpan:
         span.end_time or 0,
         status.status_code.value if status is not None else STATUS_UNSET,
         (status.description or "") if status is not None else "",
-        span.attributes or {},
-        [SpanEvent(e.name, e.timestamp, e.attributes or {}) for e in span.events],
+        dict(span.attributes) if span.attributes else {},  # one copy: the SDK's BoundedAttributes reads go via a lock
+        [SpanEvent(e.name, e.timestamp, dict(e.attributes or {})) for e in span.events] if span.events else [],
         resource,
         scope.name if scope is not None else "",
         (scope.version or "") if scope is not None else "",
         bool(parent is not None and parent.is_remote),
     )
+
+
+_resources: dict[int, tuple[Any, dict[str, Any]]] = {}
+
+
+def _sdk_resource(resource: Any) -> Mapping[str, Any]:
+    """A provider has one Resource for all its spans: copy its attributes to a plain dict once."""
+    if resource is None:
+        return {}
+    cached = _resources.get(id(resource))
+    if cached is None or cached[0] is not resource:
+        if len(_resources) > 64:
+            _resources.clear()
+        cached = _resources[id(resource)] = (resource, dict(resource.attributes))
+    return cached[1]
 
 
 def log_from_sdk(record: Any) -> BridgeLog:

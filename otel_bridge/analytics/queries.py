@@ -34,6 +34,10 @@ _ORDERS = {
     "prompt_tokens": "input_tokens",
     "completion_tokens": "output_tokens",
 }
+_RUN_COLUMNS = (
+    "run_id, trace_id, parent_run_id, kind, name, agent, model, status, duration_ms, input_tokens, "
+    "cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, user_email, tags, start, end"
+)
 _COST_KEYS = {
     "model": "model",
     "provider": "provider",
@@ -137,19 +141,23 @@ def runs(
     if key is None:
         raise ValueError(f"order: must be one of {sorted(_ORDERS)} (prefix - for descending)")
     params |= price_parameters(prices, span_models(store)) | {"limit": int(limit), "offset": int(offset)}
+    sort = f"{key} {'DESC' if desc else 'ASC'}, toString(run_id)"
+    page = "LIMIT {limit:UInt64} OFFSET {offset:UInt64}"
+    # Without a cost filter or cost order, the page is cut before pricing: only `limit` rows join the prices.
+    early = not after and key != "cost"
     sql = f"""
     SELECT toString(run_id) AS run_id, trace_id, toString(parent_run_id) AS parent_run_id, kind AS type, name, agent,
         model, status, duration_ms / 1000 AS latency_s, {SPAN_COST} AS cost, input_tokens AS prompt_tokens,
         output_tokens AS completion_tokens, user_email, tags, start_ms, end_ms
     FROM (
-        SELECT *, toUnixTimestamp64Nano(start) AS start_ns, toUnixTimestamp64Milli(start) AS start_ms,
-            toUnixTimestamp64Milli(end) AS end_ms
+        SELECT {_RUN_COLUMNS}, toUnixTimestamp64Nano(start) AS start_ns,
+            toUnixTimestamp64Milli(start) AS start_ms, toUnixTimestamp64Milli(end) AS end_ms
         FROM {store.table('spans')} FINAL WHERE {' AND '.join(where)}
+        {f'ORDER BY {sort} {page}' if early else ''}
     ) AS s
     ASOF LEFT JOIN {PRICES_SQL} AS pr ON s.model = pr.p_model AND s.start_ns >= pr.p_from
     {('WHERE ' + ' AND '.join(after)) if after else ''}
-    ORDER BY {key} {'DESC' if desc else 'ASC'}, run_id
-    LIMIT {{limit:UInt64}} OFFSET {{offset:UInt64}}
+    ORDER BY {sort} {'' if early else page}
     {SETTINGS}"""
     out = store.query(sql, params)
     for row in out:
@@ -168,20 +176,30 @@ def costs(
     where, params = ["kind = 'llm'", "status != 'started'"], {}
     _window(where, params, from_, to)
     params |= price_parameters(prices, span_models(store))
+    params["bounds"] = sorted({f for f in params["pf"] if f > 0})
+    # Aggregate before pricing: between two effective_from boundaries (an "epoch") every model has one price,
+    # so spans are summed per (key, model, epoch) and only those few groups are joined with the price rows.
+    # The clamps of the cost formula are applied per span, before summing.
     sql = f"""
-    SELECT key AS {by}, count() AS calls, sum(i) AS input_tokens, sum(c) AS cached_input_tokens,
-        sum(w) AS cache_write_tokens, sum(o) AS output_tokens, sum(r) AS reasoning_tokens, sum(row_cost) AS cost,
-        countIf(unpriced) AS unpriced_calls
+    SELECT key AS {by}, sum(n) AS calls, sum(i) AS input_tokens, sum(c) AS cached_input_tokens,
+        sum(w) AS cache_write_tokens, sum(o) AS output_tokens, sum(r) AS reasoning_tokens,
+        sum(if(p_model != '', (ui * p_in + c * p_cached + w * p_write + uo * p_out + r * p_reason) / 1e6, 0)) AS cost,
+        sumIf(n, p_model = '') AS unpriced_calls
     FROM (
-        SELECT key, input_tokens AS i, cached_input_tokens AS c, cache_write_tokens AS w, output_tokens AS o,
-            reasoning_tokens AS r, {SPAN_COST} AS row_cost, p_model = '' AS unpriced
+        SELECT key, model, if(epoch = 0, 0, {{bounds:Array(Int64)}}[epoch]) AS epoch_ns, count() AS n,
+            sum(input_tokens) AS i, sum(cached_input_tokens) AS c, sum(cache_write_tokens) AS w,
+            sum(output_tokens) AS o, sum(reasoning_tokens) AS r,
+            sum(greatest(toInt64(input_tokens) - toInt64(cached_input_tokens) - toInt64(cache_write_tokens), 0)) AS ui,
+            sum(greatest(toInt64(output_tokens) - toInt64(reasoning_tokens), 0)) AS uo
         FROM (
-            SELECT {expr} AS key, kind, model, input_tokens, cached_input_tokens, cache_write_tokens,
-                output_tokens, reasoning_tokens, toUnixTimestamp64Nano(start) AS start_ns
+            SELECT {expr} AS key, model, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens,
+                reasoning_tokens,
+                arrayCount(b -> b <= toUnixTimestamp64Nano(start), {{bounds:Array(Int64)}}) AS epoch
             FROM {store.table('spans')} FINAL WHERE {' AND '.join(where)}
-        ) AS s
-        ASOF LEFT JOIN {PRICES_SQL} AS pr ON s.model = pr.p_model AND s.start_ns >= pr.p_from
-    )
+        )
+        GROUP BY key, model, epoch
+    ) AS s
+    ASOF LEFT JOIN {PRICES_SQL} AS pr ON s.model = pr.p_model AND s.epoch_ns >= pr.p_from
     GROUP BY key ORDER BY cost DESC, key
     {SETTINGS}"""
     return store.query(sql, params)

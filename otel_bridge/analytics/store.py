@@ -105,9 +105,9 @@ class Store:
         rows = self.client.query(f"SELECT max(version) FROM {self.table('schema_migrations')}").result_rows
         return int(rows[0][0] or 0)
 
-    def insert(self, table: str, columns: Sequence[Sequence[Any]], column_names: Sequence[str]) -> None:
-        """Columnar insert: one list per column, the cheapest shape for clickhouse-connect to encode."""
-        self.client.insert(self.table(table), columns, column_names=list(column_names), column_oriented=True)
+    def insert(self, table: str, rows: Sequence[Sequence[Any]], column_names: Sequence[str]) -> None:
+        """Row-oriented insert: measured ~1.35× faster than transposing to columns on chDB (bench/clickhouse.py)."""
+        self.client.insert(self.table(table), rows, column_names=list(column_names))
 
     def query(self, sql: str, parameters: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         result = self.client.query(sql, parameters=dict(parameters or {}))

@@ -1,8 +1,8 @@
 """ClickHouse sender for the shared batching engine: AgentSpans, Runs and Observatory events as table rows.
 
 Items are ``(table, row)`` pairs built by ``span_row`` / ``run_row`` / ``event_row`` in the column order of
-``otel_bridge.analytics.schema``. ``send`` groups a batch by table and does one columnar insert per table, the
-shape ClickHouse ingests best (big, infrequent inserts: https://clickhouse.com/docs/best-practices/selecting-an-insert-strategy),
+``otel_bridge.analytics.schema``. ``send`` groups a batch by table and does one insert per table (row-oriented: on chDB it
+measured ~1.35× faster than a columnar insert of the same rows) — big inserts are what ClickHouse ingests best (big, infrequent inserts: https://clickhouse.com/docs/best-practices/selecting-an-insert-strategy),
 hence the 10 000 rows / 1 s default batching.
 No cost is stored: analytics price rows at query time against the current ``prices.yaml``.
 """
@@ -158,9 +158,8 @@ class ClickHouseSender:
             names = COLUMNS.get(table)
             if names is None:
                 raise PermanentError(f"clickhouse: unknown table {table!r}")
-            columns = [list(c) for c in zip(*rows, strict=True)]
             try:
-                self.store.insert(table, columns, names)
+                self.store.insert(table, rows, names)
             except (OperationalError, ConnectionError, TimeoutError) as exc:
                 raise RetryableError(f"clickhouse insert into {table}: {exc}") from exc
             except (DataError, DatabaseError, TypeError, ValueError) as exc:
