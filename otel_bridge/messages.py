@@ -47,6 +47,14 @@ _DETAILS_EVENT = "gen_ai.client.inference.operation.details"
 _INDEXED = re.compile(r"^(llm\.input_messages|llm\.output_messages|gen_ai\.prompt|gen_ai\.completion)\.(\d+)\.(.+)$")
 
 
+def redact(parsed: tuple[list[Message], list[Message]], redactor: Any) -> None:
+    """Mask secrets in every message text and tool-call argument, in place."""
+    for m in (*parsed[0], *parsed[1]):
+        m.content = redactor(m.content)
+        for call in m.tool_calls:
+            call.arguments = redactor(call.arguments)
+
+
 def last_text(messages: list[Message], role: str | None) -> str | None:
     for m in reversed(messages):
         if (role is None or m.role == role) and m.content:

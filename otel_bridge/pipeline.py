@@ -18,6 +18,7 @@ from typing import Any
 from otel_bridge.exporters.batch import BatchExporter
 from otel_bridge.processors.flightdeck import FlightDeckMapping, release_of, run_events
 from otel_bridge.processors.observatory import CUSTOM_EVENTS, ObservatoryConverter
+from otel_bridge.processors.redact import Redactor
 from otel_bridge.processors.runs import Run, RunAssembler
 from otel_bridge.semconv import AgentSpan, Context, inherit_context, recognise
 from otel_bridge.spans import BridgeLog, BridgeSpan
@@ -34,6 +35,8 @@ class PipelineOptions:
     app_id: str | None = None
     flightdeck: FlightDeckMapping = field(default_factory=FlightDeckMapping)
     max_pending_logs: int = 50_000
+    redact_secrets: bool = True
+    redact_pii: bool = False
 
 
 class Pipeline:
@@ -50,6 +53,7 @@ class Pipeline:
             max_wait=self.options.max_wait,
             max_traces=self.options.max_traces,
         )
+        self.redactor = Redactor(secrets=self.options.redact_secrets, pii=self.options.redact_pii)
         self._lock = threading.Lock()  # converters keep state (chat de-dup, parents): one trace at a time
         self._pending_logs: OrderedDict[tuple[str | None, str | None], list[BridgeLog]] = OrderedDict()
         self._started: OrderedDict[str, Context] = OrderedDict()  # spans whose _start went out → context handed down
@@ -73,6 +77,7 @@ class Pipeline:
 
     def submit_started(self, span: BridgeSpan) -> None:
         a = recognise(span)
+        a.redactor = self.redactor or None
         self.assembler.started(a)
         self.counters["started"] += 1
         with self._lock:
@@ -98,6 +103,7 @@ class Pipeline:
 
     def track_event(self, name: str, fields: Mapping[str, Any], span: BridgeSpan | None, time_ns: int) -> dict[str, Any]:
         a = recognise(span) if span is not None else None
+        fields = {k: self.redactor(v) if k in ("content", "comment") and isinstance(v, str) else v for k, v in fields.items()}
         with self._lock:
             event = self.observatory.custom_event(name, fields, a, time_ns)
         self._offer("observatory", [event])
@@ -124,7 +130,7 @@ class Pipeline:
 
     def stats(self) -> dict[str, Any]:
         return {
-            "pipeline": dict(self.counters),
+            "pipeline": {**self.counters, "redacted": self.redactor.redacted},
             "runs": {**self.assembler.counters, "in_flight": self.assembler.in_flight},
             "exporters": {name: {**e.stats(), "queue_depth": e.queue_depth} for name, e in self.exporters.items()},
         }
@@ -152,6 +158,7 @@ class Pipeline:
     def _trace_done(self, spans: list[AgentSpan], runs: list[Run]) -> None:
         with self._lock:
             for a in spans:
+                a.redactor = self.redactor or None
                 logs = self._pending_logs.pop((a.trace_id, a.span_id), None)
                 if logs:
                     a.attach_logs(logs)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -184,6 +184,7 @@ class AgentSpan:
     metadata: dict[str, Any] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)  # attributes ignored as malformed
     logs: list[BridgeLog] = field(default_factory=list)  # GenAI log events correlated with this span
+    redactor: Callable[[str | None], str | None] | None = None  # applied to every message/text read
     _messages: tuple | None = None
     _run_id: str | None = None
 
@@ -247,6 +248,8 @@ class AgentSpan:
     def _parsed(self) -> tuple:
         if self._messages is None:
             self._messages = _messages.extract(self.span, self.logs, self.skipped)
+            if self.redactor:
+                _messages.redact(self._messages, self.redactor)
         return self._messages
 
     @property
@@ -259,11 +262,17 @@ class AgentSpan:
 
     @property
     def input_text(self) -> str | None:
-        return _text(self.span.attributes, INPUT_TEXT_KEYS) or _messages.last_text(self.input_messages, "user")
+        text = _text(self.span.attributes, INPUT_TEXT_KEYS)
+        if text is None:
+            return _messages.last_text(self.input_messages, "user")
+        return self.redactor(text) if self.redactor else text
 
     @property
     def output_text(self) -> str | None:
-        return _text(self.span.attributes, OUTPUT_TEXT_KEYS) or _messages.last_text(self.output_messages, None)
+        text = _text(self.span.attributes, OUTPUT_TEXT_KEYS)
+        if text is None:
+            return _messages.last_text(self.output_messages, None)
+        return self.redactor(text) if self.redactor else text
 
     def attach_logs(self, logs: Iterable[BridgeLog]) -> None:
         self.logs.extend(logs)
