@@ -176,7 +176,8 @@ def costs(
     where, params = ["kind = 'llm'", "status != 'started'"], {}
     _window(where, params, from_, to)
     params |= price_parameters(prices, span_models(store))
-    params["bounds"] = sorted({f for f in params["pf"] if f > 0})
+    bounds = sorted({int(f) for f in params["pf"] if f > 0})
+    epoch = _epoch_expr(bounds)
     # Aggregate before pricing: between two effective_from boundaries (an "epoch") every model has one price,
     # so spans are summed per (key, model, epoch) and only those few groups are joined with the price rows.
     # The clamps of the cost formula are applied per span, before summing.
@@ -186,23 +187,31 @@ def costs(
         sum(if(p_model != '', (ui * p_in + c * p_cached + w * p_write + uo * p_out + r * p_reason) / 1e6, 0)) AS cost,
         sumIf(n, p_model = '') AS unpriced_calls
     FROM (
-        SELECT key, model, if(epoch = 0, 0, {{bounds:Array(Int64)}}[epoch]) AS epoch_ns, count() AS n,
+        SELECT key, model, epoch_ns, count() AS n,
             sum(input_tokens) AS i, sum(cached_input_tokens) AS c, sum(cache_write_tokens) AS w,
             sum(output_tokens) AS o, sum(reasoning_tokens) AS r,
             sum(greatest(toInt64(input_tokens) - toInt64(cached_input_tokens) - toInt64(cache_write_tokens), 0)) AS ui,
             sum(greatest(toInt64(output_tokens) - toInt64(reasoning_tokens), 0)) AS uo
         FROM (
             SELECT {expr} AS key, model, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens,
-                reasoning_tokens,
-                arrayCount(b -> b <= toUnixTimestamp64Nano(start), {{bounds:Array(Int64)}}) AS epoch
+                reasoning_tokens, {epoch} AS epoch_ns
             FROM {store.table('spans')} FINAL WHERE {' AND '.join(where)}
         )
-        GROUP BY key, model, epoch
+        GROUP BY key, model, epoch_ns
     ) AS s
     ASOF LEFT JOIN {PRICES_SQL} AS pr ON s.model = pr.p_model AND s.epoch_ns >= pr.p_from
     GROUP BY key ORDER BY cost DESC, key
     {SETTINGS}"""
     return store.query(sql, params)
+
+
+def _epoch_expr(bounds: list[int]) -> str:
+    """Start of the price epoch a span falls in: the latest effective_from boundary ≤ its start (ints only)."""
+    if not bounds:
+        return "toInt64(0)"
+    ns = "toUnixTimestamp64Nano(start)"
+    arms = ", ".join(f"{ns} >= {b}, toInt64({b})" for b in reversed(bounds))
+    return f"multiIf({arms}, toInt64(0))"
 
 
 def latency(
