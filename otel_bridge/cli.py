@@ -7,6 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
+from otel_bridge import commands
+
 
 def _inspect(args: argparse.Namespace) -> int:
     from otel_bridge import inspect
@@ -33,12 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(func=_inspect)
 
-    try:
-        from otel_bridge.analytics import commands
-    except ImportError:  # analytics not built yet
-        commands = None
-    if commands is not None:
-        commands.register(sub)
+    commands.register(sub)
     return parser
 
 

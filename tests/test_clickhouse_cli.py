@@ -9,7 +9,7 @@ import orjson
 import pytest
 from ch_data import make_dataset
 
-from otel_bridge.analytics.commands import register
+from otel_bridge.commands import register
 from otel_bridge.analytics.store import Store, StoreConfig
 from otel_bridge.exporters.clickhouse import ClickHouseSender, run_row, spans_items
 

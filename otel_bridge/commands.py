@@ -19,6 +19,7 @@ import orjson
 from otel_bridge.analytics import queries
 from otel_bridge.analytics.schema import render_ddl
 from otel_bridge.analytics.store import DEFAULT_DATA_DIR, Store, StoreConfig, StoreError
+from otel_bridge.client import ServerClient
 from otel_bridge.pricing import PriceError, PriceTable
 
 logger = logging.getLogger(__name__)
@@ -59,29 +60,47 @@ def register(subparsers: Any) -> None:
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--offset", type=int, default=0)
     p.add_argument("--order", default="-start_time", help="start_time|latency_s|cost|prompt_tokens|completion_tokens")
-    p.set_defaults(func=_with_store(_runs))
+    p.set_defaults(func=_with_store(_runs, "/api/run/", _runs_params))
 
     p = subparsers.add_parser("costs", parents=[conn], help="cost and tokens at current prices")
     p.add_argument("--by", default="model", choices=("model", "provider", "agent", "service", "release", "day"))
     p.add_argument("--from", dest="from_")
     p.add_argument("--to")
-    p.set_defaults(func=_with_store(lambda s, pr, a: queries.costs(s, pr, by=a.by, from_=a.from_, to=a.to)))
+    p.set_defaults(
+        func=_with_store(
+            lambda s, pr, a: queries.costs(s, pr, by=a.by, from_=a.from_, to=a.to),
+            "/api/costs",
+            lambda a: {"group_by": a.by, "from": a.from_, "to": a.to},
+        )
+    )
 
     p = subparsers.add_parser("latency", parents=[conn], help="count, error rate, p50/p90/p95/p99 (ms)")
     p.add_argument("--by", default="model", choices=("model", "agent", "kind", "release"))
     p.add_argument("--kind", help="only spans of this kind (llm, tool, agent…)")
     p.add_argument("--from", dest="from_")
     p.add_argument("--to")
-    p.set_defaults(func=_with_store(lambda s, pr, a: queries.latency(s, a.by, a.from_, a.to, a.kind)))
+    p.set_defaults(
+        func=_with_store(
+            lambda s, pr, a: queries.latency(s, a.by, a.from_, a.to, a.kind),
+            "/api/latency",
+            lambda a: {"group_by": a.by, "kind": a.kind, "from": a.from_, "to": a.to},
+        )
+    )
 
     p = subparsers.add_parser("diff", parents=[conn], help="baseline vs candidate release over runs")
     p.add_argument("baseline", help="release_id or service.version")
     p.add_argument("candidate", help="release_id or service.version")
-    p.set_defaults(func=_with_store(lambda s, pr, a: queries.diff(s, pr, a.baseline, a.candidate)))
+    p.set_defaults(
+        func=_with_store(
+            lambda s, pr, a: queries.diff(s, pr, a.baseline, a.candidate),
+            "/api/diff",
+            lambda a: {"baseline": a.baseline, "candidate": a.candidate},
+        )
+    )
 
     prices = subparsers.add_parser("prices", help="price table tools").add_subparsers(dest="prices_cmd", required=True)
     p = prices.add_parser("check", parents=[conn], help="models seen without a price row")
-    p.set_defaults(func=_with_store(lambda s, pr, a: queries.prices_check(s, pr)))
+    p.set_defaults(func=_with_store(lambda s, pr, a: queries.prices_check(s, pr), "/api/prices/check", lambda a: {}))
 
     schema = subparsers.add_parser("schema", help="ClickHouse schema").add_subparsers(dest="schema_cmd", required=True)
     p = schema.add_parser("print", help="print the DDL (nothing is executed)")
@@ -92,14 +111,21 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=_schema_print)
 
 
-def _runs(store: Store, prices: PriceTable, a: argparse.Namespace) -> list[dict[str, Any]]:
+def _run_filters(a: argparse.Namespace) -> dict[str, Any]:
     tags = [t.strip() for group in a.tags or [] for t in group.split(",") if t.strip()]
-    filters = {
+    return {
         "status": a.status, "model": a.model, "agent": a.agent, "min_latency_s": a.min_latency_s,
         "max_latency_s": a.max_latency_s, "min_cost": a.min_cost, "max_cost": a.max_cost, "tags": tags or None,
         "user_email": a.user_email, "from": a.from_, "to": a.to,
     }  # fmt: skip
-    return queries.runs(store, prices, limit=a.limit, offset=a.offset, order=a.order, **filters)
+
+
+def _runs(store: Store, prices: PriceTable, a: argparse.Namespace) -> list[dict[str, Any]]:
+    return queries.runs(store, prices, limit=a.limit, offset=a.offset, order=a.order, **_run_filters(a))
+
+
+def _runs_params(a: argparse.Namespace) -> dict[str, Any]:
+    return {**_run_filters(a), "limit": a.limit, "offset": a.offset, "order": a.order}
 
 
 def store_config(a: argparse.Namespace) -> StoreConfig:
@@ -114,14 +140,25 @@ def store_config(a: argparse.Namespace) -> StoreConfig:
     )
 
 
-def _with_store(query: Callable[[Store, PriceTable, argparse.Namespace], list[dict[str, Any]]]) -> Callable:
-    """Open the store and price table, run one query, print it; errors are one line on stderr, exit code 2."""
+def _with_store(
+    query: Callable[[Store, PriceTable, argparse.Namespace], list[dict[str, Any]]],
+    path: str,
+    params: Callable[[argparse.Namespace], dict[str, Any]],
+) -> Callable:
+    """Ask the running server's HTTP API when one serves this data dir (it owns the chDB directory); otherwise
+    open the store and price table and run the query here. Errors are one line on stderr, exit code 2."""
 
     def run(a: argparse.Namespace) -> int:
+        server = ServerClient.find(a.data_dir) if a.host is None and a.prices is None else None
         try:
-            prices = PriceTable.load(a.prices)
-            with Store.open(store_config(a)) as store:
-                rows = query(store, prices, a)
+            if server is not None:
+                logger.debug("asking the running server at %s", server.url)
+                with server._http:
+                    rows = server.get(path, params(a))
+            else:
+                prices = PriceTable.load(a.prices)
+                with Store.open(store_config(a)) as store:
+                    rows = query(store, prices, a)
         except (StoreError, PriceError, ValueError, OSError) as exc:
             print(f"otel-bridge {a.command}: {exc}", file=sys.stderr)
             return 2
