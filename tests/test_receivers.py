@@ -209,7 +209,10 @@ def test_backpressure_refuses_then_sdk_retries(bridge, observatory_sink):
     pipeline = _observatory_pipeline(observatory_sink, max_queue=40, max_batch=20, max_attempts=10_000)
     exporter = pipeline.exporters["observatory"]
     b = bridge(pipeline, retry_after=0.5)
-    assert _wait(lambda: exporter.queue_depth == 40 or pipeline.submit_spans(_fill_spans(3)) < 0)  # 3 runs per 20 ms
+    def full() -> bool:  # the worker holds a batch it keeps retrying, and the queue behind it is full
+        return (exporter.stats()["retried"] > 0 and exporter.queue_depth == 40) or pipeline.submit_spans(_fill_spans(3)) < 0
+
+    assert _wait(full)
     before = b.spans()
 
     r = _post(b, GOOD_PB)
