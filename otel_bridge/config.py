@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import json
+import os
 import re
 import sys
 from importlib import resources
@@ -35,19 +36,13 @@ _SIZE = re.compile(r"(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|KiB|MiB|GiB)?")
 
 def _show(value: Any) -> str:
     """A value as it would look in YAML, for 'got ...' in error lines."""
-    if value is None or isinstance(value, bool):
-        return {None: "null", True: "true", False: "false"}[value]
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, (list, tuple)):
-        return "a list"
-    return repr(value)
+    if value is None or isinstance(value, (bool, str)):
+        return json.dumps(value, ensure_ascii=False)  # null, true, false, "text"
+    return "a mapping" if isinstance(value, dict) else "a list" if isinstance(value, (list, tuple)) else repr(value)
 
 
 def parse_duration(text: str) -> float:
-    """``500ms``, ``5s``, ``2m``, ``1h``, ``90d`` or Go-style ``1h30m`` → seconds. A bare number is refused: no unit, no guess."""
+    """``500ms``, ``5s``, ``2m``, ``1h``, ``90d`` or Go-style ``1h30m`` → seconds; a bare number has no unit, so no."""
     if not isinstance(text, str) or not _DURATION.fullmatch(text.strip()):
         raise ValueError(f'expected a duration like "1s" or "500ms", got {_show(text)}')
     return sum(float(n) * _DURATION_UNITS[u] for n, u in _DURATION_PART.findall(text.strip()))
@@ -93,50 +88,38 @@ def _endpoint(value: Any) -> Any:
 
 
 def _positive_duration(value: Any) -> float:
-    seconds = parse_duration(value)
-    if seconds <= 0:
+    if parse_duration(value) <= 0:
         raise ValueError(f'expected a duration above zero like "1s", got {_show(value)}')
-    return seconds
+    return parse_duration(value)
 
 
-def _url(value: Any) -> Any:
-    if isinstance(value, str) and value and not re.fullmatch(r"https?://[^\s/?#]+(?:[/?#]\S*)?", value):
-        raise ValueError(f'expected an http(s) url like "http://127.0.0.1:8080", got {_show(value)}')
-    return value
-
-
-def _identifier(value: Any) -> Any:
-    if isinstance(value, str) and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
-        raise ValueError(f'expected a name of letters, digits and underscores like "otel_bridge", got {_show(value)}')
-    return value
-
-
-def _host(value: Any) -> Any:
-    if isinstance(value, str) and re.search(r"[/\s]|^\[|:\d+$", value) and not _is_ipv6(value):
-        raise ValueError(f'expected a bare host name like "clickhouse.internal" (port and scheme are separate keys), got {_show(value)}')
-    return value
-
-
-def _is_ipv6(value: str) -> bool:
-    try:
-        return ipaddress.ip_address(value).version == 6
-    except ValueError:
-        return False
-
-
-def _choice(*options: str):
+def _matching(pattern: str, expected: str) -> BeforeValidator:
+    """A string check with the config's wording; non-strings fall through to pydantic's own type error."""
     def check(value: Any) -> Any:
-        if value not in options:
-            raise ValueError(f"expected one of {', '.join(options)}, got {_show(value)}")
+        if isinstance(value, str) and not re.fullmatch(pattern, value):
+            raise ValueError(f"expected {expected}, got {_show(value)}")
         return value
-    return check
+    return BeforeValidator(check)
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 PositiveDuration = Annotated[float, BeforeValidator(_positive_duration)]
 Size = Annotated[int, BeforeValidator(parse_size)]
 Endpoint = Annotated[str, BeforeValidator(_endpoint)]
-Url = Annotated[str, BeforeValidator(_url)]
+Url = Annotated[str, _matching(r"(https?://[^\s/?#]+(?:[/?#]\S*)?)?", 'an http(s) url like "http://127.0.0.1:8080"')]
+Identifier = Annotated[str, _matching(r"[A-Za-z_][A-Za-z0-9_]*",
+                                      'a name of letters, digits and underscores like "otel_bridge"')]
+Host = Annotated[str, _matching(r"[A-Za-z0-9_.-]*|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*",
+                                'a bare host name like "clickhouse.internal" (port and scheme are separate keys)')]
+ReleaseKey = Annotated[str, _matching(r"[^@]+@.+", 'a key like "service@version"')]
+LogLevel = Annotated[str, _matching(r"debug|info|warning|error", "one of debug, info, warning, error")]
+
+
+def _plain(field: str) -> property:
+    """A read-only accessor for a SecretStr field: secrets stay out of repr(), logs and dumps, yet are one call away."""
+    def get(self: BaseModel) -> str:
+        return getattr(self, field).get_secret_value()
+    return property(get, doc=f"The plain {field}, for the one place that sends it.")
 
 
 class _FieldErrors(ValueError):
@@ -159,6 +142,17 @@ class _Model(BaseModel):
     @classmethod
     def _null_means_defaults(cls, data: Any) -> Any:
         return {} if data is None else data
+
+    @model_validator(mode="after")
+    def _cross_check(self) -> Any:
+        problems = self._problems()
+        if problems:
+            raise _FieldErrors(*problems)
+        return self
+
+    def _problems(self) -> list[tuple[str, str]]:
+        """Cross-field checks as ``(sub.key, message)``; they run once the model's own fields are valid."""
+        return []
 
 
 class GrpcProtocol(_Model):
@@ -185,17 +179,14 @@ class OtlpProtocols(_Model):
 class OtlpAuth(_Model):
     bearer_token: SecretStr = SecretStr("")
 
-    @property
-    def bearer_token_value(self) -> str:
-        return self.bearer_token.get_secret_value()
+    bearer_token_value = _plain("bearer_token")
 
 
 class OtlpReceiver(_Model):
     protocols: OtlpProtocols = OtlpProtocols()
     auth: OtlpAuth = OtlpAuth()
 
-    @model_validator(mode="after")
-    def _trust_boundary(self) -> OtlpReceiver:
+    def _problems(self) -> list[tuple[str, str]]:
         """Decision 10: only loopback listens without a token; two listeners on one address cannot both bind."""
         endpoints = [p.endpoint for p in (self.protocols.grpc, self.protocols.http) if p is not None]
         exposed = [e for e in endpoints if not is_loopback(split_endpoint(e)[0])]
@@ -204,9 +195,7 @@ class OtlpReceiver(_Model):
             problems.append(("auth.bearer_token", f"required when binding a non-loopback address ({', '.join(exposed)})"))
         if len(endpoints) == 2 and split_endpoint(endpoints[0]) == split_endpoint(endpoints[1]):
             problems.append(("protocols.http.endpoint", f"same address as protocols.grpc.endpoint ({endpoints[0]})"))
-        if problems:
-            raise _FieldErrors(*problems)
-        return self
+        return problems
 
 
 class Receivers(_Model):
@@ -218,28 +207,21 @@ class RunsProcessor(_Model):
     max_wait: Duration = 30.0
     max_traces: int = Field(10_000, ge=1)
 
-    @model_validator(mode="after")
-    def _ordered(self) -> RunsProcessor:
+    def _problems(self) -> list[tuple[str, str]]:
         if self.max_wait < self.wait:
-            raise _FieldErrors(("max_wait", f"must be at least wait ({self.wait:g}s), got {self.max_wait:g}s"))
-        return self
+            return [("max_wait", f"must be at least wait ({self.wait:g}s), got {self.max_wait:g}s")]
+        return []
 
 
 class ObservatoryProcessor(_Model):
     app_id: str = ""
 
 
-def _release_key(value: Any) -> Any:
-    if isinstance(value, str) and "@" not in value:
-        raise ValueError(f'expected a key like "service@version", got {_show(value)}')
-    return value
-
-
 class FlightDeckProcessor(_Model):
     workspace_id: str = "ws_local"
     agent_id: str = ""
     release_id: str = ""
-    release_map: dict[Annotated[str, BeforeValidator(_release_key)], str] = {}  # "service.name@service.version" → release
+    release_map: dict[ReleaseKey, str] = {}  # "service.name@service.version" → release
     tenant_id: str = "default"
     task_id: str = ""
     environment: str = "local"
@@ -265,11 +247,9 @@ class Batch(_Model):
     interval: PositiveDuration = 1.0
     max_queue: int = Field(20_000, ge=1)
 
-    @model_validator(mode="after")
-    def _queue_holds_a_batch(self) -> Batch:
-        if self.max_queue < self.max_batch:
-            raise _FieldErrors(("max_queue", f"must be at least max_batch ({self.max_batch}), got {self.max_queue}"))
-        return self
+    def _problems(self) -> list[tuple[str, str]]:
+        bad = self.max_queue < self.max_batch
+        return [("max_queue", f"must be at least max_batch ({self.max_batch}), got {self.max_queue}")] if bad else []
 
 
 class ClickHouseBatch(Batch):
@@ -279,11 +259,11 @@ class ClickHouseBatch(Batch):
 
 class ClickHouseExporter(_Model):
     data_dir: str = "./.otel-bridge/data"  # embedded chDB unless host is set
-    host: Annotated[str, BeforeValidator(_host)] = ""
+    host: Host = ""
     port: int = Field(8123, ge=1, le=65535)
     username: str = "default"
     password: SecretStr = SecretStr("")
-    database: Annotated[str, BeforeValidator(_identifier)] = "otel_bridge"
+    database: Identifier = "otel_bridge"
     secure: bool = False
     cluster: str = ""
     create_schema: bool = True
@@ -292,8 +272,7 @@ class ClickHouseExporter(_Model):
     text_limit: int = Field(4096, ge=0)
     batch: ClickHouseBatch = ClickHouseBatch()
 
-    @model_validator(mode="after")
-    def _consistent(self) -> ClickHouseExporter:
+    def _problems(self) -> list[tuple[str, str]]:
         problems = []
         if self.cluster and not self.host:
             problems.append(("cluster", "requires host (embedded chdb is a single node)"))
@@ -303,17 +282,14 @@ class ClickHouseExporter(_Model):
                 problems.append((key, f'expected whole days like "90d", got {seconds / 86400:g} days'))
         if 0 < self.ttl < self.text_ttl:
             problems.append(("text_ttl", f"must not exceed ttl ({self.ttl / 86400:g}d)"))
-        if problems:
-            raise _FieldErrors(*problems)
-        return self
+        return problems
+
+    password_value = _plain("password")
 
     @property
     def embedded(self) -> bool:
+        """chDB in ``data_dir`` rather than a server."""
         return not self.host
-
-    @property
-    def password_value(self) -> str:
-        return self.password.get_secret_value()
 
     @property
     def ttl_days(self) -> int:
@@ -321,18 +297,8 @@ class ClickHouseExporter(_Model):
 
     @property
     def text_ttl_days(self) -> int | None:
+        """None: message text lives as long as its row."""
         return int(self.text_ttl // 86400) or None
-
-    def store_config(self) -> Any:
-        """The analytics layer's ``StoreConfig`` for this section (imported lazily: config must load without chDB)."""
-        from otel_bridge.analytics.store import StoreConfig
-
-        return StoreConfig(
-            data_dir=self.data_dir, host=self.host or None, port=self.port if self.host else None,
-            username=self.username, password=self.password_value, database=self.database, secure=self.secure,
-            cluster=self.cluster or None, create_schema=self.create_schema, ttl_days=self.ttl_days,
-            text_ttl_days=self.text_ttl_days, text_limit=self.text_limit,
-        )
 
 
 class ObservatoryExporter(_Model):
@@ -341,9 +307,7 @@ class ObservatoryExporter(_Model):
     batch: Batch = Batch()
     dead_letter: str = ""
 
-    @property
-    def api_key_value(self) -> str:
-        return self.api_key.get_secret_value()
+    api_key_value = _plain("api_key")
 
 
 class FlightDeckExporter(_Model):
@@ -352,9 +316,7 @@ class FlightDeckExporter(_Model):
     batch: Batch = Batch()
     dead_letter: str = "./.otel-bridge/flightdeck-dead-letter.jsonl"
 
-    @property
-    def token_value(self) -> str:
-        return self.token.get_secret_value()
+    token_value = _plain("token")
 
 
 class Exporters(_Model):
@@ -371,13 +333,6 @@ def _component(kind: str, section: type[_Model]):
     return Annotated[str, BeforeValidator(check)]
 
 
-def _no_repeats(values: list[str]) -> list[str]:
-    repeated = sorted({v for v in values if values.count(v) > 1})
-    if repeated:
-        raise ValueError(f"lists {', '.join(_show(v) for v in repeated)} more than once")
-    return values
-
-
 ReceiverName = _component("receiver", Receivers)
 ProcessorName = _component("processor", Processors)
 ExporterName = _component("exporter", Exporters)
@@ -388,17 +343,9 @@ class Pipeline(_Model):
     processors: list[ProcessorName] = ["runs", "observatory", "flightdeck", "redact"]
     exporters: Annotated[list[ExporterName], Field(min_length=1)] = ["clickhouse", "observatory", "flightdeck"]
 
-    @model_validator(mode="after")
-    def _unique(self) -> Pipeline:
-        problems = []
-        for key in ("receivers", "processors", "exporters"):
-            try:
-                _no_repeats(getattr(self, key))
-            except ValueError as exc:
-                problems.append((key, str(exc)))
-        if problems:
-            raise _FieldErrors(*problems)
-        return self
+    def _problems(self) -> list[tuple[str, str]]:
+        repeats = {k: sorted({n for n in getattr(self, k) if getattr(self, k).count(n) > 1}) for k in Pipeline.model_fields}
+        return [(k, f"lists {', '.join(map(_show, names))} more than once") for k, names in repeats.items() if names]
 
 
 class Pipelines(_Model):
@@ -406,7 +353,7 @@ class Pipelines(_Model):
 
 
 class Telemetry(_Model):
-    log_level: Annotated[str, BeforeValidator(_choice("debug", "info", "warning", "error"))] = "info"
+    log_level: LogLevel = "info"
 
 
 class Service(_Model):
@@ -445,6 +392,8 @@ _TYPE_WORDS = {
     "bool_type": "true or false", "bool_parsing": "true or false", "string_type": "a string",
     "model_type": "a mapping", "model_attributes_type": "a mapping", "dict_type": "a mapping", "list_type": "a list",
 }
+_SECRETS = {"bearer_token", "password", "api_key", "token"}  # never echoed back, not even in an error
+_BOUND_WORDS = {"greater_than_equal": "at least", "less_than_equal": "at most", "greater_than": "above"}
 
 
 def _path(loc: tuple[Any, ...]) -> str:
@@ -463,7 +412,8 @@ def _fields_at(loc: tuple[Any, ...]) -> list[str]:
         field = cls.model_fields.get(part) if isinstance(part, str) else None
         if field is None:
             return []
-        cls = next((a for a in (field.annotation, *get_args(field.annotation)) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        types = (field.annotation, *get_args(field.annotation))  # GrpcProtocol | None → GrpcProtocol
+        cls = next((t for t in types if isinstance(t, type) and issubclass(t, BaseModel)), None)
         if cls is None:
             return []
     return list(cls.model_fields)
@@ -489,14 +439,14 @@ def _lines(exc: ValidationError, data: Any) -> list[str]:
         if kind == "extra_forbidden":
             msg = _unknown_key(loc)
         elif kind in _TYPE_WORDS:
-            msg = f"expected {_TYPE_WORDS[kind]}, got {_show(_lookup(data, loc))}"
-        elif kind in ("value_error", "assertion_error"):
+            got = "a value that is not shown" if loc[-1] in _SECRETS else _show(_lookup(data, loc))
+            msg = f"expected {_TYPE_WORDS[kind]}, got {got}"
+        elif kind == "value_error":
             msg = str(cause)
         elif kind == "too_short":
             msg = "must list at least one name"
-        elif kind in ("greater_than_equal", "less_than_equal", "greater_than"):
-            words = {"greater_than_equal": "at least", "less_than_equal": "at most", "greater_than": "above"}[kind]
-            msg = f"must be {words} {next(iter(ctx.values()))}, got {_show(_lookup(data, loc))}"
+        elif kind in _BOUND_WORDS:
+            msg = f"must be {_BOUND_WORDS[kind]} {next(iter(ctx.values()))}, got {_show(_lookup(data, loc))}"
         else:
             msg = err["msg"][:1].lower() + err["msg"][1:]
         lines.append(f"{_path(loc)}: {msg}")
@@ -504,6 +454,7 @@ def _lines(exc: ValidationError, data: Any) -> list[str]:
 
 
 def _lookup(data: Any, loc: tuple[Any, ...]) -> Any:
+    """The raw value at ``loc`` (error messages quote what the user wrote, not a coerced form)."""
     for part in loc:
         try:
             data = data[part]
@@ -533,8 +484,13 @@ def expand_env(data: Any, environ: dict[str, str], errors: list[str], loc: tuple
         if m.group(0) == "$$":
             return "$"
         ref = _ENV_REFERENCE.fullmatch(m.group(1))
+        if ref is None and m.group(1).startswith("env:"):
+            name = m.group(1)[4:].partition(":-")[0]
+            errors.append(f"{_path(loc)}: invalid environment variable name {_show(name)} in {_show(m.group(0))}")
+            return m.group(0)
         if ref is None:
-            errors.append(f'{_path(loc)}: unsupported reference {_show(m.group(0))}, expected "${{env:VAR}}" or "${{env:VAR:-default}}"')
+            expected = '"${env:VAR}" or "${env:VAR:-default}"'
+            errors.append(f"{_path(loc)}: unsupported reference {_show(m.group(0))}, expected {expected}")
             return m.group(0)
         name, default = ref.groups()
         return environ[name] if name in environ else (default or "")  # a set-but-empty variable stays empty
@@ -561,9 +517,7 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _constru
 
 
 def parse_config(text: str, *, source: str = "<string>", environ: dict[str, str] | None = None) -> BridgeConfig:
-    """Parse, expand and validate one config text; ConfigError lists every problem found."""
-    import os
-
+    """Parse, expand (``environ``, default ``os.environ``) and validate a config text; ConfigError lists every problem."""
     try:
         data = yaml.load(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
@@ -572,8 +526,7 @@ def parse_config(text: str, *, source: str = "<string>", environ: dict[str, str]
         raise ConfigError([f"{where}{exc.problem or exc.context}"], source) from None
     except yaml.YAMLError as exc:
         raise ConfigError([f"invalid yaml: {exc}"], source) from None
-    if data is None:
-        data = {}
+    data = {} if data is None else data
     if not isinstance(data, dict):
         raise ConfigError([f"(root): expected a mapping of sections, got {_show(data)}"], source)
     errors: list[str] = []
@@ -619,8 +572,7 @@ def _check(args: Any) -> int:
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 1
-    print(f"{name}: ok")
-    print(f"enabled exporters: {', '.join(config.enabled_exporters()) or '(none)'}")
+    print(f"{name}: ok\nenabled exporters: {', '.join(config.enabled_exporters()) or '(none)'}")
     return 0
 
 

@@ -244,6 +244,12 @@ def test_secrets_not_in_repr() -> None:
             assert secret not in text
 
 
+def test_secret_values_not_echoed_in_errors() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config("exporters: {flightdeck: {token: 123456789}}")
+    assert info.value.errors == ["exporters.flightdeck.token: expected a string, got a value that is not shown"]
+
+
 # ---------------------------------------------------------------- the packaged default
 
 
