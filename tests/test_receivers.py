@@ -241,3 +241,213 @@ def test_backpressure_refuses_then_sdk_retries(bridge, observatory_sink):
     pipeline.shutdown(5)
     assert observatory_sink.wait_for(1)
     assert any(e["metadata"].get("service.name") == "send-otlp" for e in observatory_sink.events)
+
+
+# ---------------------------------------------------------------------------------------------- fixtures, both encodings
+
+
+def test_fixtures_over_http_json_protobuf_gzip_and_grpc(bridge):
+    """Every committed fixture (protobuf and wire-form JSON), plain and gzip over HTTP, gzip over gRPC."""
+    b = bridge()
+    for path in sorted(FIXTURES.glob("*.traces.*")) + sorted(FIXTURES.glob("*.logs.*")):
+        signal = "logs" if ".logs." in path.name else "traces"
+        data, fmt = path.read_bytes(), (JSON if path.suffix == ".json" else PB)
+        for body, enc in ((data, "identity"), (gzip.compress(data), "gzip")):
+            r = _post(b, body, fmt, path=f"/v1/{signal}", content_encoding=enc)
+            assert r.status_code == 200 and r.headers["content-type"] == fmt, (path.name, r.text)
+            if fmt == JSON:
+                assert r.json() == {}
+            else:
+                response = (ExportTraceServiceResponse if signal == "traces" else ExportLogsServiceResponse).FromString(r.content)
+                assert not response.HasField("partial_success")
+        if fmt == PB:  # the same bytes over gRPC, gzip-compressed by the client
+            assert not _grpc(b, data, signal=signal, compression=grpc.Compression.Gzip).HasField("partial_success")
+    n = sum(len(spans_from_otlp_proto(p.read_bytes()).items) for p in FIXTURES.glob("*.traces.pb"))
+    snap = b.stats.snapshot()
+    assert snap["http"]["traces"]["accepted"] == 4 * n and snap["grpc"]["traces"]["accepted"] == n  # JSON = protobuf
+    logs = snap["grpc"]["logs"]["accepted"]
+    assert logs > 0 and snap["http"]["logs"]["accepted"] == 4 * logs
+    assert b.spans() == 5 * n and b.consumer.stats()["pipeline"]["logs"] == 5 * logs
+    assert all(c["refused"] == 0 for t in snap.values() for c in t.values())
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+
+
+def _with_bad_spans() -> bytes:
+    doc = orjson.loads((FIXTURES / "openai_v2.traces.json").read_bytes())
+    doc["resourceSpans"][0]["scopeSpans"][0]["spans"] += [
+        {"traceId": "zz", "spanId": "0102030405060708", "name": "not hex"},
+        {"spanId": "0102030405060708", "name": "no trace id"},
+        {"traceId": "0af7651916cd43dd8448eb211c80319c", "spanId": "b7ad6b7169203331", "startTimeUnixNano": "soon"},
+        {"traceId": 17, "spanId": "b7ad6b7169203332", "name": "trace id of the wrong type"},
+        {"traceId": "0af7651916cd43dd8448eb211c80319c", "spanId": "b7ad6b7169203333", "attributes": {"k": 1}},
+        "a span that is a string",
+    ]
+    return orjson.dumps(doc)
+
+
+def test_one_bad_span_among_good_ones_is_rejected_alone(bridge):
+    b = bridge()
+    good = len(spans_from_otlp_proto(GOOD_PB).items)
+    for body, enc in ((_with_bad_spans(), "identity"), (gzip.compress(_with_bad_spans()), "gzip")):
+        r = _post(b, body, JSON, content_encoding=enc)
+        assert r.status_code == 200
+        partial = r.json()["partialSuccess"]
+        assert partial["rejectedSpans"] == "6" and "spans[" in partial["errorMessage"]
+    request = ExportTraceServiceRequest.FromString(GOOD_PB)
+    request.resource_spans[0].scope_spans[0].spans.add(trace_id=b"\x01" * 4, span_id=b"\x02" * 8, name="short trace id")
+    r = _post(b, request.SerializeToString())
+    partial = ExportTraceServiceResponse.FromString(r.content).partial_success
+    assert r.status_code == 200 and partial.rejected_spans == 1 and "trace_id must be 16 bytes" in partial.error_message
+    partial = _grpc(b, request.SerializeToString()).partial_success
+    assert partial.rejected_spans == 1 and "trace_id" in partial.error_message
+    assert b.spans() == 2 * good + 2 * good  # the good ones of every request were kept
+    snap = b.stats.snapshot()
+    assert snap["http"]["traces"]["refused"] == 13 and snap["http"]["traces"]["requests"] == {"partial": 3}
+    _still_serving(b)
+
+
+BOMB = gzip.compress(bytes(32 * MiB))  # ~32 KiB on the wire
+BAD_HTTP = [  # name, body, content type, headers, status, message fragment
+    ("malformed protobuf", b"\x0a\xff\xff\xff\xff\x0f", PB, {}, 400, "not an OTLP ExportTraceServiceRequest protobuf"),
+    ("malformed json", b'{"resourceSpans": [', JSON, {}, 400, "body is not valid JSON"),
+    ("json of the wrong shape", b'{"resourceSpans": {"spans": 1}}', JSON, {}, 400, "'resourceSpans' array"),
+    ("json that is a list", b"[1, 2]", JSON, {}, 400, "'resourceSpans' array"),
+    ("json with a scope of the wrong type", b'{"resourceSpans": [{"scopeSpans": [7]}]}', JSON, {}, 400, "could not be decoded"),
+    ("unsupported content type", b"hello", "text/plain", {}, 415, "content-type 'text/plain' is not supported"),
+    ("no content type", b"hello", None, {}, 415, "content-type None is not supported"),
+    ("unsupported encoding", GOOD_PB, PB, {"content-encoding": "br"}, 415, "content-encoding 'br' is not supported"),
+    ("not gzip", GOOD_PB, PB, {"content-encoding": "gzip"}, 400, "body is not valid gzip"),
+    ("truncated gzip", gzip.compress(GOOD_PB)[:-20], PB, {"content-encoding": "gzip"}, 400, "truncated"),
+    ("oversized body", bytes(LIMIT + 1), PB, {}, 413, f"larger than {LIMIT} bytes"),
+    ("oversized json, gzip", gzip.compress(b" " * (LIMIT * 2)), JSON, {"content-encoding": "gzip"}, 413, "after decompression"),
+    ("gzip bomb", BOMB, PB, {"content-encoding": "gzip"}, 413, "after decompression"),
+]
+
+
+@pytest.mark.parametrize("name,body,ctype,headers,status,message", BAD_HTTP, ids=[c[0] for c in BAD_HTTP])
+def test_http_bad_input(bridge, name, body, ctype, headers, status, message):
+    b = bridge(max_request_body_size=LIMIT)
+    r = _post(b, body, ctype, **{k.replace("-", "_"): v for k, v in headers.items()})
+    assert r.status_code == status, r.content
+    if ctype == PB:  # answered in the request's encoding: a google.rpc.Status
+        assert r.headers["content-type"] == PB
+        got = status_pb2.Status.FromString(r.content)
+        assert got.code == {400: 3, 413: 8, 415: 3}[status] and message in got.message, got
+    else:
+        assert r.headers["content-type"] == JSON
+        assert r.json()["code"] == {400: 3, 413: 8, 415: 3}[status] and message in r.json()["message"], r.json()
+    assert b.requests("http") == {{400: "invalid", 413: "too_large", 415: "unsupported"}[status]: 1}
+    _still_serving(b)
+
+
+def test_http_body_larger_than_limit_streamed_without_length(bridge):
+    b = bridge(max_request_body_size=LIMIT)
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(8):
+            yield bytes(LIMIT // 4)
+
+    r = httpx.post(b.url + "/v1/traces", content=chunks(), headers={"content-type": PB}, timeout=10)
+    assert r.status_code == 413 and b.requests("http") == {"too_large": 1}
+    _still_serving(b)
+
+
+def test_grpc_bad_input(bridge):
+    b = bridge(max_recv_msg_size=LIMIT)
+    err = _grpc_error(b, b"\x0a\xff\xff\xff\xff\x0f")
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "not an OTLP ExportTraceServiceRequest" in err.details()
+    err = _grpc_error(b, b"\x0a\xff\xff\xff\xff\x0f", signal="logs")
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "ExportLogsServiceRequest" in err.details()
+    assert _grpc_error(b, bytes(LIMIT + 1)).code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    bomb = ExportTraceServiceRequest()
+    bomb.resource_spans.add().resource.attributes.add(key="k").value.string_value = "x" * (4 * LIMIT)
+    err = _grpc_error(b, bomb.SerializeToString(), compression=grpc.Compression.Gzip)  # small on the wire
+    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    _still_serving(b)
+    assert b.requests("grpc") == {"invalid": 1, "ok": 1} and b.requests("grpc", "logs") == {"invalid": 1}
+
+
+def test_decompression_never_allocates_past_the_limit():
+    tracemalloc.start()
+    try:
+        with pytest.raises(Refused) as info:
+            decompress_capped(BOMB, "gzip", 1 * MiB)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert info.value.reason == "too_large" and peak < 3 * MiB
+    assert decompress_capped(gzip.compress(b"ab") + gzip.compress(b"cd"), "GZIP", 10) == b"abcd"  # gzip members
+    assert decompress_capped(b"raw", None, 10) == b"raw"
+
+
+# ---------------------------------------------------------------------------------------------- auth and bind
+
+
+def test_bearer_token_on_both_transports(bridge, caplog, monkeypatch):
+    compared = []
+    real = hmac.compare_digest
+    monkeypatch.setattr(otlp.hmac, "compare_digest", lambda a, b: compared.append(1) or real(a, b))
+    caplog.set_level("DEBUG")
+    b = bridge(bearer_token=TOKEN)
+    for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": TOKEN}, {"authorization": f"Basic {TOKEN}"}):
+        for fmt in (PB, JSON):
+            r = _post(b, GOOD_PB, fmt, **headers)
+            assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+        assert status_pb2.Status.FromString(_post(b, GOOD_PB, **headers).content).code == 16
+        err = _grpc_error(b, GOOD_PB, metadata=tuple(headers.items()))
+        assert err.code() == grpc.StatusCode.UNAUTHENTICATED and err.details() == "missing or invalid bearer token"
+    assert _post(b, b"garbage", "text/plain").status_code == 401  # auth comes before anything else
+    assert b.spans() == 0 and compared
+    _still_serving(b, authorization=f"Bearer {TOKEN}")
+    assert TOKEN not in caplog.text
+
+
+def test_authorized():
+    assert authorized(None, None) and authorized("anything", "")
+    assert authorized(f"Bearer {TOKEN}", TOKEN) and authorized(f"bearer  {TOKEN} ", TOKEN)
+    assert not authorized(None, TOKEN) and not authorized("Bearer", TOKEN) and not authorized(f"Bearer {TOKEN}x", TOKEN)
+    assert not authorized(f"Token {TOKEN}", TOKEN) and not authorized("Bearer ünïcode", TOKEN)
+
+
+@pytest.mark.parametrize("endpoint", ["127.0.0.1:4317", "localhost:4318", "[::1]:4317", "127.1.2.3:1", "::1"])
+def test_loopback_binds_without_token(endpoint):
+    check_bind(endpoint, None)
+
+
+@pytest.mark.parametrize("endpoint", ["0.0.0.0:4317", ":4318", "[::]:4317", "10.1.2.3:4318", "collector.example.com:4317", ""])
+def test_non_loopback_bind_needs_a_token(endpoint):
+    with pytest.raises(ValueError, match="requires a bearer token"):
+        check_bind(endpoint, None)
+    with pytest.raises(ValueError, match="receivers.otlp.grpc.endpoint: binding"):
+        start_grpc_receiver(Pipeline({}, PipelineOptions()), ReceiverSettings(grpc_endpoint=endpoint), ReceiverStats())
+    check_bind(endpoint, TOKEN)
+    assert TOKEN not in repr(ReceiverSettings(bearer_token=TOKEN))
+
+
+def test_garbage_never_crashes_either_transport(bridge):
+    """Mutated fixtures and pathological JSON: always 200 or 400 / OK or INVALID_ARGUMENT, never a crash."""
+    import random
+
+    b = bridge()
+    rng = random.Random(7)
+    json_doc = (FIXTURES / "openai_v2.traces.json").read_bytes()
+    deep = b'{"resourceSpans": [{"resource": {"attributes": [{"key": "k", "value": ' + b'{"arrayValue": {"values": [' * 300
+    deep += b"]}}" * 300 + b"}]}}]}"
+    bodies = [(deep, JSON), (b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"events": [1]}]}]}]}', JSON)]
+    for _ in range(40):
+        for data, fmt in ((GOOD_PB, PB), (json_doc, JSON)):
+            mutated = bytearray(data)
+            for _ in range(rng.randint(1, 8)):
+                mutated[rng.randrange(len(mutated))] = rng.randrange(256)
+            bodies.append((bytes(mutated), fmt))
+    for body, fmt in bodies:
+        assert _post(b, body, fmt).status_code in (200, 400)
+        if fmt == PB:
+            try:
+                _grpc(b, body)
+            except grpc.RpcError as err:
+                assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "internal" not in b.requests("http") and "internal" not in b.requests("grpc")
+    _still_serving(b)
