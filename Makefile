@@ -12,8 +12,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
 	touch $(STAMP)
 
+# The main job: the OTLP receivers, the pipeline and the HTTP API on the packaged default config (embedded chDB
+# in ./.otel-bridge/data). `otel-bridge demo` in another terminal sends it traffic.
 run: $(STAMP)
-	$(VENV)/bin/otel-bridge inspect tests/fixtures/otlp/openai_v2_content.traces.pb
+	$(VENV)/bin/otel-bridge serve
 
 test: $(STAMP)
 	$(VENV)/bin/pytest -q

@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from otel_bridge import commands
+from otel_bridge import commands, config
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -25,6 +25,24 @@ def _inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from otel_bridge.analytics.store import StoreError
+    from otel_bridge.config import ConfigError, load_config
+    from otel_bridge.serve import serve
+
+    try:
+        cfg = load_config(args.config, data_dir=args.data_dir)
+        logging.getLogger().setLevel(cfg.service.telemetry.log_level.upper() if not args.verbose else "DEBUG")
+        serve(cfg)
+    except ConfigError as exc:
+        print(f"otel-bridge serve: invalid config {exc}", file=sys.stderr)
+        return 1
+    except (StoreError, OSError, ValueError) as exc:
+        print(f"otel-bridge serve: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="otel-bridge", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -35,13 +53,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(func=_inspect)
 
+    p = sub.add_parser("serve", help="run the OTLP receivers, the pipeline and the HTTP API")
+    p.add_argument("--config", help="pipeline YAML (default: the packaged config/bridge.yaml)")
+    p.add_argument("--data-dir", help="embedded chDB directory (default ./.otel-bridge/data)")
+    p.set_defaults(func=_serve)
+
+    p = sub.add_parser("demo", help="the 30-second tour: synthetic agent traffic → serve → cost and latency tables")
+    p.add_argument("--config", help="config for the server the demo starts when none runs")
+    p.add_argument("--data-dir", help="embedded chDB directory (default ./.otel-bridge/data)")
+    p.add_argument("--runs", type=int, default=60, help="agent runs per release (default 60)")
+    p.set_defaults(func=lambda a: __import__("otel_bridge.demo", fromlist=["main_args"]).main_args(a))
+
     commands.register(sub)
+    config.register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.DEBUG if args.verbose else logging.WARNING)  # one line per request
     return int(args.func(args) or 0)
 
 

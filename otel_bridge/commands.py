@@ -186,7 +186,7 @@ def emit(rows: list[dict[str, Any]], as_json: bool, title: str = "") -> None:
         table.add_column(key, overflow="fold")
     for row in rows:
         table.add_row(*(_cell(v) for v in row.values()))
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 200).print(table)  # piped: don't squeeze to 80 columns
 
 
 def _cell(value: Any) -> str:

@@ -257,3 +257,80 @@ def mapping_from_env() -> FlightDeckMapping:
             setattr(m, name, value)
     m.emit_run_start = os.environ.get("FLIGHTDECK_EMIT_RUN_START", "").lower() in ("1", "true", "yes")
     return m
+
+
+def store_config(cfg: Any) -> Any:
+    """``exporters.clickhouse`` of a ``BridgeConfig`` as the store's connection settings."""
+    from otel_bridge.analytics.store import StoreConfig
+
+    ch = cfg.exporters.clickhouse
+    return StoreConfig(
+        data_dir=ch.data_dir,
+        host=ch.host or None,
+        port=ch.port if ch.host else None,
+        username=ch.username,
+        password=ch.password_value,
+        database=ch.database,
+        secure=ch.secure,
+        cluster=ch.cluster or None,
+        create_schema=ch.create_schema,
+        ttl_days=ch.ttl_days,
+        text_ttl_days=ch.text_ttl_days,
+        text_limit=ch.text_limit,
+    )
+
+
+def pipeline_from_config(cfg: Any, store: Any = None) -> Pipeline:
+    """The traces pipeline of a ``BridgeConfig``: its enabled exporters, its processors' settings.
+
+    ``store`` is the ClickHouse store the serving process already opened (the API queries share it).
+    """
+    from otel_bridge.exporters.clickhouse import ClickHouseSender
+    from otel_bridge.exporters.flightdeck import FlightDeckSender
+    from otel_bridge.exporters.observatory import ObservatorySender
+
+    traces = cfg.service.pipelines.traces
+    ex, pr = cfg.exporters, cfg.processors
+    exporters: dict[str, BatchExporter] = {}
+    for name in cfg.enabled_exporters():
+        if name == "clickhouse":
+            sender: Any = ClickHouseSender(store) if store is not None else None
+            if sender is None:
+                from otel_bridge.analytics.store import Store
+
+                sender = ClickHouseSender(Store.open(store_config(cfg)), owns_store=True)
+        elif name == "observatory":
+            sender = ObservatorySender(ex.observatory.url, ex.observatory.api_key_value or None)
+        else:
+            sender = FlightDeckSender(ex.flightdeck.url, ex.flightdeck.token_value or None)
+        settings = getattr(ex, name)
+        exporters[name] = BatchExporter(
+            sender,
+            max_batch=settings.batch.max_batch,
+            interval=settings.batch.interval,
+            max_queue=settings.batch.max_queue,
+            dead_letter=getattr(settings, "dead_letter", None) or None,
+        )
+    fd = pr.flightdeck
+    mapping = FlightDeckMapping(
+        workspace_id=fd.workspace_id,
+        agent_id=fd.agent_id or None,
+        release_id=fd.release_id or None,
+        release_map=dict(fd.release_map),
+        tenant_id=fd.tenant_id,
+        task_id=fd.task_id or None,
+        environment=fd.environment,
+        emit_run_start=fd.emit_run_start,
+    )
+    redact = "redact" in traces.processors
+    options = PipelineOptions(
+        wait=pr.runs.wait,
+        max_wait=pr.runs.max_wait,
+        max_traces=pr.runs.max_traces,
+        text_limit=ex.clickhouse.text_limit,
+        app_id=pr.observatory.app_id or None,
+        flightdeck=mapping,
+        redact_secrets=redact and pr.redact.secrets,
+        redact_pii=redact and pr.redact.pii,
+    )
+    return Pipeline(exporters, options)

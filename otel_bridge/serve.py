@@ -1,0 +1,159 @@
+"""``otel-bridge serve``: OTLP receivers → pipeline → exporters, and the HTTP API, in one process.
+
+Start order: store (this process owns the chDB directory) → pipeline → gRPC receiver → HTTP listener (OTLP/HTTP and
+the API). Stop order, like the collector: receivers → processors (run assembly flushes) → exporters → store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+
+from otel_bridge import client
+from otel_bridge.analytics.store import Store
+from otel_bridge.config import BridgeConfig
+from otel_bridge.pipeline import Pipeline, pipeline_from_config, store_config
+from otel_bridge.pricing import PriceTable
+from otel_bridge.receivers.otlp import ReceiverSettings, ReceiverStats, check_bind
+from otel_bridge.receivers.otlp_grpc import start_grpc_receiver
+from otel_bridge.receivers.otlp_http import otlp_router
+from otel_bridge.server.app import Runtime, create_app
+
+log = logging.getLogger(__name__)
+
+
+class _HttpServer(uvicorn.Server):
+    """uvicorn re-raises SIGTERM/SIGINT after its own shutdown, which would kill the process before the pipeline
+    flushes; here a signal only stops the listener and ``serve`` then shuts everything down in order."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        originals = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in originals.items():
+                signal.signal(sig, handler)
+
+
+def receiver_settings(cfg: BridgeConfig) -> ReceiverSettings:
+    otlp = cfg.receivers.otlp
+    grpc = otlp.protocols.grpc
+    return ReceiverSettings(
+        grpc_endpoint=grpc.endpoint if grpc else "",
+        http_endpoint=otlp.protocols.http.endpoint,
+        max_recv_msg_size=grpc.max_recv_msg_size if grpc else ReceiverSettings.max_recv_msg_size,
+        max_request_body_size=otlp.protocols.http.max_request_body_size,
+        bearer_token=otlp.auth.bearer_token_value or None,
+    )
+
+
+@dataclass
+class Service:
+    cfg: BridgeConfig
+    store: Store
+    pipeline: Pipeline
+    settings: ReceiverSettings
+    stats: ReceiverStats
+    grpc: Any = None
+    http: uvicorn.Server | None = None
+
+    @classmethod
+    def build(cls, cfg: BridgeConfig) -> Service:
+        settings = receiver_settings(cfg)
+        # Refuse a non-loopback bind without a token before touching anything (FlightDeck's trust boundary).
+        check_bind(settings.http_endpoint, settings.bearer_token, key="receivers.otlp.protocols.http.endpoint")
+        if settings.grpc_endpoint:
+            check_bind(settings.grpc_endpoint, settings.bearer_token, key="receivers.otlp.protocols.grpc.endpoint")
+        store = Store.open(store_config(cfg))
+        return cls(cfg, store, pipeline_from_config(cfg, store), settings, ReceiverStats())
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.settings.http_endpoint}"
+
+    def stats_snapshot(self) -> dict[str, Any]:
+        return {**self.pipeline.stats(), "receivers": self.stats.snapshot()}
+
+    def store_rows(self, rows: list[tuple[str, tuple]]) -> bool:
+        """Vendor-format ingest goes straight to the ClickHouse exporter's queue (backpressure: False when full)."""
+        exporter = self.pipeline.exporters["clickhouse"]
+        return exporter.has_room(len(rows)) and exporter.offer_many(rows) == len(rows)
+
+    def app(self):  # noqa: ANN201
+        runtime = Runtime(
+            store=self.store,
+            prices=PriceTable.load(),
+            stats=self.stats_snapshot,
+            store_rows=self.store_rows,
+            token=self.settings.bearer_token,
+            routers=[otlp_router(self.pipeline, self.settings, self.stats)],
+        )
+        return create_app(runtime)
+
+    def start_grpc(self) -> None:
+        if self.settings.grpc_endpoint:
+            self.grpc = start_grpc_receiver(self.pipeline, self.settings, self.stats)
+
+    def run_http(self) -> None:
+        """Serve HTTP until stopped (Ctrl-C / SIGTERM in the foreground)."""
+        host, _, port = self.settings.http_endpoint.rpartition(":")
+        config = uvicorn.Config(self.app(), host=host.strip("[]"), port=int(port), log_level="warning", access_log=False)
+        self.http = _HttpServer(config)
+        client.announce(self.cfg.exporters.clickhouse.data_dir, self.http_url)
+        self.http.run()
+
+    def stop(self, timeout: float = 15.0) -> None:
+        deadline = time.monotonic() + timeout
+        if self.http is not None:
+            self.http.should_exit = True
+        if self.grpc is not None:
+            self.grpc.stop(grace=2).wait(3)
+        self.pipeline.shutdown(max(1.0, deadline - time.monotonic()))
+        self.store.close()
+        client.withdraw(self.cfg.exporters.clickhouse.data_dir)
+
+
+def serve(cfg: BridgeConfig, *, ready: threading.Event | None = None) -> None:
+    """Run in the foreground until interrupted; ``ready`` is set once both listeners accept."""
+    service = Service.build(cfg)
+    try:
+        service.start_grpc()
+        _announce(service)
+        if ready is not None:
+            threading.Thread(target=_signal_ready, args=(service, ready), daemon=True).start()
+        service.run_http()
+    finally:
+        log.info("shutting down: receivers, run assembly, exporters")
+        service.stop()
+
+
+def _signal_ready(service: Service, ready: threading.Event) -> None:
+    while service.http is None or not service.http.started:
+        time.sleep(0.02)
+    ready.set()
+
+
+def _announce(service: Service) -> None:
+    s = service.settings
+    ex = service.cfg.enabled_exporters()
+    lines = [
+        "otel-bridge is receiving OpenTelemetry traces:",
+        f"  OTLP/gRPC  {s.grpc_endpoint or '(off)'}    OTEL_EXPORTER_OTLP_ENDPOINT=http://{s.grpc_endpoint}" if s.grpc_endpoint else "  OTLP/gRPC  (off)",
+        f"  OTLP/HTTP  {service.http_url}/v1/traces   OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf OTEL_EXPORTER_OTLP_ENDPOINT={service.http_url}",
+        f"  API        {service.http_url}/docs   metrics {service.http_url}/metrics",
+        f"  exporters  {', '.join(ex)}; data {service.cfg.exporters.clickhouse.data_dir}",
+        "  try: otel-bridge demo   (in another terminal), then otel-bridge costs / latency / runs",
+    ]
+    print("\n".join(lines), flush=True)
