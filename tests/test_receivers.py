@@ -289,7 +289,7 @@ def _with_bad_spans() -> bytes:
 
 def test_one_bad_span_among_good_ones_is_rejected_alone(bridge):
     b = bridge()
-    good = len(spans_from_otlp_proto(GOOD_PB).items)
+    good = GOOD_SPANS
     for body, enc in ((_with_bad_spans(), "identity"), (gzip.compress(_with_bad_spans()), "gzip")):
         r = _post(b, body, JSON, content_encoding=enc)
         assert r.status_code == 200
@@ -305,6 +305,10 @@ def test_one_bad_span_among_good_ones_is_rejected_alone(bridge):
     assert b.spans() == 2 * good + 2 * good  # the good ones of every request were kept
     snap = b.stats.snapshot()
     assert snap["http"]["traces"]["refused"] == 13 and snap["http"]["traces"]["requests"] == {"partial": 3}
+    logs = orjson.loads((FIXTURES / "openai_v2_content.logs.json").read_bytes())
+    logs["resourceLogs"][0]["scopeLogs"][0]["logRecords"].append({"traceId": "zz", "body": {"stringValue": "x"}})
+    r = _post(b, orjson.dumps(logs), JSON, path="/v1/logs")
+    assert r.json()["partialSuccess"]["rejectedLogRecords"] == "1" and "traceId" in r.json()["partialSuccess"]["errorMessage"]
     _still_serving(b)
 
 
@@ -404,25 +408,19 @@ def test_bearer_token_on_both_transports(bridge, caplog, monkeypatch):
     assert TOKEN not in caplog.text
 
 
-def test_authorized():
+def test_authorized_and_check_bind():
     assert authorized(None, None) and authorized("anything", "")
     assert authorized(f"Bearer {TOKEN}", TOKEN) and authorized(f"bearer  {TOKEN} ", TOKEN)
-    assert not authorized(None, TOKEN) and not authorized("Bearer", TOKEN) and not authorized(f"Bearer {TOKEN}x", TOKEN)
-    assert not authorized(f"Token {TOKEN}", TOKEN) and not authorized("Bearer ünïcode", TOKEN)
-
-
-@pytest.mark.parametrize("endpoint", ["127.0.0.1:4317", "localhost:4318", "[::1]:4317", "127.1.2.3:1", "::1"])
-def test_loopback_binds_without_token(endpoint):
-    check_bind(endpoint, None)
-
-
-@pytest.mark.parametrize("endpoint", ["0.0.0.0:4317", ":4318", "[::]:4317", "10.1.2.3:4318", "collector.example.com:4317", ""])
-def test_non_loopback_bind_needs_a_token(endpoint):
-    with pytest.raises(ValueError, match="requires a bearer token"):
-        check_bind(endpoint, None)
-    with pytest.raises(ValueError, match="receivers.otlp.grpc.endpoint: binding"):
-        start_grpc_receiver(Pipeline({}, PipelineOptions()), ReceiverSettings(grpc_endpoint=endpoint), ReceiverStats())
-    check_bind(endpoint, TOKEN)
+    for bad in (None, "Bearer", f"Bearer {TOKEN}x", f"Token {TOKEN}", "Bearer ünïcode"):
+        assert not authorized(bad, TOKEN)
+    for loopback in ("127.0.0.1:4317", "localhost:4318", "[::1]:4317", "127.1.2.3:1", "::1"):
+        check_bind(loopback, None)
+    for endpoint in ("0.0.0.0:4317", ":4318", "[::]:4317", "10.1.2.3:4318", "collector.example.com:4317", ""):
+        with pytest.raises(ValueError, match="requires a bearer token"):
+            check_bind(endpoint, None)
+        with pytest.raises(ValueError, match="receivers.otlp.grpc.endpoint: binding"):
+            start_grpc_receiver(None, ReceiverSettings(grpc_endpoint=endpoint), ReceiverStats())  # type: ignore[arg-type]
+        check_bind(endpoint, TOKEN)
     assert TOKEN not in repr(ReceiverSettings(bearer_token=TOKEN))
 
 

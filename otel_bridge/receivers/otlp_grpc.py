@@ -55,14 +55,11 @@ class _Receiver:
         self.signal, self.consumer, self.settings, self.stats = signal, consumer, settings, stats
 
     def export(self, request: bytes, context: grpc.ServicerContext) -> Any:
-        refused = None
         try:
-            result = self._receive(request, context)
+            return self._response(*self._receive(request, context))
         except Refused as r:
             refused = r
-        if refused is not None:  # abort raises, so it stays outside the try
-            context.abort_with_status(_status_for(refused, self.settings.retry_after))
-        return self._response(*result)
+        context.abort_with_status(_status_for(refused, self.settings.retry_after))  # raises: kept out of the try
 
     def _receive(self, request: bytes, context: grpc.ServicerContext) -> tuple[int, int, str | None]:
         if self.settings.bearer_token:

@@ -56,15 +56,16 @@ async def _read_capped(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _checked_body(request: Request, fmt: str | None, settings: ReceiverSettings) -> tuple[bytes, str]:
-    """Auth, content type, encoding and wire size, in that order; returns (body, encoding)."""
+async def _checked_body(request: Request, settings: ReceiverSettings) -> tuple[bytes, str, str]:
+    """Auth, content type, encoding and wire size, in that order; returns (body, format, encoding)."""
+    fmt = _format_of(request.headers.get("content-type"))
     if not authorized(request.headers.get("authorization"), settings.bearer_token):
         raise Refused("unauthenticated", "missing or invalid bearer token")
     if fmt is None:
         given = request.headers.get("content-type")
         raise Refused("unsupported", f"content-type {given!r} is not supported, use {PROTOBUF} or {JSON}")
     encoding = check_encoding(request.headers.get("content-encoding"))
-    return await _read_capped(request, settings.max_request_body_size), encoding
+    return await _read_capped(request, settings.max_request_body_size), fmt, encoding
 
 
 def _error(r: Refused, fmt: str | None, settings: ReceiverSettings) -> Response:
@@ -106,14 +107,12 @@ def _success(signal: str, fmt: str, rejected: int, message: str | None) -> Respo
 
 
 async def _handle(request: Request, signal: str, consumer: SpanConsumer, settings: ReceiverSettings, stats: ReceiverStats) -> Response:
-    fmt = _format_of(request.headers.get("content-type"))
     try:
-        body, encoding = await _checked_body(request, fmt, settings)
+        body, fmt, encoding = await _checked_body(request, settings)
     except Refused as r:
         stats.refuse("http", signal, r)
         log.debug("otlp http %s refused: %s", signal, r.reason)
-        return _error(r, fmt, settings)
-    assert fmt is not None
+        return _error(r, _format_of(request.headers.get("content-type")), settings)
     inflate = partial(decompress_capped, encoding=encoding, limit=settings.max_request_body_size)
     try:
         _, rejected, message = await run_in_threadpool(receive, consumer, stats, "http", signal, body, fmt, inflate)
