@@ -153,8 +153,10 @@ def _with_store(
         try:
             if server is not None:
                 logger.debug("asking the running server at %s", server.url)
-                with server._http:
+                try:
                     rows = server.get(path, params(a))
+                finally:
+                    server.close()
             else:
                 prices = PriceTable.load(a.prices)
                 with Store.open(store_config(a)) as store:

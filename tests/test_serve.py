@@ -1,0 +1,140 @@
+"""``otel-bridge serve`` as a real process: real OTLP clients in, ClickHouse + Observatory sink + real FlightDeck out."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+from bridge_server import TEST_CONFIG, start_bridge, wait_until
+from flightdeck_server import make_run_event
+
+from otel_bridge.inspect import agent_spans
+from otel_bridge.processors.observatory import ObservatoryConverter
+from otel_bridge.synthetic import plan_runs
+
+from conftest import FIXTURES
+
+APPS = Path(__file__).parent / "apps"
+
+
+def _send(transport: str, endpoint: str, runs: int, token: str | None = None) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(APPS / "send_otlp.py"), transport, endpoint, "--runs", str(runs)]
+    cmd += ["--token", token] if token else []
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+
+
+def _span_count(runs: int) -> int:
+    """What send_otlp.py emits (same seed): each run's agent span, LLM calls and tool calls."""
+    return sum(1 + len(r.calls) + len(r.tools) for r in plan_runs(runs, seed=11, agents=("sdk-agent",), error_rate=0.0))
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "otel_bridge.cli", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_real_clients_to_every_destination(tmp_path, observatory_sink, flightdeck_server):
+    fd = flightdeck_server
+    release = fd.register_release("sdk-agent", "gpt-4o-mini", f"serve-{uuid.uuid4().hex[:6]}")
+    env = {
+        "FLOWX_OBSERVATORY_API_URL": observatory_sink.url,
+        "FLOWX_OBSERVATORY_API_KEY": observatory_sink.api_key,
+        "FLIGHTDECK_BASE_URL": fd.base_url,
+        "FLIGHTDECK_RELEASE_ID": release,
+    }
+    bridge = start_bridge(tmp_path, env)
+    try:
+        assert _send("grpc", bridge.grpc, 3).returncode == 0
+        assert _send("http", bridge.http, 2).returncode == 0
+        with bridge.client() as c:
+            body = (FIXTURES / "openinference.traces.json").read_bytes()
+            r = c.post("/v1/traces", content=body, headers={"content-type": "application/json"})
+            assert r.status_code == 200 and r.json() == {}
+            body = gzip.compress((FIXTURES / "openllmetry.traces.pb").read_bytes())
+            r = c.post("/v1/traces", content=body, headers={"content-type": "application/x-protobuf", "content-encoding": "gzip"})
+            assert r.status_code == 200 and r.headers["content-type"] == "application/x-protobuf"
+            expected_spans = _span_count(3) + _span_count(2) + 14
+            stored = wait_until(lambda: len(c.get("/api/run/", params={"limit": 1000}).json()) >= expected_spans)
+            rows = c.get("/api/run/", params={"limit": 1000}).json()
+            assert stored and len(rows) == expected_spans
+            assert {r["agent"] for r in rows} == {"sdk-agent", "support-agent"}
+            metrics = c.get("/metrics").text
+            assert 'otel_bridge_receiver_items_total{outcome="accepted",receiver="grpc",signal="traces"}' in metrics
+            assert 'otel_bridge_exporter_items_total{exporter="clickhouse",outcome="sent"}' in metrics
+        assert wait_until(lambda: len(fd.runs(release, window="3650d")) == 5)  # the synthetic runs (env local)
+        assert wait_until(lambda: len(fd.runs(release, window="3650d", environment="staging")) == 2)  # the fixtures
+        observatory_sink.wait_for(expected_spans * 2, 30)
+        names = [e["name"] for e in observatory_sink.events]
+        assert names.count("agent_end") == 3 + 2 + 2
+        chats = [e["content"] for e in observatory_sink.events if e["name"] == "chat"]
+        assert "hello from the sdk" in chats  # a GenAI log record correlated with its span by trace and span id
+    finally:
+        log = bridge.stop()
+    assert "Traceback" not in log, log
+
+
+def test_cli_uses_the_server_then_the_store(tmp_path):
+    bridge = start_bridge(tmp_path)
+    try:
+        assert _send("grpc", bridge.grpc, 4).returncode == 0
+        with bridge.client() as c:
+            wait_until(lambda: len(c.get("/api/run/", params={"limit": 1000}).json()) >= _span_count(4))
+        live = _cli("costs", "--data-dir", str(bridge.data_dir), "--json")
+        assert live.returncode == 0, live.stderr
+    finally:
+        bridge.stop()
+    offline = _cli("costs", "--data-dir", str(bridge.data_dir), "--json")  # the server released the directory
+    assert offline.returncode == 0, offline.stderr
+    assert json.loads(live.stdout) == json.loads(offline.stdout)
+    assert sum(r["calls"] for r in json.loads(offline.stdout)) == sum(len(r.calls) for r in plan_runs(4, seed=11, agents=("sdk-agent",), error_rate=0.0))
+
+
+def test_trust_boundary(tmp_path):
+    open_bind = start_bridge(tmp_path / "open", {"OTEL_BRIDGE_HTTP_ENDPOINT": "0.0.0.0:4999"}, wait=False)
+    assert open_bind.proc.wait(60) == 1
+    assert "bearer_token" in open_bind.log.read_text()
+
+    token = "s3cret-" + uuid.uuid4().hex
+    bridge = start_bridge(tmp_path / "token", {"OTEL_BRIDGE_TOKEN": token})
+    try:
+        with bridge.client(token=None) as anonymous, bridge.client() as authorized:
+            assert anonymous.get("/api/costs").status_code == 401
+            assert anonymous.post("/v1/traces", content=b"", headers={"content-type": "application/x-protobuf"}).status_code == 401
+            assert authorized.get("/api/costs").status_code == 200
+        assert _send("grpc", bridge.grpc, 1, token="wrong").returncode == 1
+        assert _send("grpc", bridge.grpc, 1, token=token).returncode == 0
+        assert _send("http", bridge.http, 1, token=token).returncode == 0
+    finally:
+        log = bridge.stop()
+    assert token not in log  # never logged
+
+
+def test_invalid_config_refuses_to_start(tmp_path):
+    bad = TEST_CONFIG.replace("runs: {wait: 300ms, max_wait: 2s}", "runs: {wait: soon, max_wait: 2s}")
+    bridge = start_bridge(tmp_path, config=bad, wait=False)
+    assert bridge.proc.wait(60) == 1
+    assert "processors.runs.wait: expected a duration" in bridge.log.read_text()
+
+
+def test_vendor_ingest(tmp_path):
+    bridge = start_bridge(tmp_path)
+    try:
+        converter = ObservatoryConverter()
+        spans = sorted(agent_spans([FIXTURES / "openai_v2_content.traces.pb"]), key=lambda a: a.span.start_ns)
+        events = [e for a in spans for e in converter.convert(a)]
+        runs = [make_run_event(release_id=rel, agent_id="a", model="gpt-4o-mini", input_tokens=100, output_tokens=20, latency_ms=ms)
+                for rel, ms in (("rel_base", 100), ("rel_base", 300), ("rel_cand", 900))]  # fmt: skip
+        with bridge.client() as c:
+            assert c.post("/api/report", json={"events": events}).status_code == 200
+            assert c.post("/v1/events", json={"events": runs}).status_code == 200
+            bad = c.post("/v1/events", json={"events": [{**runs[0], "usage": {"model": {"provider": "x"}}}]})
+            assert bad.status_code == 400 and "usage.model.model" in bad.json()["detail"]
+            assert c.post("/api/report", json={"events": [{"name": "llm_end"}]}).status_code == 400
+            assert wait_until(lambda: len(c.get("/api/run/", params={"limit": 100}).json()) == len(spans))
+            diff = {r["metric"]: r for r in wait_until(lambda: c.get("/api/diff", params={"baseline": "rel_base", "candidate": "rel_cand"}).json())}
+            assert diff["runs"]["baseline"] == 2 and diff["latency_mean_ms"]["candidate"] == 900
+    finally:
+        bridge.stop()
