@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from otel_bridge.spans import BridgeLog, BridgeSpan
+from otel_bridge.spans import BridgeLog, BridgeSpan, pick
 
 
 @dataclass(slots=True)
@@ -44,6 +44,12 @@ _EVENT_ROLES = {
     "gen_ai.tool.message": "tool",
 }
 _DETAILS_EVENT = "gen_ai.client.inference.operation.details"
+# The attributes messages and texts are read from: picked from a span in one pass (``content_attributes``).
+CONTENT_KEYS = frozenset({
+    "gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.system_instructions", "gen_ai.prompt",
+    "gen_ai.completion", "input.value", "output.value", "traceloop.entity.input", "traceloop.entity.output",
+})  # fmt: skip
+CONTENT_PREFIXES = ("llm.input_messages.", "llm.output_messages.", "gen_ai.prompt.", "gen_ai.completion.")
 _INDEXED = re.compile(r"^(llm\.input_messages|llm\.output_messages|gen_ai\.prompt|gen_ai\.completion)\.(\d+)\.(.+)$")
 
 
@@ -220,9 +226,15 @@ def _from_events(span: BridgeSpan, logs: Iterable[BridgeLog], skipped: list[str]
     return (inputs, outputs) if found else None
 
 
-def extract(span: BridgeSpan, logs: Iterable[BridgeLog], skipped: list[str]) -> tuple[list[Message], list[Message]]:
-    """Input and output messages of a span; malformed sources are listed in ``skipped``."""
-    attrs = span.attributes
+def content_attributes(span: BridgeSpan) -> dict[str, Any]:
+    return pick(span.attributes, CONTENT_KEYS, CONTENT_PREFIXES)
+
+
+def extract(
+    span: BridgeSpan, attrs: Mapping[str, Any], logs: Iterable[BridgeLog], skipped: list[str]
+) -> tuple[list[Message], list[Message]]:
+    """Input and output messages of a span (``attrs``: its ``content_attributes``); malformed sources are listed
+    in ``skipped``."""
     for found in (_from_genai_attrs(attrs, skipped), _from_indexed(attrs), _from_events(span, logs, skipped)):
         if found is not None and (found[0] or found[1]):
             return found

@@ -163,14 +163,19 @@ class Pipeline:
                 if logs:
                     a.attach_logs(logs)
             inherit_context(spans)
-            release = {a.span_id: release_of(r, self.options.flightdeck) for r in runs for a in r.spans}
-            to_clickhouse = "clickhouse" in self.exporters
+            release = {}
+            for r in runs:
+                named = release_of(r, self.options.flightdeck)
+                release.update((a.span_id, named) for a in r.spans)
+            to_clickhouse, to_observatory = "clickhouse" in self.exporters, "observatory" in self.exporters
             events, rows = [], []
-            for a in spans:  # start order: parents are known before their children ask for them
-                self.observatory.note_span(a)
+            if to_observatory:
+                for a in spans:  # start order: parents are known before their children ask for them
+                    self.observatory.note_span(a)
             for a in sorted(spans, key=lambda a: a.span.end_ns):  # events go out in the order things ended
                 started = self._started.pop(a.span_id, None) is not None
-                converted = self.observatory.convert(a, started=started)
+                # ClickHouse keeps only the custom events (chat, feedback, saved) of the Observatory conversion.
+                converted = self.observatory.convert(a, started=started) if to_observatory else self.observatory.custom_events(a)
                 events.extend(converted)
                 if to_clickhouse and a.kind != "other":
                     rows.append(("spans", self._span_row(a, release_id=release.get(a.span_id))))

@@ -186,6 +186,7 @@ class AgentSpan:
     logs: list[BridgeLog] = field(default_factory=list)  # GenAI log events correlated with this span
     redactor: Callable[[str | None], str | None] | None = None  # applied to every message/text read
     _messages: tuple | None = None
+    _content: dict[str, Any] | None = None
     _run_id: str | None = None
 
     # --- identity and timing, read through from the span
@@ -245,9 +246,16 @@ class AgentSpan:
         )
 
     # --- messages are parsed on first use: most consumers never read them
+    @property
+    def content(self) -> dict[str, Any]:
+        """The message and text attributes, picked in one pass on first use."""
+        if self._content is None:
+            self._content = _messages.content_attributes(self.span)
+        return self._content
+
     def _parsed(self) -> tuple:
         if self._messages is None:
-            self._messages = _messages.extract(self.span, self.logs, self.skipped)
+            self._messages = _messages.extract(self.span, self.content, self.logs, self.skipped)
             if self.redactor:
                 _messages.redact(self._messages, self.redactor)
         return self._messages
@@ -262,14 +270,14 @@ class AgentSpan:
 
     @property
     def input_text(self) -> str | None:
-        text = _text(self.span.attributes, INPUT_TEXT_KEYS)
+        text = _text(self.content, INPUT_TEXT_KEYS)
         if text is None:
             return _messages.last_text(self.input_messages, "user")
         return self.redactor(text) if self.redactor else text
 
     @property
     def output_text(self) -> str | None:
-        text = _text(self.span.attributes, OUTPUT_TEXT_KEYS)
+        text = _text(self.content, OUTPUT_TEXT_KEYS)
         if text is None:
             return _messages.last_text(self.output_messages, None)
         return self.redactor(text) if self.redactor else text

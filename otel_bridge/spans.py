@@ -137,7 +137,7 @@ class ProtoAttributes(Mapping[str, Any]):
     def __len__(self) -> int:
         return len(self._kvs)
 
-    def pick(self, keys: frozenset[str], prefix: str) -> dict[str, Any]:
+    def pick(self, keys: frozenset[str], prefix: str | tuple[str, ...]) -> dict[str, Any]:
         """One pass converting only the wanted keys (and those under ``prefix``): the recogniser's hot path."""
         out: dict[str, Any] = {}
         for kv in self._kvs:
@@ -147,7 +147,7 @@ class ProtoAttributes(Mapping[str, Any]):
         return out
 
 
-def pick(attrs: Mapping[str, Any], keys: frozenset[str], prefix: str) -> dict[str, Any]:
+def pick(attrs: Mapping[str, Any], keys: frozenset[str], prefix: str | tuple[str, ...]) -> dict[str, Any]:
     """The wanted attributes of any span as a plain dict."""
     if isinstance(attrs, ProtoAttributes):
         return attrs.pick(keys, prefix)

@@ -155,10 +155,12 @@ class ObservatoryConverter:
             self.counters["skipped_spans"] += 1
         else:
             events.append(end)
-        if a.kind == "llm":
-            events.extend(self.chat_events(a))
-        events.extend(self.span_custom_events(a))
-        return events
+        return events + self.custom_events(a)
+
+    def custom_events(self, a: AgentSpan) -> list[dict[str, Any]]:
+        """``chat`` from an LLM span's messages, ``feedback``/``saved`` from its span events."""
+        events = self.chat_events(a) if a.kind == "llm" else []
+        return events + self.span_custom_events(a)
 
     # ------------------------------------------------------------------------------------------- custom events
 

@@ -31,13 +31,17 @@ class Redactor:
 
     def __init__(self, *, secrets: bool = True, pii: bool = False) -> None:
         self.patterns = (_SECRETS if secrets else []) + (_PII if pii else [])
+        # One scan decides whether any pattern can match; most texts hold no secret and stop here.
+        # Case-insensitive: a superset of what the patterns match, which is all a pre-check needs.
+        alternatives = "|".join(f"(?:{p.pattern.removeprefix('(?i)')})" for p in self.patterns)
+        self._any = re.compile(alternatives, re.IGNORECASE) if self.patterns else None
         self.redacted = 0
 
     def __bool__(self) -> bool:
         return bool(self.patterns)
 
     def __call__(self, text: str | None) -> str | None:
-        if not text or not self.patterns:
+        if not text or self._any is None or self._any.search(text) is None:
             return text
         for pattern in self.patterns:
             text, n = pattern.subn(_mask, text)

@@ -1,0 +1,148 @@
+"""End to end through ``otel-bridge serve``: OTLP/gRPC in, rows persisted in ClickHouse (embedded chDB) out.
+
+A separate load-generator process sends pre-built ``ExportTraceServiceRequest``s of 512 realistic GenAI spans
+(copies of the committed real-instrumentation fixtures with fresh trace ids) over 4 concurrent gRPC calls, backing
+off on UNAVAILABLE as an OTLP exporter does. The clock stops when the server's ClickHouse exporter has written
+the last row. The bare ``FromString`` rate of the same requests, measured in this run, is the baseline; the
+server's peak RSS is sampled from /proc.
+
+    .venv/bin/python bench/otlp.py [--spans 200000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import re
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bridge_server import start_bridge  # noqa: E402
+from convert import bare, build_requests  # noqa: E402
+
+CONFIG = """
+receivers:
+  otlp:
+    protocols:
+      grpc: {endpoint: "${env:OTEL_BRIDGE_GRPC_ENDPOINT}", max_recv_msg_size: 64MiB}
+      http: {endpoint: "${env:OTEL_BRIDGE_HTTP_ENDPOINT}"}
+processors:
+  runs: {wait: 1s, max_wait: 5s, max_traces: 20000}
+  redact: {}
+exporters:
+  clickhouse: {data_dir: "${env:OTEL_BRIDGE_DATA_DIR}", batch: {max_batch: 20000, interval: 1s, max_queue: 200000}}
+service:
+  pipelines:
+    traces: {receivers: [otlp], processors: [runs, redact], exporters: [clickhouse]}
+"""
+
+
+def load(endpoint: str, requests: list[bytes], started, done, workers: int = 4) -> None:  # noqa: ANN001
+    """The load generator (its own process): raw pre-serialized requests, retry on UNAVAILABLE."""
+    import grpc
+
+    channel = grpc.insecure_channel(endpoint, options=[("grpc.max_send_message_length", 64 << 20)])
+    export = channel.unary_unary(
+        "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+        request_serializer=lambda b: b,
+        response_deserializer=lambda b: b,
+    )
+    queue = list(reversed(requests))
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while True:
+            with lock:
+                if not queue:
+                    return
+                body = queue.pop()
+            backoff = 0.05
+            while True:
+                try:
+                    export(body, timeout=60)
+                    break
+                except grpc.RpcError as exc:
+                    if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                        raise
+                    time.sleep(backoff)
+                    backoff = min(1.0, backoff * 2)
+
+    started.set()
+    threads = [threading.Thread(target=worker) for _ in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    done.set()
+
+
+def rss_mb(pid: int) -> float:
+    text = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+)", text).group(1)) / 1024
+
+
+def stored(bridge) -> tuple[int, int]:  # noqa: ANN001
+    """(ClickHouse rows written, items still queued or held) from the server's own metrics."""
+    with bridge.client() as c:
+        text = c.get("/metrics").text
+    sent = re.search(r'otel_bridge_exporter_items_total\{exporter="clickhouse",outcome="sent"\} (\S+)', text)
+    depth = re.search(r'otel_bridge_exporter_queue_depth\{exporter="clickhouse"\} (\S+)', text)
+    flight = re.search(r"^otel_bridge_runs_in_flight (\S+)$", text, re.M)
+    return int(float(sent.group(1))), int(float(depth.group(1))) + int(float(flight.group(1)))
+
+
+def main() -> None:
+    import faulthandler
+
+    faulthandler.dump_traceback_later(float(__import__("os").environ.get("BENCH_DUMP_AFTER", "1e9")), exit=True)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--spans", type=int, default=200_000)
+    args = ap.parse_args()
+    requests = build_requests(args.spans)
+    n = sum(bare(b) for b in requests)
+    t0 = time.perf_counter()
+    for body in requests:
+        bare(body)
+    bare_rate = n / (time.perf_counter() - t0)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        bridge = start_bridge(Path(tmp), config=CONFIG)
+        try:
+            started, done = mp.Event(), mp.Event()
+            gen = mp.Process(target=load, args=(bridge.grpc, requests, started, done), daemon=True)
+            gen.start()
+            started.wait(30)
+            t0 = time.perf_counter()
+            peak, last, last_change = 0.0, -1, t0
+            while True:
+                peak = max(peak, rss_mb(bridge.proc.pid))
+                rows, pending = stored(bridge)
+                now = time.perf_counter()
+                if rows != last:
+                    last, last_change = rows, now
+                if done.is_set() and pending == 0 and now - last_change > 3:
+                    break
+                time.sleep(0.25)
+            gen.join()
+            elapsed = last_change - t0
+        finally:
+            bridge.stop()
+    rate = n / elapsed
+    print(f"spans sent: {n} in {len(requests)} requests of ~512 over OTLP/gRPC (4 concurrent)")
+    print(f"rows persisted in ClickHouse (spans + runs + events): {last}")
+    print(f"end to end: {rate:10,.0f} spans/s persisted ({elapsed:.1f} s)")
+    print(f"bare ExportTraceServiceRequest.FromString: {bare_rate:10,.0f} spans/s")
+    print(f"ratio end-to-end / bare parse: {rate / bare_rate:.4f}  (goal >= 0.035)")
+    print(f"server peak RSS: {peak:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
