@@ -8,7 +8,6 @@ expansion in values (never keys), pydantic models that reject unknown keys, and 
 from __future__ import annotations
 
 import difflib
-import ipaddress
 import json
 import os
 import re
@@ -19,6 +18,8 @@ from typing import Annotated, Any, get_args
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from otel_bridge.receivers.otlp import is_loopback
 
 __all__ = [
     "BridgeConfig", "ConfigError", "default_config_path", "is_loopback", "load_config", "parse_config",
@@ -70,16 +71,6 @@ def split_endpoint(endpoint: str) -> tuple[str, int]:
     if not 1 <= int(port) <= 65535:
         raise ValueError(f"expected a port between 1 and 65535, got {_show(endpoint)}")
     return host, int(port)
-
-
-def is_loopback(host: str) -> bool:
-    """127.0.0.0/8, ::1 and localhost; anything else (0.0.0.0 included) is reachable from outside."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _endpoint(value: Any) -> Any:
