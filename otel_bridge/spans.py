@@ -166,6 +166,7 @@ def spans_from_otlp_proto(request: ExportTraceServiceRequest | bytes) -> Decoded
         except Exception as exc:  # protobuf raises DecodeError, but upb may raise others on garbage
             raise DecodeError(f"body is not an OTLP ExportTraceServiceRequest protobuf: {exc}") from exc
     out: list[BridgeSpan] = []
+    append, make, hexes = out.append, BridgeSpan, {}
     rejected, error = 0, None
     for rs in request.resource_spans:
         resource = {kv.key: _proto_value(kv.value) for kv in rs.resource.attributes}
@@ -177,20 +178,23 @@ def spans_from_otlp_proto(request: ExportTraceServiceRequest | bytes) -> Decoded
                     rejected += 1
                     error = error or f"span {s.name!r}: trace_id must be 16 bytes and span_id 8 bytes, non-zero"
                     continue
-                parent = s.parent_span_id
-                out.append(
-                    BridgeSpan(
-                        trace_id.hex(),
+                trace_hex = hexes.get(trace_id)
+                if trace_hex is None:  # the spans of a trace usually travel together
+                    trace_hex = hexes[trace_id] = trace_id.hex()
+                parent, status, events = s.parent_span_id, s.status, s.events
+                append(
+                    make(
+                        trace_hex,
                         span_id.hex(),
                         parent.hex() if len(parent) == 8 else None,
                         s.name,
                         s.kind,
                         s.start_time_unix_nano,
                         s.end_time_unix_nano,
-                        s.status.code,
-                        s.status.message,
+                        status.code,
+                        status.message,
                         _proto_attrs(s.attributes),
-                        [SpanEvent(e.name, e.time_unix_nano, _proto_attrs(e.attributes)) for e in s.events] if s.events else [],
+                        [SpanEvent(e.name, e.time_unix_nano, _proto_attrs(e.attributes)) for e in events] if events else [],
                         resource,
                         scope_name,
                         scope_version,
