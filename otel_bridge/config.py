@@ -173,9 +173,18 @@ class OtlpAuth(_Model):
     bearer_token_value = _plain("bearer_token")
 
 
+class OtlpSpool(_Model):
+    """Write-ahead spool of accepted requests (decision 6): what was acknowledged survives a crash."""
+
+    enabled: bool = True
+    max_size: Size = 512 * 1024 * 1024
+    fsync: bool = False  # survive a power cut too, at the cost of one fsync per request
+
+
 class OtlpReceiver(_Model):
     protocols: OtlpProtocols = OtlpProtocols()
     auth: OtlpAuth = OtlpAuth()
+    spool: OtlpSpool = OtlpSpool()
 
     def _problems(self) -> list[tuple[str, str]]:
         """Decision 10: only loopback listens without a token; two listeners on one address cannot both bind."""

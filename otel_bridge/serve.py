@@ -13,7 +13,8 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -23,7 +24,8 @@ from otel_bridge.analytics.store import Store
 from otel_bridge.config import BridgeConfig
 from otel_bridge.pipeline import Pipeline, pipeline_from_config, store_config
 from otel_bridge.pricing import PriceTable
-from otel_bridge.receivers.otlp import ReceiverSettings, ReceiverStats, check_bind
+from otel_bridge.receivers.otlp import ReceiverSettings, ReceiverStats, check_bind, decode
+from otel_bridge.receivers.spool import Spool
 from otel_bridge.receivers.otlp_grpc import start_grpc_receiver
 from otel_bridge.receivers.otlp_http import otlp_router
 from otel_bridge.server.app import Runtime, create_app
@@ -60,6 +62,33 @@ def receiver_settings(cfg: BridgeConfig) -> ReceiverSettings:
     )
 
 
+class SpooledPipeline:
+    """The receivers' consumer in ``serve``: the pipeline, with each accepted request written ahead to the spool."""
+
+    def __init__(self, pipeline: Pipeline, spool: Spool) -> None:
+        self.pipeline, self.spool = pipeline, spool
+        self.submit_spans, self.submit_logs, self.has_room = pipeline.submit_spans, pipeline.submit_logs, pipeline.has_room
+
+    def persist(self, signal: str, fmt: str, body: bytes) -> None:
+        self.spool.append(signal, fmt, body)
+
+    def replay(self) -> int:
+        def submit(signal: str, fmt: str, body: bytes) -> None:
+            decoded = decode(signal, body, fmt)
+            (self.pipeline.submit_spans if signal == "traces" else self.pipeline.submit_logs)(decoded.items)
+
+        return self.spool.replay(submit)
+
+    def collect(self) -> int:
+        """Delete spool segments whose data has left the pipeline (see ``receivers.spool``)."""
+        exporters = self.pipeline.exporters
+        return self.spool.collect(
+            self.pipeline.assembler.oldest_first_seen,
+            lambda: {n: e.stats()["queued"] for n, e in exporters.items()},
+            lambda: {n: (lambda c: c["sent"] + c["failed"])(e.stats()) for n, e in exporters.items()},
+        )
+
+
 @dataclass
 class Service:
     cfg: BridgeConfig
@@ -67,8 +96,10 @@ class Service:
     pipeline: Pipeline
     settings: ReceiverSettings
     stats: ReceiverStats
+    spooled: SpooledPipeline | None = None
     grpc: Any = None
     http: uvicorn.Server | None = None
+    _stop: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
     def build(cls, cfg: BridgeConfig) -> Service:
@@ -78,14 +109,36 @@ class Service:
         if settings.grpc_endpoint:
             check_bind(settings.grpc_endpoint, settings.bearer_token, key="receivers.otlp.protocols.grpc.endpoint")
         store = Store.open(store_config(cfg))
-        return cls(cfg, store, pipeline_from_config(cfg, store), settings, ReceiverStats())
+        service = cls(cfg, store, pipeline_from_config(cfg, store), settings, ReceiverStats())
+        spool_cfg = cfg.receivers.otlp.spool
+        if spool_cfg.enabled:
+            data_dir = Path(cfg.exporters.clickhouse.data_dir).expanduser().resolve()
+            spool = Spool(data_dir.with_name(data_dir.name + ".spool"), max_bytes=spool_cfg.max_size, fsync=spool_cfg.fsync)
+            service.spooled = SpooledPipeline(service.pipeline, spool)
+            service.spooled.replay()  # what a crash left behind goes first, before new traffic
+            threading.Thread(target=service._collect_spool, name="otel-bridge-spool", daemon=True).start()
+        return service
+
+    @property
+    def consumer(self) -> Any:
+        return self.spooled or self.pipeline
+
+    def _collect_spool(self) -> None:
+        while not self._stop.wait(0.5):
+            try:
+                self.spooled.collect()  # type: ignore[union-attr]
+            except Exception:
+                log.exception("spool clean-up failed")
 
     @property
     def http_url(self) -> str:
         return f"http://{self.settings.http_endpoint}"
 
     def stats_snapshot(self) -> dict[str, Any]:
-        return {**self.pipeline.stats(), "receivers": self.stats.snapshot()}
+        snapshot = {**self.pipeline.stats(), "receivers": self.stats.snapshot()}
+        if self.spooled is not None:
+            snapshot["pipeline"] = {**snapshot["pipeline"], **{f"spool_{k}": v for k, v in self.spooled.spool.stats().items()}}
+        return snapshot
 
     def store_rows(self, rows: list[tuple[str, tuple]]) -> bool:
         """Vendor-format ingest goes straight to the ClickHouse exporter's queue (backpressure: False when full)."""
@@ -99,13 +152,13 @@ class Service:
             stats=self.stats_snapshot,
             store_rows=self.store_rows,
             token=self.settings.bearer_token,
-            routers=[otlp_router(self.pipeline, self.settings, self.stats)],
+            routers=[otlp_router(self.consumer, self.settings, self.stats)],
         )
         return create_app(runtime)
 
     def start_grpc(self) -> None:
         if self.settings.grpc_endpoint:
-            self.grpc = start_grpc_receiver(self.pipeline, self.settings, self.stats)
+            self.grpc = start_grpc_receiver(self.consumer, self.settings, self.stats)
 
     def run_http(self) -> None:
         """Serve HTTP until stopped (Ctrl-C / SIGTERM in the foreground)."""
@@ -121,7 +174,10 @@ class Service:
             self.http.should_exit = True
         if self.grpc is not None:
             self.grpc.stop(grace=2).wait(3)
-        self.pipeline.shutdown(max(1.0, deadline - time.monotonic()))
+        self._stop.set()
+        flushed = self.pipeline.shutdown(max(1.0, deadline - time.monotonic()))
+        if self.spooled is not None and flushed:
+            self.spooled.spool.close()  # everything made it out; a timed-out flush keeps the spool for next start
         self.store.close()
         client.withdraw(self.cfg.exporters.clickhouse.data_dir)
 

@@ -139,3 +139,27 @@ def test_vendor_ingest(tmp_path):
             assert diff["runs"]["baseline"] == 2 and diff["latency_mean_ms"]["candidate"] == 900
     finally:
         bridge.stop()
+
+
+def test_acknowledged_spans_survive_a_crash(tmp_path):
+    """Killed (-9) after acknowledging and before exporting: the next start replays the spool, nothing is lost."""
+    slow = TEST_CONFIG.replace("runs: {wait: 300ms, max_wait: 2s}", "runs: {wait: 60s, max_wait: 120s}")
+    bridge = start_bridge(tmp_path, config=slow)
+    assert _send("grpc", bridge.grpc, 3).returncode == 0  # acknowledged: held for run assembly, not yet stored
+    with bridge.client() as c:
+        assert c.get("/api/run/").json() == []
+    bridge.proc.kill()
+    bridge.proc.wait(30)
+    spool = bridge.data_dir.with_name("data.spool")
+    assert list(spool.glob("seg-*.otlp")), "the accepted requests were written ahead"
+
+    restarted = start_bridge(tmp_path, {"OTEL_BRIDGE_DATA_DIR": str(bridge.data_dir)})
+    try:
+        with restarted.client() as c:
+            rows = wait_until(lambda: len(c.get("/api/run/", params={"limit": 1000}).json()) >= _span_count(3) and c.get("/api/run/", params={"limit": 1000}).json())
+            assert rows and len(rows) == _span_count(3)
+            assert "spool_replayed" in c.get("/metrics").text
+        assert wait_until(lambda: not list(spool.glob("seg-*.otlp")), timeout=20), "exported segments are deleted"
+    finally:
+        log = restarted.stop()
+    assert "replayed" in log

@@ -133,6 +133,11 @@ class RunAssembler:
     def in_flight(self) -> int:
         return len(self._traces)
 
+    def oldest_first_seen(self) -> float | None:
+        """When the oldest trace still held arrived (traces are kept in arrival order); None when none is held."""
+        with self._lock:
+            return next(iter(self._traces.values())).first_seen if self._traces else None
+
     def started(self, span: AgentSpan) -> None:
         """In-process: a span of this trace is open, so do not assemble the trace yet."""
         with self._lock:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from otel_bridge.receivers.spool import SpoolFull
 from otel_bridge.spans import (
     Decoded,
     DecodeError,
@@ -42,7 +43,10 @@ REASONS: dict[str, tuple[int, int]] = {
 
 
 class SpanConsumer(Protocol):
-    """What a receiver hands its data to (``Pipeline`` is one); ``has_room`` is the backpressure signal."""
+    """What a receiver hands its data to (``Pipeline`` is one); ``has_room`` is the backpressure signal.
+
+    A consumer may also have ``persist(signal, fmt, body)`` — a write-ahead spool — called before a request is
+    accepted."""
 
     def submit_spans(self, spans: list[Any]) -> int: ...
 
@@ -183,23 +187,30 @@ class ReceiverStats:
 # ---------------------------------------------------------------------------------------------- export
 
 
-def _export(consumer: SpanConsumer, decoded: Decoded, submit: Callable[[list[Any]], Any]) -> tuple[int, int, str | None]:
+def _export(
+    consumer: SpanConsumer, decoded: Decoded, submit: Callable[[list[Any]], Any], persist: Callable[[], None] | None
+) -> tuple[int, int, str | None]:
     items = decoded.items
     if items and not consumer.has_room(len(items)):
         # Checked before accepting anything: a retryable refusal must not leave half a request behind.
         raise Refused("unavailable", "pipeline is full, retry later", received=len(items) + decoded.rejected)
     if items:
+        if persist is not None:
+            try:
+                persist()  # written ahead: once the client hears "accepted", a crash cannot lose it
+            except SpoolFull as exc:
+                raise Refused("unavailable", str(exc), received=len(items) + decoded.rejected) from None
         submit(items)
     return len(items), decoded.rejected, decoded.error
 
 
-def export_traces(consumer: SpanConsumer, decoded: Decoded) -> tuple[int, int, str | None]:
+def export_traces(consumer: SpanConsumer, decoded: Decoded, persist: Callable[[], None] | None = None) -> tuple[int, int, str | None]:
     """(accepted, rejected, message); raises ``Refused("unavailable")`` when the consumer has no room."""
-    return _export(consumer, decoded, consumer.submit_spans)
+    return _export(consumer, decoded, consumer.submit_spans, persist)
 
 
-def export_logs(consumer: SpanConsumer, decoded: Decoded) -> tuple[int, int, str | None]:
-    return _export(consumer, decoded, consumer.submit_logs)
+def export_logs(consumer: SpanConsumer, decoded: Decoded, persist: Callable[[], None] | None = None) -> tuple[int, int, str | None]:
+    return _export(consumer, decoded, consumer.submit_logs, persist)
 
 
 _DECODERS = {
@@ -232,8 +243,11 @@ def receive(
 ) -> tuple[int, int, str | None]:
     """Inflate, decode, export and count one request; raises ``Refused`` (already counted) instead of answering."""
     try:
-        decoded = decode(signal, inflate(body) if inflate else body, fmt)
-        accepted, rejected, message = (export_traces if signal == "traces" else export_logs)(consumer, decoded)
+        raw = inflate(body) if inflate else body
+        decoded = decode(signal, raw, fmt)
+        spool = getattr(consumer, "persist", None)  # a consumer with a write-ahead spool (serve)
+        persist = (lambda: spool(signal, fmt, raw)) if spool is not None else None
+        accepted, rejected, message = (export_traces if signal == "traces" else export_logs)(consumer, decoded, persist)
     except Refused as r:
         stats.refuse(transport, signal, r)
         raise
