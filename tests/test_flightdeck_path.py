@@ -145,3 +145,23 @@ def test_one_invalid_event_does_not_stop_the_batch(flightdeck_server, tmp_path):
     assert "output_tokens" in lines[0]["error"]
     stats = pipeline.exporters["flightdeck"].stats()
     assert stats["sent"] == 6 and stats["failed"] == 1
+
+
+def test_opentelemetry_instrument_flightdeck_entry_point(flightdeck_server):
+    """``--traces_exporter flightdeck`` with env configuration alone: the app's runs reach the real server."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    fd = flightdeck_server
+    release = fd.register_release("app-agent", "gpt-4o-mini", f"instrument-{uuid.uuid4().hex[:6]}")
+    env = {**os.environ, "FLIGHTDECK_BASE_URL": fd.base_url, "FLIGHTDECK_RELEASE_ID": release, "OTEL_SERVICE_NAME": "instrumented-app",
+           "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none"}  # fmt: skip
+    app = Path(__file__).parent / "apps" / "instrumented_app.py"
+    cmd = [str(Path(sys.executable).parent / "opentelemetry-instrument"), "--traces_exporter", "flightdeck", sys.executable, str(app), "4"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    runs = fd.runs(release)
+    assert len(runs) == 4 and {r["agent_id"] for r in runs} == {"app-agent"}
+    assert all(r["labels"]["service.name"] == "instrumented-app" for r in runs)
