@@ -71,11 +71,16 @@ class Pipeline:
         return len(agents)
 
     def submit_ended(self, span: BridgeSpan) -> None:
-        """In-process: a span announced by ``submit_started`` has ended."""
+        """In-process: a span has ended (``submit_started`` saw it start)."""
         self.counters["spans"] += 1
-        self.assembler.add([recognise(span)], ended_open=True)
+        self.assembler.add([recognise(span)], ended_open=span.span_id in self._started)
 
     def submit_started(self, span: BridgeSpan) -> None:
+        """In-process: live status for what runs long — agents, workflows, chains and a trace's local root (which
+        also holds the trace open for run assembly). LLM and tool spans are short: their ``_start`` goes out with
+        their ``_end``, which halves the work on the app's busiest spans."""
+        if not (span.local_root or _may_run_long(span.attributes)):
+            return
         a = recognise(span)
         a.redactor = self.redactor or None
         self.assembler.started(a)
@@ -214,6 +219,17 @@ class Pipeline:
         from otel_bridge.exporters.clickhouse import event_row
 
         return event_row(event)
+
+
+_LONG_RUNNING = {
+    "gen_ai.operation.name": frozenset({"invoke_agent", "create_agent", "invoke_workflow"}),
+    "openinference.span.kind": frozenset({"AGENT", "CHAIN"}),
+    "traceloop.span.kind": frozenset({"agent", "workflow", "task"}),
+}
+
+
+def _may_run_long(attrs: Mapping[str, Any]) -> bool:
+    return any(attrs.get(key) in values for key, values in _LONG_RUNNING.items())
 
 
 def build_pipeline(
