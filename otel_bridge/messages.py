@@ -164,7 +164,7 @@ def _indexed_message(f: Mapping[str, Any], default_role: str) -> Message:
     content = get("content")
     if content is None:  # OpenInference multi-part contents
         parts = sorted(
-            (int(k.split(".")[1]), v)
+            (int(k[len(strip) :].split(".")[1]), v)
             for k, v in f.items()
             if k.startswith(strip + "contents.") and k.endswith("message_content.text")
         )

@@ -555,7 +555,10 @@ def inherit_context(agents: Iterable[AgentSpan]) -> None:
         if a.kind in ("agent", "chain"):
             ctx = a.context()
             if above is not None:
+                own_agent = ctx.agent_id is not None or ctx.agent_name is not None
                 for name in Context.__slots__:
+                    if own_agent and name in ("agent_id", "agent_name"):
+                        continue  # an agent's identity is a pair: never half its own, half its parent's
                     if getattr(ctx, name) is None:
                         setattr(ctx, name, getattr(above, name))
             above = ctx

@@ -352,6 +352,13 @@ def _json_document(body: bytes | str | Mapping[str, Any], top: str) -> Mapping[s
 
 def _walk_json(doc: Mapping[str, Any], top: str, scopes: str, leaf: str, build: Any) -> Decoded:
     """Walk resource → scope → leaf; a malformed leaf is refused and counted, its neighbours kept."""
+    try:
+        return _walk_json_blocks(doc, top, scopes, leaf, build)
+    except (AttributeError, TypeError) as exc:  # a resource or scope block that is not an object, a list that is not
+        raise DecodeError(f"body could not be decoded as OTLP json: {top!r} has the wrong shape: {exc}") from exc
+
+
+def _walk_json_blocks(doc: Mapping[str, Any], top: str, scopes: str, leaf: str, build: Any) -> Decoded:
     out: list = []
     rejected, error = 0, None
     for block in doc.get(top, []):
