@@ -120,6 +120,8 @@ def _genai(value: Any, key: str, skipped: list[str]) -> list[Message] | None:
 
 
 def _system_instructions(value: Any, skipped: list[str]) -> Message | None:
+    if isinstance(value, str) and value.lstrip()[:1] not in ("[", "{", '"'):
+        return Message("system", value)  # plain text, as some instrumentations record it
     parsed = _json(value, "gen_ai.system_instructions", skipped)
     if isinstance(parsed, list):
         texts = [_text_of(p.get("content")) or "" for p in parsed if isinstance(p, Mapping)]

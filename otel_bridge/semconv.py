@@ -462,11 +462,12 @@ _CLASS_REPR = re.compile(r"^<class '([^']+)'>$")
 
 def _error(span: BridgeSpan, error_type: str | None) -> tuple[bool, str | None, str | None]:
     message = span.status_message or None
-    for event in span.events:
+    failed = span.status_code == STATUS_ERROR or bool(error_type)
+    # An exception event alone is not a failure: record_exception is also used for handled exceptions.
+    for event in span.events if failed else ():
         if event.name == "exception":
             error_type = error_type or event.attributes.get("exception.type")
             message = message or event.attributes.get("exception.message")
-    failed = span.status_code == STATUS_ERROR or bool(error_type)
     if error_type:  # some instrumentations record repr(type): "<class 'openai.InternalServerError'>"
         error_type = str(error_type)
         m = _CLASS_REPR.match(error_type)
@@ -573,7 +574,8 @@ def inherit_context(agents: Iterable[AgentSpan]) -> None:
 def run_id(trace_id: str, span_id: str) -> str:
     """Deterministic id for the span (DESIGN decision 3): a re-sent span gets the same id everywhere.
 
-    A UUID-shaped BLAKE2b digest of ``trace_id:span_id`` (cheaper than uuid5, same properties for this use).
+    A BLAKE2b digest of ``trace_id:span_id`` as an RFC 9562 version-8 UUID (cheaper than uuid5, same use).
     """
     h = hashlib.blake2b(f"{trace_id}:{span_id}".encode(), digest_size=16).hexdigest()
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+    variant = "89ab"[int(h[16], 16) & 3]  # RFC 9562: version 8 (custom), variant 10
+    return f"{h[:8]}-{h[8:12]}-8{h[13:16]}-{variant}{h[17:20]}-{h[20:]}"

@@ -223,8 +223,8 @@ def logs_from_otlp_proto(request: ExportLogsServiceRequest | bytes) -> Decoded:
                 attrs = {kv.key: _proto_value(kv.value) for kv in r.attributes}
                 out.append(
                     BridgeLog(
-                        r.trace_id.hex() if len(r.trace_id) == 16 else None,
-                        r.span_id.hex() if len(r.span_id) == 8 else None,
+                        r.trace_id.hex() if len(r.trace_id) == 16 and r.trace_id != _ZERO16 else None,
+                        r.span_id.hex() if len(r.span_id) == 8 and r.span_id != _ZERO8 else None,
                         r.time_unix_nano or r.observed_time_unix_nano,
                         r.event_name or str(attrs.get("event.name") or ""),
                         _proto_value(r.body) if r.HasField("body") else None,
@@ -386,12 +386,19 @@ def spans_from_otlp_json(body: bytes | str | Mapping[str, Any]) -> Decoded:
     return _walk_json(doc, "resourceSpans", "scopeSpans", "spans", _json_span)
 
 
+def _log_id(value: Any, size: int, what: str) -> str | None:
+    """A log record outside any span carries no ids, or all-zero ones: both mean "none"."""
+    if isinstance(value, str) and value and set(value) == {"0"}:
+        return None
+    return _hex_id(value, size, what, required=False)
+
+
 def _json_log(r: Mapping[str, Any], resource: Mapping[str, Any], scope: Mapping[str, Any]) -> BridgeLog:
     attrs = _json_attrs(r.get("attributes", []))
     body = r.get("body")
     return BridgeLog(
-        _hex_id(_get(r, "traceId", "trace_id"), 16, "traceId", required=False),
-        _hex_id(_get(r, "spanId", "span_id"), 8, "spanId", required=False),
+        _log_id(_get(r, "traceId", "trace_id"), 16, "traceId"),
+        _log_id(_get(r, "spanId", "span_id"), 8, "spanId"),
         _json_int(_get(r, "timeUnixNano", "time_unix_nano", 0) or _get(r, "observedTimeUnixNano", "observed_time_unix_nano", 0), "timeUnixNano"),
         _get(r, "eventName", "event_name", "") or str(attrs.get("event.name") or ""),
         _json_value(body) if body is not None else None,

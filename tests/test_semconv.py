@@ -436,10 +436,34 @@ def test_run_id_and_as_dict():
     ({}, (), None, (False, "ok", None, None)),
     ({}, (), Status(StatusCode.ERROR, "boom"), (True, "error", None, "boom")),
     ({"error.type": "timeout"}, (), None, (True, "error", "timeout", None)),
+    # A handled exception (record_exception without an ERROR status) is not a failure ...
     ({}, (("exception", {"exception.type": "ValueError", "exception.message": "bad"}),), None,
+     (False, "ok", None, None)),
+    # ... an unhandled one is, and its event names the type and message.
+    ({}, (("exception", {"exception.type": "ValueError", "exception.message": "bad"}),), Status(StatusCode.ERROR),
      (True, "error", "ValueError", "bad")),
     ({"error.type": "<class 'openai.RateLimitError'>"}, (), Status(StatusCode.ERROR), (True, "error", "openai.RateLimitError", None)),
 ])  # fmt: skip
 def test_errors(attrs, events, status, expected, path):
     a = one(CHAT | attrs, path, events, status)
     assert (a.error, a.status, a.error_type, a.error_message) == expected
+
+
+def test_plain_text_system_instructions_and_zero_id_logs():
+    from otel_bridge.spans import BridgeSpan, logs_from_otlp_json
+
+    s = BridgeSpan("ab" * 16, "cd" * 8, None, "chat", 3, 0, 1, 0, "", {
+        "gen_ai.operation.name": "chat", "gen_ai.system_instructions": "be brief",
+        "gen_ai.input.messages": '[{"role": "user", "parts": [{"type": "text", "content": "hi"}]}]'})  # fmt: skip
+    a = recognise(s)
+    assert [(m.role, m.content) for m in a.input_messages] == [("system", "be brief"), ("user", "hi")] and a.skipped == []
+    doc = {"resourceLogs": [{"scopeLogs": [{"logRecords": [{"traceId": "0" * 32, "spanId": "0" * 16, "eventName": "x", "timeUnixNano": "1"}]}]}]}
+    (record,) = logs_from_otlp_json(doc).items
+    assert (record.trace_id, record.span_id) == (None, None)
+
+
+def test_run_id_is_an_rfc9562_uuid():
+    import uuid
+
+    u = uuid.UUID(run_id("ab" * 16, "cd" * 8))
+    assert u.version == 8 and u.variant == uuid.RFC_4122
