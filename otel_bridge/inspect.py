@@ -7,7 +7,8 @@ from pathlib import Path
 
 import orjson
 
-from otel_bridge.semconv import AgentSpan, recognise_trace
+from otel_bridge.agentspan import AgentSpan
+from otel_bridge.semconv import recognise_trace
 from otel_bridge.spans import BridgeLog, BridgeSpan, DecodeError, Decoded
 from otel_bridge.spans import logs_from_otlp_json, logs_from_otlp_proto, spans_from_otlp_json, spans_from_otlp_proto
 

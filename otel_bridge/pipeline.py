@@ -20,7 +20,8 @@ from otel_bridge.processors.flightdeck import FlightDeckMapping, release_of, run
 from otel_bridge.processors.observatory import CUSTOM_EVENTS, ObservatoryConverter
 from otel_bridge.processors.redact import Redactor
 from otel_bridge.processors.runs import Run, RunAssembler
-from otel_bridge.semconv import AgentSpan, Context, inherit_context, recognise
+from otel_bridge.agentspan import AgentSpan, Context
+from otel_bridge.semconv import inherit_context, recognise
 from otel_bridge.spans import BridgeLog, BridgeSpan
 
 log = logging.getLogger(__name__)

@@ -14,16 +14,16 @@ reasoning, and the parts are added. Wrong-typed values are skipped and listed in
 
 from __future__ import annotations
 
-import hashlib
 import re
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
 
-from otel_bridge import messages as _messages
+from otel_bridge.agentspan import AgentSpan, Context, run_id
 from otel_bridge.spans import STATUS_ERROR, BridgeLog, BridgeSpan, pick
+
+__all__ = ["AgentSpan", "Context", "KINDS", "inherit_context", "normalise_provider", "recognise", "recognise_trace", "run_id"]
 
 KINDS = ("agent", "llm", "tool", "chain", "retriever", "embedding", "other")
 
@@ -98,8 +98,6 @@ CONVERSATION_KEYS = ("gen_ai.conversation.id", "traceloop.association.properties
 SESSION_KEYS = ("session.id", "traceloop.association.properties.session_id", "gen_ai.session.id")
 USER_KEYS = ("user.id", "enduser.id", "traceloop.association.properties.user_id")
 EMAIL_KEYS = ("user.email", "enduser.email", "traceloop.association.properties.user_email")
-INPUT_TEXT_KEYS = ("input.value", "traceloop.entity.input", "gen_ai.prompt")
-OUTPUT_TEXT_KEYS = ("output.value", "traceloop.entity.output", "gen_ai.completion")
 _TRACELOOP_PROPS = "traceloop.association.properties."
 # AgentSpan field ← attribute keys in precedence order. Text fields take non-empty strings, token fields
 # non-negative integers; anything else is skipped (and token fields list it in ``AgentSpan.skipped``).
@@ -141,212 +139,7 @@ assert len(_ROUTES) == sum(len(k) for t in (TEXT_FIELDS, TOKEN_FIELDS) for k in 
 RECOGNISED_KEYS = frozenset(_ROUTES) | frozenset(_KIND_KEYS) | {"tag.tags", "metadata"}
 
 
-@dataclass(slots=True)
-class Context:
-    """What an agent or workflow span hands down to its descendants."""
-
-    agent_id: str | None = None
-    agent_name: str | None = None
-    conversation_id: str | None = None
-    session_id: str | None = None
-    user_id: str | None = None
-    user_email: str | None = None
-
-
-@dataclass(slots=True, eq=False)
-class AgentSpan:
-    span: BridgeSpan
-    kind: str
-    operation: str | None
-    model: str | None
-    request_model: str | None
-    provider: str | None
-    input_tokens: int | None = None  # inclusive of cached input
-    cached_input_tokens: int | None = None  # cache reads
-    cache_write_tokens: int | None = None
-    output_tokens: int | None = None  # inclusive of reasoning
-    reasoning_tokens: int | None = None
-    total_tokens: int | None = None
-    agent_id: str | None = None
-    agent_name: str | None = None
-    workflow_name: str | None = None
-    tool_name: str | None = None
-    tool_call_id: str | None = None
-    tool_type: str | None = None
-    conversation_id: str | None = None
-    session_id: str | None = None
-    user_id: str | None = None
-    user_email: str | None = None
-    error: bool = False
-    error_type: str | None = None
-    error_message: str | None = None
-    tags: list[str] = field(default_factory=list)
-    metadata: dict[str, Any] = field(default_factory=dict)
-    skipped: list[str] = field(default_factory=list)  # attributes ignored as malformed
-    logs: list[BridgeLog] = field(default_factory=list)  # GenAI log events correlated with this span
-    redactor: Callable[[str | None], str | None] | None = None  # applied to every message/text read
-    _messages: tuple | None = None
-    _content: dict[str, Any] | None = None
-    _run_id: str | None = None
-
-    # --- identity and timing, read through from the span
-    @property
-    def trace_id(self) -> str:
-        return self.span.trace_id
-
-    @property
-    def span_id(self) -> str:
-        return self.span.span_id
-
-    @property
-    def parent_span_id(self) -> str | None:
-        return self.span.parent_span_id
-
-    @property
-    def name(self) -> str:
-        return self.span.name
-
-    @property
-    def run_id(self) -> str:
-        if self._run_id is None:
-            self._run_id = run_id(self.span.trace_id, self.span.span_id)
-        return self._run_id
-
-    @property
-    def latency_ms(self) -> float:
-        return max(0, self.span.end_ns - self.span.start_ns) / 1e6
-
-    @property
-    def status(self) -> str:
-        return "error" if self.error else "ok"
-
-    @property
-    def agent(self) -> str | None:
-        return self.agent_name or self.agent_id
-
-    @property
-    def service_name(self) -> str | None:
-        return self.span.resource.get("service.name")
-
-    @property
-    def service_version(self) -> str | None:
-        return self.span.resource.get("service.version")
-
-    @property
-    def environment(self) -> str | None:
-        res = self.span.resource
-        return res.get("deployment.environment.name") or res.get("deployment.environment")
-
-    @property
-    def is_run_root_kind(self) -> bool:
-        """Agent invocations and workflows start runs (DESIGN decision 4); creating an agent does not."""
-        return (self.kind == "agent" and self.operation != "create_agent") or self.operation in (
-            "invoke_workflow",
-            "workflow",
-        )
-
-    # --- messages are parsed on first use: most consumers never read them
-    @property
-    def content(self) -> dict[str, Any]:
-        """The message and text attributes, picked in one pass on first use."""
-        if self._content is None:
-            self._content = _messages.content_attributes(self.span)
-        return self._content
-
-    def _parsed(self) -> tuple:
-        if self._messages is None:
-            self._messages = _messages.extract(self.span, self.content, self.logs, self.skipped)
-            if self.redactor:
-                _messages.redact(self._messages, self.redactor)
-        return self._messages
-
-    @property
-    def input_messages(self) -> list[_messages.Message]:
-        return self._parsed()[0]
-
-    @property
-    def output_messages(self) -> list[_messages.Message]:
-        return self._parsed()[1]
-
-    @property
-    def input_text(self) -> str | None:
-        text = _text(self.content, INPUT_TEXT_KEYS)
-        if text is None:
-            return _messages.last_text(self.input_messages, "user")
-        return self.redactor(text) if self.redactor else text
-
-    @property
-    def output_text(self) -> str | None:
-        text = _text(self.content, OUTPUT_TEXT_KEYS)
-        if text is None:
-            return _messages.last_text(self.output_messages, None)
-        return self.redactor(text) if self.redactor else text
-
-    def attach_logs(self, logs: Iterable[BridgeLog]) -> None:
-        self.logs.extend(logs)
-        self._messages = None
-
-    def inherit(self, ctx: Context | None) -> None:
-        """Fill what this span lacks from its nearest agent/workflow ancestor."""
-        if ctx is None:
-            return
-        if self.agent_name is None and self.agent_id is None:
-            self.agent_id, self.agent_name = ctx.agent_id, ctx.agent_name
-        self.conversation_id = self.conversation_id or ctx.conversation_id
-        self.session_id = self.session_id or ctx.session_id
-        self.user_id = self.user_id or ctx.user_id
-        self.user_email = self.user_email or ctx.user_email
-
-    def context(self) -> Context:
-        return Context(
-            self.agent_id, self.agent_name, self.conversation_id, self.session_id, self.user_id, self.user_email
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        """The stable field names scripts rely on (``otel-bridge inspect --json``)."""
-        return {
-            "trace_id": self.trace_id,
-            "span_id": self.span_id,
-            "parent_span_id": self.parent_span_id,
-            "kind": self.kind,
-            "operation": self.operation,
-            "name": self.name,
-            "agent": self.agent,
-            "agent_id": self.agent_id,
-            "model": self.model,
-            "provider": self.provider,
-            "input_tokens": self.input_tokens,
-            "cached_input_tokens": self.cached_input_tokens,
-            "cache_write_tokens": self.cache_write_tokens,
-            "output_tokens": self.output_tokens,
-            "reasoning_tokens": self.reasoning_tokens,
-            "tool_name": self.tool_name,
-            "tool_call_id": self.tool_call_id,
-            "conversation_id": self.conversation_id,
-            "session_id": self.session_id,
-            "user_id": self.user_id,
-            "user_email": self.user_email,
-            "service_name": self.service_name,
-            "service_version": self.service_version,
-            "environment": self.environment,
-            "start_ns": self.span.start_ns,
-            "end_ns": self.span.end_ns,
-            "latency_ms": round(self.latency_ms, 3),
-            "status": self.status,
-            "error_type": self.error_type,
-            "tags": self.tags,
-        }
-
-
 # ------------------------------------------------------------------------------------------------ readers
-
-
-def _text(attrs: Mapping[str, Any], keys: Iterable[str]) -> str | None:
-    for key in keys:
-        value = attrs.get(key)
-        if isinstance(value, str) and value:
-            return value
-    return None
 
 
 def _as_tokens(value: Any) -> int | None:
@@ -569,13 +362,3 @@ def inherit_context(agents: Iterable[AgentSpan]) -> None:
     for key, a in by_id.items():
         if a.parent_span_id and (a.trace_id, a.parent_span_id) in by_id:
             a.inherit(down((a.trace_id, a.parent_span_id)))
-
-
-def run_id(trace_id: str, span_id: str) -> str:
-    """Deterministic id for the span (DESIGN decision 3): a re-sent span gets the same id everywhere.
-
-    A BLAKE2b digest of ``trace_id:span_id`` as an RFC 9562 version-8 UUID (cheaper than uuid5, same use).
-    """
-    h = hashlib.blake2b(f"{trace_id}:{span_id}".encode(), digest_size=16).hexdigest()
-    variant = "89ab"[int(h[16], 16) & 3]  # RFC 9562: version 8 (custom), variant 10
-    return f"{h[:8]}-{h[8:12]}-8{h[13:16]}-{variant}{h[17:20]}-{h[20:]}"

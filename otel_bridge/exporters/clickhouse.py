@@ -22,7 +22,7 @@ from clickhouse_connect.driver.exceptions import DatabaseError, DataError, Opera
 from otel_bridge.analytics.schema import COLUMNS
 from otel_bridge.analytics.store import Store, StoreConfig
 from otel_bridge.exporters.batch import BatchExporter, PermanentError, RetryableError
-from otel_bridge.semconv import AgentSpan, run_id
+from otel_bridge.agentspan import AgentSpan, run_id
 
 logger = logging.getLogger(__name__)
 

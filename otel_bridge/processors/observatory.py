@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from otel_bridge.messages import Message
-from otel_bridge.semconv import AgentSpan, run_id
+from otel_bridge.agentspan import AgentSpan, run_id
 
 EVENT_TYPES = ("agent", "llm", "tool", "chain", "retriever", "embedding")
 CUSTOM_EVENTS = ("chat", "feedback", "saved")

@@ -19,7 +19,7 @@ from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from otel_bridge.semconv import AgentSpan
+from otel_bridge.agentspan import AgentSpan
 
 log = logging.getLogger(__name__)
 
