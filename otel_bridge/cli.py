@@ -43,6 +43,12 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from otel_bridge.demo import run_demo
+
+    return run_demo(args.config, args.data_dir, args.runs)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="otel-bridge", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -62,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="config for the server the demo starts when none runs")
     p.add_argument("--data-dir", help="embedded chDB directory (default ./.otel-bridge/data)")
     p.add_argument("--runs", type=int, default=60, help="agent runs per release (default 60)")
-    p.set_defaults(func=lambda a: __import__("otel_bridge.demo", fromlist=["main_args"]).main_args(a))
+    p.set_defaults(func=_demo)
 
     commands.register(sub)
     config.register(sub)

@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from rich.console import Console
 from rich.progress import Progress
@@ -102,9 +101,3 @@ def run_demo(config: str | None = None, data_dir: str | None = None, runs: int =
     return 0
 
 
-def main_args(args) -> int:  # noqa: ANN001 - argparse namespace
-    return run_demo(args.config, args.data_dir, args.runs)
-
-
-if __name__ == "__main__":
-    sys.exit(run_demo(data_dir=str(Path.cwd() / ".otel-bridge" / "data")))

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 MODELS = (  # provider, model, typical (input, cached, output, reasoning)
@@ -94,7 +95,7 @@ def emit(tracer: Tracer, run: PlannedRun) -> None:
             **run.extra,
         },
     )
-    ctx = _context_of(agent)
+    ctx = trace.set_span_in_context(agent)
     t = run.start_ns + 5_000_000
     for call in run.calls:
         span = tracer.start_span(f"chat {call.model}", context=ctx, kind=SpanKind.CLIENT, start_time=t, attributes=_llm_attributes(call))
@@ -126,12 +127,6 @@ def _llm_attributes(call: LlmCall) -> dict:
         "gen_ai.usage.output_tokens": call.output_tokens,
         "gen_ai.usage.reasoning.output_tokens": call.reasoning_tokens,
     }
-
-
-def _context_of(span):  # noqa: ANN001, ANN202 - a tiny adapter over the API
-    from opentelemetry import trace
-
-    return trace.set_span_in_context(span)
 
 
 def emit_all(tracer: Tracer, runs: list[PlannedRun]) -> Iterator[PlannedRun]:

@@ -163,3 +163,21 @@ def test_acknowledged_spans_survive_a_crash(tmp_path):
     finally:
         log = restarted.stop()
     assert "replayed" in log
+
+
+def test_demo_starts_a_server_sends_traffic_and_prints_tables(tmp_path):
+    import os
+
+    from bridge_server import free_port
+
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("FLOWX_", "FLIGHTDECK_", "OTEL_BRIDGE_"))},
+           "OTEL_BRIDGE_GRPC_ENDPOINT": f"127.0.0.1:{free_port()}", "OTEL_BRIDGE_HTTP_ENDPOINT": f"127.0.0.1:{free_port()}"}  # fmt: skip
+    data_dir = tmp_path / "data"
+    done = subprocess.run([sys.executable, "-m", "otel_bridge.cli", "demo", "--runs", "6", "--data-dir", str(data_dir)],
+                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    for title in ("cost by model", "agent run latency", "release diff 1.4.0 -> 1.5.0"):
+        assert title in done.stdout
+    calls = sum(len(r.calls) for seed in (100, 101) for r in plan_runs(6, seed=seed))
+    offline = _cli("costs", "--data-dir", str(data_dir), "--json")  # the demo's server stopped and released the dir
+    assert offline.returncode == 0 and sum(r["calls"] for r in json.loads(offline.stdout)) == calls

@@ -111,23 +111,21 @@ def _run_where(filters: dict[str, Any]) -> tuple[list[str], list[str], dict[str,
             params[key] = str(filters[key])
     if filters.get("status") is not None and filters["status"] not in ("success", "error", "started"):
         raise ValueError("status: must be success, error or started")
-    if filters.get("min_latency_s") is not None:
-        where.append("duration_ms >= {min_lat:Float64} * 1000")
-        params["min_lat"] = float(filters["min_latency_s"])
-    if filters.get("max_latency_s") is not None:
-        where.append("duration_ms <= {max_lat:Float64} * 1000")
-        params["max_lat"] = float(filters["max_latency_s"])
+    # Bounds: latency filters the stored rows; cost exists only once priced, so it filters after the join.
+    for key, condition, target in (
+        ("min_latency_s", "duration_ms >= {min_latency_s:Float64} * 1000", where),
+        ("max_latency_s", "duration_ms <= {max_latency_s:Float64} * 1000", where),
+        ("min_cost", "cost >= {min_cost:Float64}", after),
+        ("max_cost", "cost <= {max_cost:Float64}", after),
+    ):
+        if filters.get(key) is not None:
+            target.append(condition)
+            params[key] = float(filters[key])
     tags = filters.get("tags")
     if tags:
         where.append("hasAny(tags, {tags:Array(String)})")
         params["tags"] = [tags] if isinstance(tags, str) else [str(t) for t in tags]
     _window(where, params, filters.get("from", filters.get("from_")), filters.get("to"))
-    if filters.get("min_cost") is not None:
-        after.append("cost >= {min_cost:Float64}")
-        params["min_cost"] = float(filters["min_cost"])
-    if filters.get("max_cost") is not None:
-        after.append("cost <= {max_cost:Float64}")
-        params["max_cost"] = float(filters["max_cost"])
     return where, after, params
 
 
