@@ -432,13 +432,22 @@ def span_from_sdk(span: Any) -> BridgeSpan:
         span.end_time or 0,
         status.status_code.value if status is not None else STATUS_UNSET,
         (status.description or "") if status is not None else "",
-        dict(span.attributes) if span.attributes else {},  # one copy: the SDK's BoundedAttributes reads go via a lock
-        [SpanEvent(e.name, e.timestamp, dict(e.attributes or {})) for e in span.events] if span.events else [],
+        _copy(span.attributes),
+        [SpanEvent(e.name, e.timestamp, _copy(e.attributes)) for e in span.events] if span.events else [],
         resource,
         scope.name if scope is not None else "",
         (scope.version or "") if scope is not None else "",
         bool(parent is not None and parent.is_remote),
     )
+
+
+def _copy(attributes: Any) -> dict[str, Any]:
+    """A plain dict of SDK attributes. ``copy()`` reaches ``BoundedAttributes._dict.copy()`` (through the read-only
+    proxy) in C; ``dict(...)`` would walk the Mapping protocol key by key in Python."""
+    if not attributes:
+        return {}
+    copy = getattr(attributes, "copy", None)
+    return copy() if copy is not None else dict(attributes)
 
 
 _resources: dict[int, tuple[Any, dict[str, Any]]] = {}
@@ -452,7 +461,7 @@ def _sdk_resource(resource: Any) -> Mapping[str, Any]:
     if cached is None or cached[0] is not resource:
         if len(_resources) > 64:
             _resources.clear()
-        cached = _resources[id(resource)] = (resource, dict(resource.attributes))
+        cached = _resources[id(resource)] = (resource, _copy(resource.attributes))
     return cached[1]
 
 
