@@ -153,6 +153,7 @@ class Service:
             store_rows=self.store_rows,
             token=self.settings.bearer_token,
             routers=[otlp_router(self.consumer, self.settings, self.stats)],
+            max_body=self.settings.max_request_body_size,
         )
         return create_app(runtime)
 

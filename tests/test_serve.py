@@ -134,6 +134,9 @@ def test_vendor_ingest(tmp_path):
             bad = c.post("/v1/events", json={"events": [{**runs[0], "usage": {"model": {"provider": "x"}}}]})
             assert bad.status_code == 400 and "usage.model.model" in bad.json()["detail"]
             assert c.post("/api/report", json={"events": [{"name": "llm_end"}]}).status_code == 400
+            assert c.post("/api/report", content=b"{not json").status_code == 400
+            huge = c.post("/v1/events", content=b"[" + b" " * (5 << 20) + b"]")  # the test config caps bodies at 4 MiB
+            assert huge.status_code == 413 and "larger than" in huge.json()["detail"]
             assert wait_until(lambda: len(c.get("/api/run/", params={"limit": 100}).json()) == len(spans))
             diff = {r["metric"]: r for r in wait_until(lambda: c.get("/api/diff", params={"baseline": "rel_base", "candidate": "rel_cand"}).json())}
             assert diff["runs"]["baseline"] == 2 and diff["latency_mean_ms"]["candidate"] == 900

@@ -42,7 +42,7 @@ def _format_of(content_type: str | None) -> str | None:
     return _FORMATS.get(media)
 
 
-async def _read_capped(request: Request, limit: int) -> bytes:
+async def read_capped(request: Request, limit: int) -> bytes:
     """The wire body, refused as soon as it passes ``limit`` (declared or streamed)."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
@@ -65,7 +65,7 @@ async def _checked_body(request: Request, settings: ReceiverSettings) -> tuple[b
         given = request.headers.get("content-type")
         raise Refused("unsupported", f"content-type {given!r} is not supported, use {PROTOBUF} or {JSON}")
     encoding = check_encoding(request.headers.get("content-encoding"))
-    return await _read_capped(request, settings.max_request_body_size), fmt, encoding
+    return await read_capped(request, settings.max_request_body_size), fmt, encoding
 
 
 def _error(r: Refused, fmt: str | None, settings: ReceiverSettings) -> Response:

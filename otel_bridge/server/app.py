@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 import orjson
-from fastapi import Body, FastAPI, HTTPException, Query, Request
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -22,6 +22,8 @@ from otel_bridge import __version__
 from otel_bridge.analytics import queries
 from otel_bridge.analytics.store import Store
 from otel_bridge.pricing import PriceTable
+from otel_bridge.receivers.otlp import Refused
+from otel_bridge.receivers.otlp_http import read_capped
 from otel_bridge.server import ingest
 from otel_bridge.server.metrics import metrics_text
 
@@ -38,6 +40,7 @@ class Runtime:
     store_rows: Callable[[list[tuple[str, tuple]]], bool]  # offer rows to the ClickHouse exporter
     token: str | None = None
     routers: list = field(default_factory=list)  # extra routers mounted on the same app (OTLP/HTTP)
+    max_body: int = 16 << 20  # ingest bodies, like OTLP/HTTP's max_request_body_size
 
 
 def _authorized(header: str | None, token: str) -> bool:
@@ -137,9 +140,19 @@ def _analytics_routes(app: FastAPI, rt: Runtime) -> None:
 
 
 def _ingest_routes(app: FastAPI, rt: Runtime) -> None:
-    def store(convert: Callable[[Any], list[tuple[str, tuple]]], events: Any) -> dict[str, Any]:
+    async def store(request: Request, convert: Callable[[Any], list[tuple[str, tuple]]]) -> dict[str, Any]:
         try:
-            rows = convert(events)
+            body = await read_capped(request, rt.max_body)
+        except Refused as exc:
+            raise HTTPException(413, exc.message) from None
+        try:
+            doc = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise HTTPException(400, f"body is not valid JSON: {exc}") from None
+        if not isinstance(doc, dict):
+            raise HTTPException(400, 'body must be an object {"events": [...]}')
+        try:
+            rows = await run_in_threadpool(convert, doc.get("events"))
         except ingest.IngestError as exc:
             raise HTTPException(400, str(exc)) from None
         if not rt.store_rows(rows):
@@ -147,11 +160,11 @@ def _ingest_routes(app: FastAPI, rt: Runtime) -> None:
         return {"inserted": len(rows)}
 
     @app.post("/api/report", tags=["ingest"])
-    def observatory_report(body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+    async def observatory_report(request: Request) -> dict[str, Any]:
         """FlowX Observatory's wire protocol (``{"events": [...]}``) into the store."""
-        return store(ingest.observatory_rows, body.get("events"))
+        return await store(request, ingest.observatory_rows)
 
     @app.post("/v1/events", tags=["ingest"])
-    def flightdeck_events(body: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
+    async def flightdeck_events(request: Request) -> dict[str, Any]:
         """FlightDeck v1 RunEvents (``{"events": [...]}``), validated as FlightDeck validates them."""
-        return store(ingest.flightdeck_rows, body.get("events"))
+        return await store(request, ingest.flightdeck_rows)
