@@ -199,17 +199,13 @@ class Pipeline:
         self._offer("flightdeck", fd_events)
 
     def _span_row(self, a: AgentSpan, **kwargs: Any) -> tuple:
-        from otel_bridge.exporters.clickhouse import span_row
-
-        return span_row(a, text_limit=self.options.text_limit, **kwargs)
+        return _clickhouse().span_row(a, text_limit=self.options.text_limit, **kwargs)
 
     def _run_row(self, run: Run, head: Mapping[str, Any]) -> tuple:
         """The runs row reuses what the FlightDeck mapping decided (release, tenant, task, environment)."""
-        from otel_bridge.exporters.clickhouse import run_row
-
-        return run_row(
+        return _clickhouse().run_row(
             run,
-            release_id=release_of(run, self.options.flightdeck),
+            release_id=head.get("release_id") or release_of(run, self.options.flightdeck),
             tenant_id=head.get("tenant_id"),
             task_id=head.get("task_id"),
             environment=head.get("environment") or run.root.environment,
@@ -217,9 +213,14 @@ class Pipeline:
 
     @staticmethod
     def _event_row(event: dict[str, Any]) -> tuple:
-        from otel_bridge.exporters.clickhouse import event_row
+        return _clickhouse().event_row(event)
 
-        return event_row(event)
+
+def _clickhouse() -> Any:
+    """Imported on first use: an in-process install without ClickHouse never loads clickhouse-connect."""
+    from otel_bridge.exporters import clickhouse
+
+    return clickhouse
 
 
 _LONG_RUNNING = {
