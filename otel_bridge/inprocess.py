@@ -75,6 +75,7 @@ class _PipelineSpanExporter(SpanExporter):
 
     def __init__(self, pipeline: Pipeline | None = None, **kwargs: Any) -> None:
         self._pipeline = pipeline or self._build(**kwargs)
+        _installed.append(self._pipeline)  # track_event works under opentelemetry-instrument too
 
     def _build(self, **kwargs: Any) -> Pipeline:
         raise NotImplementedError

@@ -70,7 +70,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _run_instrumented(url: str, key: str, n: int = 3, timeout: float = 60) -> subprocess.CompletedProcess:
+def _run_instrumented(url: str, key: str, n: int = 3, timeout: float = 60, *extra: str) -> subprocess.CompletedProcess:
     env = {
         **os.environ,
         "FLOWX_OBSERVATORY_API_URL": url,
@@ -79,17 +79,19 @@ def _run_instrumented(url: str, key: str, n: int = 3, timeout: float = 60) -> su
         "OTEL_METRICS_EXPORTER": "none",
         "OTEL_LOGS_EXPORTER": "none",
     }
-    cmd = [str(Path(sys.executable).parent / "opentelemetry-instrument"), "--traces_exporter", "observatory", sys.executable, str(Path(__file__).parent / "apps" / "instrumented_app.py"), str(n)]
+    cmd = [str(Path(sys.executable).parent / "opentelemetry-instrument"), "--traces_exporter", "observatory", sys.executable, str(Path(__file__).parent / "apps" / "instrumented_app.py"), str(n), *extra]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def test_opentelemetry_instrument_with_env_configuration_alone(observatory_sink):
-    done = _run_instrumented(observatory_sink.url, observatory_sink.api_key)
+    done = _run_instrumented(observatory_sink.url, observatory_sink.api_key, 3, 60, "--feedback")
     assert done.returncode == 0, done.stderr
+    feedback = [e for e in observatory_sink.events if e["name"] == "feedback"]
+    assert [(e["run_id"], e["rating"], e["comment"]) for e in feedback] == [("run-from-app", "positive", "great")]
     names = [e["name"] for e in observatory_sink.events]
     assert names.count("agent_start") == 3 and names.count("agent_end") == 3
     assert names.count("llm_end") == names.count("llm_start") >= 3
-    assert {e["metadata"]["service.name"] for e in observatory_sink.events} == {"instrumented-app"}
+    assert {e["metadata"]["service.name"] for e in observatory_sink.events if e["type"] != "feedback"} == {"instrumented-app"}
 
 
 def test_dead_sink_costs_the_app_nothing(observatory_sink):
