@@ -42,6 +42,8 @@ def install(
     if not hasattr(provider, "add_span_processor"):
         raise TypeError("install() needs an SDK TracerProvider (opentelemetry.sdk.trace.TracerProvider)")
     pipeline = pipeline or build_pipeline(**kwargs)
+    if not pipeline.exporters:
+        log.warning("otel-bridge installed with no exporter: set FLOWX_OBSERVATORY_API_URL or FLIGHTDECK_BASE_URL")
     processor = BridgeSpanProcessor(pipeline, shutdown_timeout=shutdown_timeout)
     provider.add_span_processor(processor)
     if logger_provider is not None:
