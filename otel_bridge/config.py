@@ -254,19 +254,20 @@ class ClickHouseExporter(_Model):
         return int(self.text_ttl // 86400) or None
 
 
-class ObservatoryExporter(_Model):
+class _HttpExporter(_Model):
     url: Url = ""  # empty: exporter off
-    api_key: SecretStr = SecretStr("")
     batch: Batch = Batch()
     dead_letter: str = ""
+
+
+class ObservatoryExporter(_HttpExporter):
+    api_key: SecretStr = SecretStr("")
 
     api_key_value = _plain("api_key")
 
 
-class FlightDeckExporter(_Model):
-    url: Url = ""  # empty: exporter off
+class FlightDeckExporter(_HttpExporter):
     token: SecretStr = SecretStr("")
-    batch: Batch = Batch()
     dead_letter: str = "./.otel-bridge/flightdeck-dead-letter.jsonl"
 
     token_value = _plain("token")

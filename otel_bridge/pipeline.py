@@ -266,20 +266,26 @@ def build_pipeline(
         from otel_bridge.exporters.clickhouse import clickhouse_exporter
 
         exporters["clickhouse"] = clickhouse_exporter(clickhouse)
-    return Pipeline(exporters, options or PipelineOptions(wait=0.5, max_wait=5.0, flightdeck=mapping_from_env()))
+    if options is None:
+        # The FLIGHTDECK_* fallbacks are read the one way serve reads them: the packaged config's ${env:...}.
+        from otel_bridge.config import load_config
+
+        options = PipelineOptions(wait=0.5, max_wait=5.0, flightdeck=flightdeck_mapping(load_config().processors.flightdeck))
+    return Pipeline(exporters, options)
 
 
-def mapping_from_env() -> FlightDeckMapping:
-    """FlightDeck defaults from ``FLIGHTDECK_{WORKSPACE_ID,AGENT_ID,RELEASE_ID,TENANT_ID,TASK_ID,ENVIRONMENT}``."""
-    import os
-
-    m = FlightDeckMapping()
-    for name in ("workspace_id", "agent_id", "release_id", "tenant_id", "task_id", "environment"):
-        value = os.environ.get(f"FLIGHTDECK_{name.upper()}")
-        if value:
-            setattr(m, name, value)
-    m.emit_run_start = os.environ.get("FLIGHTDECK_EMIT_RUN_START", "").lower() in ("1", "true", "yes")
-    return m
+def flightdeck_mapping(fd: Any) -> FlightDeckMapping:
+    """``processors.flightdeck`` of a ``BridgeConfig`` (empty strings mean "not set")."""
+    return FlightDeckMapping(
+        workspace_id=fd.workspace_id,
+        agent_id=fd.agent_id or None,
+        release_id=fd.release_id or None,
+        release_map=dict(fd.release_map),
+        tenant_id=fd.tenant_id,
+        task_id=fd.task_id or None,
+        environment=fd.environment,
+        emit_run_start=fd.emit_run_start,
+    )
 
 
 def store_config(cfg: Any) -> Any:
@@ -334,17 +340,7 @@ def pipeline_from_config(cfg: Any, store: Any = None) -> Pipeline:
             max_queue=settings.batch.max_queue,
             dead_letter=getattr(settings, "dead_letter", None) or None,
         )
-    fd = pr.flightdeck
-    mapping = FlightDeckMapping(
-        workspace_id=fd.workspace_id,
-        agent_id=fd.agent_id or None,
-        release_id=fd.release_id or None,
-        release_map=dict(fd.release_map),
-        tenant_id=fd.tenant_id,
-        task_id=fd.task_id or None,
-        environment=fd.environment,
-        emit_run_start=fd.emit_run_start,
-    )
+    mapping = flightdeck_mapping(pr.flightdeck)
     redact = "redact" in traces.processors
     options = PipelineOptions(
         wait=pr.runs.wait,
