@@ -147,14 +147,16 @@ class ObservatoryConverter:
 
     def convert(self, a: AgentSpan, *, started: bool = False) -> list[dict[str, Any]]:
         """Events for a finished span; ``started`` when its ``_start`` already went out from ``on_start``."""
-        parent = self._parent_run_id(a)
-        events = [] if started else [e for e in (self.start_event(a),) if e is not None]
         end = self.end_event(a)
-        self._remember(a, parent, end is not None)
+        self._remember(a, end["parent_run_id"] if end else self._parent_run_id(a), end is not None)
         if end is None:
             self.counters["skipped_spans"] += 1
-        else:
-            events.append(end)
+            return self.custom_events(a)
+        events = [end]
+        if not started:  # the _start shares the _end's identity, metadata and input: built once, copied
+            shared = {k: end[k] for k in ("run_id", "parent_run_id", "type", "app_id", "metadata", "input") if k in end}
+            events.insert(0, {**shared, "name": f"{a.kind}_start", "timestamp": iso_ms(a.span.start_ns), "output": None})
+            self.counters["events"] += 1
         return events + self.custom_events(a)
 
     def custom_events(self, a: AgentSpan) -> list[dict[str, Any]]:
