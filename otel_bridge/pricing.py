@@ -56,7 +56,7 @@ class PriceTable:
     rows: dict[str, list[PriceRow]] = field(default_factory=dict)
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)  # provider → {source, as_of, list_prices}
     path: str | None = None
-    library: Library | None = None
+    library: Library | None = field(default=None, repr=False)
 
     # ------------------------------------------------------------------------------------------------ loading
     @classmethod

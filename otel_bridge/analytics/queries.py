@@ -1,10 +1,12 @@
 """Analytics over the ClickHouse tables: Observatory's run filters, cost and latency rollups, release diff.
 
-Cost is never stored. Each query first reads the distinct model names it will see (cheap: ``model`` is
-LowCardinality), resolves them to rows of the *current* price table in Python (exact → provider stripped → longest
-family), and passes those rows as array parameters; ClickHouse joins them with ``ASOF LEFT JOIN`` on
-(model, start ≥ effective_from), so each span is priced with the row in force when it started. Cost follows
-Observatory: only ``llm`` spans with a matching row cost anything (an unmatched row joins as zeros).
+Cost is never stored. Each query first reads the distinct (provider, model) pairs it will see (cheap: both are
+LowCardinality), resolves them in Python to the rows of the *current* price table (``prices.yaml`` overrides, else
+genai-prices' match rules), and passes those rows as array parameters: one joined row per pair, holding that
+model's grid of (effective_from, time-of-day slot, input tier) rows. ``price_index`` picks the row in force for a
+span's start and total input tokens, ``cost_sql``/``span_cost`` price it — the one cost expression every query
+uses. Cost follows Observatory: only ``llm`` spans with a row in force cost anything (an unmatched pair joins as
+empty arrays, index 0, cost 0).
 Every read uses ``FINAL`` so a re-sent span or run is counted once even before ClickHouse merges parts.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,7 +38,7 @@ _ORDERS = {
     "completion_tokens": "output_tokens",
 }
 _RUN_COLUMNS = (
-    "run_id, trace_id, parent_run_id, kind, name, agent, model, status, duration_ms, input_tokens, "
+    "run_id, trace_id, parent_run_id, kind, name, agent, model, provider, status, duration_ms, input_tokens, "
     "cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, user_email, tags, start, end"
 )
 _COST_KEYS = {
@@ -48,31 +51,79 @@ _COST_KEYS = {
 }
 _LATENCY_KEYS = {"model": "model", "agent": "agent", "kind": "kind", "release": RELEASE}
 
-# Inclusive token counts (input ⊇ cache read + write, output ⊇ reasoning): every token is charged exactly once.
-_COST_EXPR = """if({kind} AND p_model != '',
-    (greatest(toInt64({i}) - toInt64({c}) - toInt64({w}), 0) * p_in + {c} * p_cached + {w} * p_write
-     + greatest(toInt64({o}) - toInt64({r}), 0) * p_out + {r} * p_reason) / 1e6, 0)"""
-SPAN_COST = _COST_EXPR.format(
-    kind="kind = 'llm'", i="input_tokens", c="cached_input_tokens", w="cache_write_tokens", o="output_tokens",
-    r="reasoning_tokens",
+DAY_NS = 86_400 * 10**9
+# One row per (provider, model) seen, with that model's price rows as parallel arrays sorted by (effective_from,
+# time-of-day slot, tier) — see pricing/price_library. A LEFT JOIN on (provider, model); no row = unpriced.
+PRICE_PARAMS = ("pp", "pm", "pf", "pd", "pt", "pi", "pc", "pw", "po", "pr", "pq")
+PRICES_SQL = """(SELECT p.1 AS p_provider, p.2 AS p_model, p.3 AS p_from, p.4 AS p_tod, p.5 AS p_tier, p.6 AS p_in,
+        p.7 AS p_cached, p.8 AS p_write, p.9 AS p_out, p.10 AS p_reason, p.11 AS p_req
+    FROM (SELECT arrayJoin(arrayZip({pp:Array(String)}, {pm:Array(String)}, {pf:Array(Array(Int64))},
+          {pd:Array(Array(Int64))}, {pt:Array(Array(Int64))}, {pi:Array(Array(Float64))}, {pc:Array(Array(Float64))},
+          {pw:Array(Array(Float64))}, {po:Array(Array(Float64))}, {pr:Array(Array(Float64))},
+          {pq:Array(Array(Float64))})) AS p))"""
+
+
+def price_join(alias: str = "s", provider: str = "provider", model: str = "model") -> str:
+    """``LEFT JOIN`` of the price rows onto ``alias`` (which has provider and model columns)."""
+    return f"LEFT JOIN {PRICES_SQL} AS pr ON {alias}.{provider} = pr.p_provider AND {alias}.{model} = pr.p_model"
+
+
+def price_index(start_ns: str, tod_ns: str, input_tokens: str) -> str:
+    """1-based index of the row in force (0 = unpriced): the last whose date, time of day and tier apply."""
+    return (
+        f"arrayLastIndex((f, d, t) -> f <= {start_ns} AND d <= {tod_ns} AND t < {input_tokens}, "
+        "p_from, p_tod, p_tier)"
+    )
+
+
+def cost_sql(
+    idx: str, uncached: str, cached: str, write: str, plain_out: str, reasoning: str, calls: str = "1", when: str = "1"
+) -> str:
+    """USD of token counts split into disjoint parts (input ⊇ cache read + write, output ⊇ reasoning, so every
+    token is charged exactly once) at price row ``idx``, plus the per-call fee; 0 when unpriced or not ``when``."""
+    return f"""if(({when}) AND {idx} > 0,
+    ({uncached} * p_in[{idx}] + {cached} * p_cached[{idx}] + {write} * p_write[{idx}]
+     + {plain_out} * p_out[{idx}] + {reasoning} * p_reason[{idx}]) / 1e6 + {calls} * p_req[{idx}], 0)"""
+
+
+def span_cost(
+    when: str = "kind = 'llm'", start_ns: str = "start_ns", i: str = "input_tokens", c: str = "cached_input_tokens",
+    w: str = "cache_write_tokens", o: str = "output_tokens", r: str = "reasoning_tokens", calls: str = "1",
+    tier_input: str | None = None,
+) -> str:  # fmt: skip
+    """The cost of one span (or one model's usage) from its inclusive token columns, priced at its start and
+    tiered on its total input (or ``tier_input``); needs ``price_join`` in the FROM clause. Reuse it for any cost
+    over spans."""
+    idx = price_index(start_ns, f"{start_ns} % {DAY_NS}", tier_input or f"toInt64({i})")
+    uncached = f"greatest(toInt64({i}) - toInt64({c}) - toInt64({w}), 0)"
+    plain_out = f"greatest(toInt64({o}) - toInt64({r}), 0)"
+    return cost_sql(idx, uncached, c, w, plain_out, r, calls, when)
+
+
+SPAN_COST = span_cost()
+
+
+def price_parameters(prices: PriceTable, pairs: Iterable[tuple[str, str]]) -> dict[str, list]:
+    """The price rows for the (provider, model) pairs seen, as the array parameters of ``PRICES_SQL``."""
+    cols: dict[str, list] = {k: [] for k in PRICE_PARAMS}
+    for provider, model, rows in prices.rows_for((p, m) for p, m in pairs if m):
+        for key, value in zip(PRICE_PARAMS, (provider, model), strict=False):
+            cols[key].append(value)
+        for key, attr in zip(PRICE_PARAMS[2:], _ROW_ATTRS, strict=True):
+            cols[key].append([getattr(row, attr) for row in rows])
+    return cols
+
+
+_ROW_ATTRS = (
+    "effective_from_ns", "tod_from_ns", "tier_from", "input", "cached_input", "cache_write", "output", "reasoning",
+    "request",
 )  # fmt: skip
-USAGE_COST = _COST_EXPR.format(kind="1", i="u_in", c="u_cached", w="u_write", o="u_out", r="u_reason")
-PRICES_SQL = """(SELECT p.1 AS p_model, p.2 AS p_from, p.3 AS p_in, p.4 AS p_cached, p.5 AS p_write, p.6 AS p_out,
-        p.7 AS p_reason
-    FROM (SELECT arrayJoin(arrayZip({pm:Array(String)}, {pf:Array(Int64)}, {pi:Array(Float64)},
-          {pc:Array(Float64)}, {pw:Array(Float64)}, {po:Array(Float64)}, {pr:Array(Float64)})) AS p))"""
 
 
-def price_parameters(prices: PriceTable, models: list[str]) -> dict[str, list]:
-    """The current price rows for the models seen, as the array parameters of ``PRICES_SQL``."""
-    rows = prices.rows_for(m for m in models if m) or [("", 0, 0.0, 0.0, 0.0, 0.0, 0.0)]
-    cols = list(zip(*rows, strict=True))
-    return dict(zip(("pm", "pf", "pi", "pc", "pw", "po", "pr"), (list(c) for c in cols), strict=True))
-
-
-def span_models(store: Store) -> list[str]:
-    rows = store.client.query(f"SELECT DISTINCT model FROM {store.table('spans')} WHERE model != ''").result_rows
-    return [r[0] for r in rows]
+def span_pairs(store: Store) -> list[tuple[str, str]]:
+    """Distinct (provider, model) of stored spans (cheap: both are LowCardinality)."""
+    sql = f"SELECT DISTINCT provider, model FROM {store.table('spans')} WHERE model != ''"
+    return [(r[0], r[1]) for r in store.client.query(sql).result_rows]
 
 
 def to_ns(value: str | datetime | int | None) -> int | None:
@@ -138,7 +189,7 @@ def runs(
     key = _ORDERS.get(order.lstrip("-+"))
     if key is None:
         raise ValueError(f"order: must be one of {sorted(_ORDERS)} (prefix - for descending)")
-    params |= price_parameters(prices, span_models(store)) | {"limit": int(limit), "offset": int(offset)}
+    params |= price_parameters(prices, span_pairs(store)) | {"limit": int(limit), "offset": int(offset)}
     sort = f"{key} {'DESC' if desc else 'ASC'}, toString(run_id)"
     page = "LIMIT {limit:UInt64} OFFSET {offset:UInt64}"
     # Without a cost filter or cost order, the page is cut before pricing: only `limit` rows join the prices.
@@ -153,7 +204,7 @@ def runs(
         FROM {store.table('spans')} FINAL WHERE {' AND '.join(where)}
         {f'ORDER BY {sort} {page}' if early else ''}
     ) AS s
-    ASOF LEFT JOIN {PRICES_SQL} AS pr ON s.model = pr.p_model AND s.start_ns >= pr.p_from
+    {price_join()}
     {('WHERE ' + ' AND '.join(after)) if after else ''}
     ORDER BY {sort} {'' if early else page}
     {SETTINGS}"""
@@ -173,43 +224,49 @@ def costs(
         raise ValueError(f"by: must be one of {sorted(_COST_KEYS)}")
     where, params = ["kind = 'llm'", "status != 'started'"], {}
     _window(where, params, from_, to)
-    params |= price_parameters(prices, span_models(store))
-    bounds = sorted({int(f) for f in params["pf"] if f > 0})
-    epoch = _epoch_expr(bounds)
-    # Aggregate before pricing: between two effective_from boundaries (an "epoch") every model has one price,
-    # so spans are summed per (key, model, epoch) and only those few groups are joined with the price rows.
-    # The clamps of the cost formula are applied per span, before summing.
+    params |= price_parameters(prices, span_pairs(store))
+    ns = "toUnixTimestamp64Nano(start)"
+    epoch = _bucket(ns, ">=", {f for fs in params["pf"] for f in fs if f > 0}, 0)
+    tod = _bucket(f"{ns} % {DAY_NS}", ">=", {d for ds in params["pd"] for d in ds if d > 0}, 0)
+    tier = _bucket("toInt64(input_tokens)", ">", {t for ts in params["pt"] for t in ts if t >= 0}, -1)
+    # Aggregate before pricing: within one (date epoch, time-of-day slot, input tier) of the boundaries of *all*
+    # rows every model has one price, so spans are summed per (key, provider, model, bucket) and only those few
+    # groups are joined with the price rows. A bucket is named by its lower boundary; the tier bucket `t` holds
+    # prompts of more than t tokens, priced as a prompt of t + 1. The cost formula's clamps apply per span.
     sql = f"""
     SELECT key AS {by}, sum(n) AS calls, sum(i) AS input_tokens, sum(c) AS cached_input_tokens,
         sum(w) AS cache_write_tokens, sum(o) AS output_tokens, sum(r) AS reasoning_tokens,
-        sum(if(p_model != '', (ui * p_in + c * p_cached + w * p_write + uo * p_out + r * p_reason) / 1e6, 0)) AS cost,
-        sumIf(n, p_model = '') AS unpriced_calls
+        sum(group_cost) AS cost, sumIf(n, p_idx = 0) AS unpriced_calls
     FROM (
-        SELECT key, model, epoch_ns, count() AS n,
-            sum(input_tokens) AS i, sum(cached_input_tokens) AS c, sum(cache_write_tokens) AS w,
-            sum(output_tokens) AS o, sum(reasoning_tokens) AS r,
-            sum(greatest(toInt64(input_tokens) - toInt64(cached_input_tokens) - toInt64(cache_write_tokens), 0)) AS ui,
-            sum(greatest(toInt64(output_tokens) - toInt64(reasoning_tokens), 0)) AS uo
+        SELECT key, n, i, c, w, o, r, {price_index("epoch_ns", "tod_ns", "tier_ns + 1")} AS p_idx,
+            {cost_sql("p_idx", "ui", "c", "w", "uo", "r", "n")} AS group_cost
         FROM (
-            SELECT {expr} AS key, model, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens,
-                reasoning_tokens, {epoch} AS epoch_ns
-            FROM {store.table('spans')} FINAL WHERE {' AND '.join(where)}
-        )
-        GROUP BY key, model, epoch_ns
-    ) AS s
-    ASOF LEFT JOIN {PRICES_SQL} AS pr ON s.model = pr.p_model AND s.epoch_ns >= pr.p_from
+            SELECT key, provider, model, epoch_ns, tod_ns, tier_ns, count() AS n,
+                sum(input_tokens) AS i, sum(cached_input_tokens) AS c, sum(cache_write_tokens) AS w,
+                sum(output_tokens) AS o, sum(reasoning_tokens) AS r,
+                sum(greatest(toInt64(input_tokens) - toInt64(cached_input_tokens) - toInt64(cache_write_tokens), 0))
+                    AS ui,
+                sum(greatest(toInt64(output_tokens) - toInt64(reasoning_tokens), 0)) AS uo
+            FROM (
+                SELECT {expr} AS key, provider, model, input_tokens, cached_input_tokens, cache_write_tokens,
+                    output_tokens, reasoning_tokens, {epoch} AS epoch_ns, {tod} AS tod_ns, {tier} AS tier_ns
+                FROM {store.table('spans')} FINAL WHERE {' AND '.join(where)}
+            )
+            GROUP BY key, provider, model, epoch_ns, tod_ns, tier_ns
+        ) AS s
+        {price_join()}
+    )
     GROUP BY key ORDER BY cost DESC, key
     {SETTINGS}"""
     return store.query(sql, params)
 
 
-def _epoch_expr(bounds: list[int]) -> str:
-    """Start of the price epoch a span falls in: the latest effective_from boundary ≤ its start (ints only)."""
+def _bucket(value: str, op: str, bounds: set[int], default: int) -> str:
+    """The largest boundary ``b`` with ``value op b`` (``default`` when none): which bucket a span falls in."""
     if not bounds:
-        return "toInt64(0)"
-    ns = "toUnixTimestamp64Nano(start)"
-    arms = ", ".join(f"{ns} >= {b}, toInt64({b})" for b in reversed(bounds))
-    return f"multiIf({arms}, toInt64(0))"
+        return f"toInt64({default})"
+    arms = ", ".join(f"{value} {op} {b}, toInt64({b})" for b in sorted(bounds, reverse=True))
+    return f"multiIf({arms}, toInt64({default}))"
 
 
 def latency(
@@ -240,25 +297,37 @@ def latency(
 
 
 def prices_check(store: Store, prices: PriceTable) -> list[dict[str, Any]]:
-    """Models seen in spans without any price row (their LLM calls cost 0), with span and token counts."""
+    """Each (provider, model) seen in spans and what priced it: override, library or unpriced (LLM calls cost 0),
+    with span and token counts; unpriced first."""
     sql = f"""
-    SELECT model, count() AS spans, countIf(kind = 'llm') AS llm_spans, sum(input_tokens) AS input_tokens,
+    SELECT model, provider, count() AS spans, countIf(kind = 'llm') AS llm_spans, sum(input_tokens) AS input_tokens,
         sum(output_tokens) AS output_tokens, toUnixTimestamp64Milli(min(start)) AS first_ms,
         toUnixTimestamp64Milli(max(start)) AS last_ms
-    FROM {store.table('spans')} FINAL WHERE model != '' GROUP BY model ORDER BY spans DESC, model
+    FROM {store.table('spans')} FINAL WHERE model != '' GROUP BY model, provider ORDER BY spans DESC, model, provider
     {SETTINGS}"""
     out = []
     for row in store.query(sql):
-        if prices.family(row["model"]) is None:
-            row["first_seen"], row["last_seen"] = iso_ms(row.pop("first_ms")), iso_ms(row.pop("last_ms"))
-            out.append(row)
-    return out
+        priced = prices.resolve(row["model"], row["provider"])
+        out.append({
+            "model": row["model"], "provider": row["provider"], "source": priced.source if priced else "unpriced",
+            "priced_as": f"{priced.provider}/{priced.model}" if priced else "", "spans": row["spans"],
+            "llm_spans": row["llm_spans"], "input_tokens": row["input_tokens"], "output_tokens": row["output_tokens"],
+            "first_seen": iso_ms(row["first_ms"]), "last_seen": iso_ms(row["last_ms"]),
+        })  # fmt: skip
+    order = {"unpriced": 0, "override": 1, "library": 2}
+    return sorted(out, key=lambda r: order[r["source"]])
 
 
 def _release_stats(store: Store, prices: PriceTable, releases: list[str]) -> dict[str, dict[str, Any]]:
     runs_t = store.table("runs")
-    models = [r[0] for r in store.client.query(f"SELECT DISTINCT arrayJoin(models) FROM {runs_t}").result_rows]
-    params = price_parameters(prices, models) | {"releases": releases}
+    pairs_sql = f"SELECT DISTINCT arrayJoin(arrayZip(usage.provider, usage.model)) FROM {runs_t}"
+    pairs = [tuple(r[0]) for r in store.client.query(pairs_sql).result_rows]
+    params = price_parameters(prices, pairs) | {"releases": releases}
+    # A run's usage is summed per model, so the tier is judged on the mean prompt of its calls.
+    usage_cost = span_cost(
+        "1", i="u_in", c="u_cached", w="u_write", o="u_out", r="u_reason", calls="u_calls",
+        tier_input="intDiv(toInt64(u_in), greatest(toInt64(u_calls), 1))",
+    )
     sql = f"""
     SELECT release, count() AS n, avg(cost) AS cost_mean, stddevSamp(cost) AS cost_sd,
         avg(tokens) AS tokens_mean, stddevSamp(tokens) AS tokens_sd,
@@ -267,16 +336,18 @@ def _release_stats(store: Store, prices: PriceTable, releases: list[str]) -> dic
         countIf(NOT success) AS errors
     FROM (
         SELECT run_id, any(release) AS release, any(latency_ms) AS latency_ms, any(success) AS success,
-            any(tokens) AS tokens, sum({USAGE_COST}) AS cost
+            any(tokens) AS tokens, sum({usage_cost}) AS cost
         FROM (
             SELECT run_id, {RELEASE} AS release, latency_ms, success, input_tokens + output_tokens AS tokens,
-                toUnixTimestamp64Nano(start) AS start_ns, u_model, u_in, u_cached, u_write, u_out, u_reason
+                toUnixTimestamp64Nano(start) AS start_ns, u_provider, u_model, u_calls, u_in, u_cached, u_write,
+                u_out, u_reason
             FROM {runs_t} FINAL
-            LEFT ARRAY JOIN usage.model AS u_model, usage.input AS u_in, usage.cached AS u_cached,
-                usage.cache_write AS u_write, usage.output AS u_out, usage.reasoning AS u_reason
+            LEFT ARRAY JOIN usage.provider AS u_provider, usage.model AS u_model, usage.calls AS u_calls,
+                usage.input AS u_in, usage.cached AS u_cached, usage.cache_write AS u_write, usage.output AS u_out,
+                usage.reasoning AS u_reason
             WHERE {RELEASE} IN {{releases:Array(String)}}
         ) AS r
-        ASOF LEFT JOIN {PRICES_SQL} AS pr ON r.u_model = pr.p_model AND r.start_ns >= pr.p_from
+        {price_join("r", "u_provider", "u_model")}
         GROUP BY run_id
     ) GROUP BY release
     {SETTINGS}"""
