@@ -30,7 +30,9 @@ from otel_bridge.price_library import Library, PriceRow, select
 
 logger = logging.getLogger(__name__)
 
-_FAMILY_BOUNDARY = "-@:_"  # what may follow a family name in a dated/versioned model name
+# What may follow a family name in a versioned model name: `@…`/`:…`, or `-`/`_` then a digit (a date, a version)
+# or a release word. Not `-mini`: an override wins over the library, so `gpt-4o` must not capture `gpt-4o-mini`.
+_VERSION_SUFFIX = re.compile(r"[@:]|[-_](?:\d|v\d|latest|preview|exp|beta|alpha|rc)")
 _VENDOR_PREFIX = re.compile(r"^(?:[a-z]{2}(?:-[a-z]+)?\.)?(?:anthropic|meta|mistral|cohere|amazon|google)\.")
 _FIELDS = ("input", "output", "cached_input", "cache_write", "reasoning")
 
@@ -95,7 +97,8 @@ class PriceTable:
 
     # ----------------------------------------------------------------------------------------------- matching
     def family(self, model: str | None) -> str | None:
-        """The override a model resolves to: exact, provider prefix stripped, then longest family."""
+        """The override a model resolves to: exact, provider prefix stripped, then the longest family followed by
+        a version (``claude-sonnet-4-5-20250929`` → claude-sonnet-4-5, ``mistral-large-latest`` → mistral-large)."""
         if not model:
             return None
         name = model.strip().lower()
@@ -105,7 +108,7 @@ class PriceTable:
         name = _strip_provider(name)
         best = None
         for fam in self.rows:
-            if name.startswith(fam) and name[len(fam)] in _FAMILY_BOUNDARY and (best is None or len(fam) > len(best)):
+            if name.startswith(fam) and _VERSION_SUFFIX.match(name, len(fam)) and (best is None or len(fam) > len(best)):
                 best = fam
         return best
 
