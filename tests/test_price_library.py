@@ -38,9 +38,27 @@ def prices() -> PriceTable:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory):
-    # Draws reach back to 2023: a TTL long enough that no row is dropped on insert.
-    s = Store.open(StoreConfig(data_dir=str(tmp_path_factory.mktemp("prices") / "data"), ttl_days=3_650))  # (toDateTime ends in 2106)
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(tmp_path_factory.mktemp("prices") / "data")  # chDB: one data dir per process at a time
+
+
+def _open(data_dir: str, database: str) -> Store:
+    # Draws reach back to 2023: a TTL long enough that no row is dropped on insert (toDateTime ends in 2106).
+    return Store.open(StoreConfig(data_dir=data_dir, database=database, ttl_days=3_650))
+
+
+@pytest.fixture(scope="module")
+def store(data_dir: str):
+    """The 1,000 draws."""
+    s = _open(data_dir, "draws")
+    yield s
+    s.close()
+
+
+@pytest.fixture(scope="module")
+def small(data_dir: str):
+    """A few hand-picked calls, in a database of their own."""
+    s = _open(data_dir, "calls")
     yield s
     s.close()
 
@@ -94,15 +112,18 @@ def _draws(n: int, seed: int = 14) -> list[dict]:
         else:
             day = rng.choice(random_days)
         at_ns = int(day.timestamp()) * NS + rng.randrange(0, 86_400 * NS)
-        big = rng.random() < 0.35
-        inp = rng.randrange(0, 700_000) if big else rng.randrange(0, 20_000)
-        cached = rng.randrange(0, inp + 1) if rng.random() < 0.7 else 0
-        write = rng.randrange(0, inp - cached + 1) if rng.random() < 0.5 else 0
-        out_tokens = rng.randrange(0, 30_000)
-        reasoning = rng.randrange(0, out_tokens + 1) if rng.random() < 0.5 else 0
-        out.append(dict(k=k, provider=provider, pid=p.id, model=ref, at_ns=at_ns, input=inp, cached=cached,
-                        write=write, output=out_tokens, reasoning=reasoning))  # fmt: skip
+        out.append(dict(k=k, provider=provider, pid=p.id, model=ref, at_ns=at_ns, **_usage(rng)))
     return out
+
+
+def _usage(rng: random.Random) -> dict[str, int]:
+    """Token counts in our convention: input includes cache reads and writes, output includes reasoning."""
+    inp = rng.randrange(0, 700_000) if rng.random() < 0.35 else rng.randrange(0, 20_000)
+    cached = rng.randrange(0, inp + 1) if rng.random() < 0.7 else 0
+    write = rng.randrange(0, inp - cached + 1) if rng.random() < 0.5 else 0
+    out = rng.randrange(0, 30_000)
+    reasoning = rng.randrange(0, out + 1) if rng.random() < 0.5 else 0
+    return dict(input=inp, cached=cached, write=write, output=out, reasoning=reasoning)
 
 
 def _reference(d: dict) -> Decimal:
@@ -137,6 +158,29 @@ def test_costs_in_chdb_equal_calc_price_on_random_draws(store: Store, prices: Pr
     assert max(per_span) <= 1e-9
 
 
+def test_time_of_day_windows_per_call_fees_and_reasoning_prices_equal_calc_price(small: Store, prices: PriceTable) -> None:
+    """The rare shapes a random draw seldom hits, each at both sides of every DeepSeek window edge on three days."""
+    rng = random.Random(1414)
+    special = [c for c in _candidates() if c[2].id.startswith(("deepseek", "sonar", "perplexity/sonar"))]
+    assert {c[1].id for c in special} >= {"deepseek", "perplexity"}
+    edges = [(0, 0), (0, 30), (1, 0), (4, 0), (6, 0), (10, 0), (16, 30)]
+    draws = []
+    for provider, p, m, ref in special:
+        for day in (datetime(2025, 3, 1, tzinfo=UTC), datetime(2025, 10, 1, tzinfo=UTC), datetime(2026, 6, 1, tzinfo=UTC)):
+            for hour, minute in edges:
+                edge_ns = int((day + timedelta(hours=hour, minutes=minute)).timestamp()) * NS
+                for at_ns in (edge_ns, edge_ns - 1000):  # on the edge and a microsecond before
+                    draws.append(dict(k=len(draws), provider=provider, pid=p.id, model=ref, at_ns=at_ns, **_usage(rng)))
+    want = {f"special-{d['k']:04d}": _reference(d) for d in draws}
+    ClickHouseSender(small).send(spans_items([_span(300_000 + d["k"], d, f"special-{d['k']:04d}") for d in draws]))
+    got = {r["service"]: r["cost"] for r in q.costs(small, prices, by="service") if r["service"] in want}
+    assert set(got) == set(want)
+    assert max(abs(got[s] - float(want[s])) for s in want) <= 1e-9
+    # the windows did change prices: DeepSeek's rows in force differ across the edges
+    in_force = {(d["model"], prices.match(d["model"], d["at_ns"], d["provider"]).input) for d in draws if d["pid"] == "deepseek"}
+    assert len(in_force) > len({m for m, _ in in_force})
+
+
 def _one(store: Store, prices: PriceTable, trace: int, provider: str, model: str, at: datetime, **tokens: int) -> float:
     d = dict(provider=provider, model=model, at_ns=int(at.timestamp()) * NS, input=tokens.get("input", 0),
              cached=tokens.get("cached", 0), write=tokens.get("write", 0), output=tokens.get("output", 0),
@@ -149,12 +193,12 @@ def _one(store: Store, prices: PriceTable, trace: int, provider: str, model: str
     return row["cost"]
 
 
-def test_a_long_prompt_is_priced_at_its_tier(store: Store, prices: PriceTable) -> None:
+def test_a_long_prompt_is_priced_at_its_tier(small: Store, prices: PriceTable) -> None:
     at = datetime(2025, 11, 1, 12, tzinfo=UTC)
     # claude-sonnet-4-5: 3 / 0.30 / 3.75 / 15 USD per 1M, all tokens 6 / 0.60 / 7.50 / 22.50 past 200k input
-    short = _one(store, prices, 200_001, "anthropic", "claude-sonnet-4-5-20250929", at, input=200_000, cached=50_000,
+    short = _one(small, prices, 200_001, "anthropic", "claude-sonnet-4-5-20250929", at, input=200_000, cached=50_000,
                  write=10_000, output=1_000)  # fmt: skip
-    long = _one(store, prices, 200_002, "anthropic", "claude-sonnet-4-5-20250929", at, input=200_001, cached=50_000,
+    long = _one(small, prices, 200_002, "anthropic", "claude-sonnet-4-5-20250929", at, input=200_001, cached=50_000,
                 write=10_000, output=1_000)  # fmt: skip
     assert short == pytest.approx((140_000 * 3 + 50_000 * 0.30 + 10_000 * 3.75 + 1_000 * 15) / 1e6)
     assert long == pytest.approx((140_001 * 6 + 50_000 * 0.60 + 10_000 * 7.50 + 1_000 * 22.50) / 1e6)
@@ -165,12 +209,12 @@ def test_a_long_prompt_is_priced_at_its_tier(store: Store, prices: PriceTable) -
         assert cost == pytest.approx(float(ref.total_price), abs=1e-12)
 
 
-def test_o3_is_priced_as_it_was_on_each_side_of_2025_06_10(store: Store, prices: PriceTable) -> None:
+def test_o3_is_priced_as_it_was_on_each_side_of_2025_06_10(small: Store, prices: PriceTable) -> None:
     before = datetime(2025, 6, 9, 23, 59, 59, tzinfo=UTC)
     after = datetime(2025, 6, 10, tzinfo=UTC)
     tokens = dict(input=10_000, cached=4_000, output=2_000, reasoning=1_500)
-    old = _one(store, prices, 200_010, "openai", "o3", before, **tokens)
-    new = _one(store, prices, 200_011, "openai", "o3-2025-04-16", after, **tokens)
+    old = _one(small, prices, 200_010, "openai", "o3", before, **tokens)
+    new = _one(small, prices, 200_011, "openai", "o3-2025-04-16", after, **tokens)
     assert old == pytest.approx((6_000 * 10 + 4_000 * 0.5 + 2_000 * 40) / 1e6)  # 10 / 0.50 / 40 before the cut
     assert new == pytest.approx((6_000 * 2 + 4_000 * 0.5 + 2_000 * 8) / 1e6)  # 2 / 0.50 / 8 from 2025-06-10
     usage = Usage(input_tokens=10_000, cache_read_tokens=4_000, output_tokens=2_000, output_reasoning_tokens=1_500)
@@ -178,9 +222,9 @@ def test_o3_is_priced_as_it_was_on_each_side_of_2025_06_10(store: Store, prices:
         assert cost == pytest.approx(float(calc_price(usage, "o3", genai_request_timestamp=at).total_price))
 
 
-def test_an_override_wins_in_chdb(store: Store, prices: PriceTable, tmp_path: Path) -> None:
+def test_an_override_wins_in_chdb(small: Store, prices: PriceTable, tmp_path: Path) -> None:
     at = datetime(2025, 11, 2, 8, tzinfo=UTC)
-    library = _one(store, prices, 200_020, "openai", "gpt-4o-2024-08-06", at, input=1_000, cached=400, output=100)
+    library = _one(small, prices, 200_020, "openai", "gpt-4o-2024-08-06", at, input=1_000, cached=400, output=100)
     assert library == pytest.approx((600 * 2.5 + 400 * 1.25 + 100 * 10) / 1e6)
     path = tmp_path / "prices.yaml"
     path.write_text(
@@ -189,13 +233,13 @@ def test_an_override_wins_in_chdb(store: Store, prices: PriceTable, tmp_path: Pa
         "  self-hosted:\n    models:\n      my-llama: {input: 0, output: 0}\n"
     )
     table = PriceTable.load(path)
-    got = {r["service"]: r for r in q.costs(store, table, by="service")}
+    got = {r["service"]: r for r in q.costs(small, table, by="service")}
     assert got["one-200020"]["cost"] == pytest.approx((600 * 1.0 + 400 * 0.25 + 100 * 4.0) / 1e6)
-    _one(store, prices, 200_021, "vllm", "my-llama-2025-01", at, input=500, output=50)
-    checked = {r["model"]: r for r in q.prices_check(store, table)}
+    _one(small, prices, 200_021, "vllm", "my-llama-2025-01", at, input=500, output=50)
+    checked = {r["model"]: r for r in q.prices_check(small, table)}
     assert checked["my-llama-2025-01"]["source"] == "override" and checked["gpt-4o-2024-08-06"]["source"] == "override"
     assert checked["o3"]["source"] == "library"
-    assert {r["model"]: r["source"] for r in q.prices_check(store, prices)}["my-llama-2025-01"] == "unpriced"
+    assert {r["model"]: r["source"] for r in q.prices_check(small, prices)}["my-llama-2025-01"] == "unpriced"
 
 
 def test_every_demo_and_fixture_model_is_priced_by_the_library(prices: PriceTable) -> None:
