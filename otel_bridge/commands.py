@@ -102,7 +102,7 @@ def register(subparsers: Any) -> None:
     )
 
     prices = subparsers.add_parser("prices", help="price table tools").add_subparsers(dest="prices_cmd", required=True)
-    p = prices.add_parser("check", parents=[conn], help="each model seen and what priced it (override, library, unpriced)")
+    p = prices.add_parser("check", parents=[conn], help="each model seen and its source: override, library, unpriced")
     p.set_defaults(func=_with_store(lambda s, pr, a: queries.prices_check(s, pr), "/api/prices/check", lambda a: {}))
     price_commands.register(prices)
 

@@ -176,11 +176,10 @@ def flatten(provider_id: str, info: gp.ModelInfo) -> list[PriceRow]:
     """A model's prices as a complete (epoch × time-of-day slot × tier) grid, repeated cells merged."""
     conds = info.prices if isinstance(info.prices, list) else [gp.ConditionalPrice(prices=info.prices)]
     epochs = sorted({0} | {_midnight_ns(c.constraint.start_date) for c in conds if _is(c, gp.StartDateConstraint)})
-    slots = sorted(
-        {0}
-        | {_tod_ns(t) for c in conds if _is(c, gp.TimeOfDateConstraint) for t in (c.constraint.start_time, c.constraint.end_time)}
-    )  # fmt: skip
-    tiers = sorted({-1} | {t.start for c in conds for v in c.prices.__dict__.values() if isinstance(v, gp.TieredPrices) for t in v.tiers})  # fmt: skip
+    windows = [c.constraint for c in conds if _is(c, gp.TimeOfDateConstraint)]
+    slots = sorted({0} | {_tod_ns(w.start_time) for w in windows} | {_tod_ns(w.end_time) for w in windows})
+    tiered = [v for c in conds for v in c.prices.__dict__.values() if isinstance(v, gp.TieredPrices)]
+    tiers = sorted({-1} | {t.start for v in tiered for t in v.tiers})
     grid = {
         (e, d): [_kinds(info.get_prices(_instant(e + d)), t) for t in tiers] for e in epochs for d in slots
     }

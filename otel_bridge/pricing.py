@@ -108,7 +108,8 @@ class PriceTable:
         name = _strip_provider(name)
         best = None
         for fam in self.rows:
-            if name.startswith(fam) and _VERSION_SUFFIX.match(name, len(fam)) and (best is None or len(fam) > len(best)):
+            versioned = name.startswith(fam) and _VERSION_SUFFIX.match(name, len(fam))
+            if versioned and (best is None or len(fam) > len(best)):
                 best = fam
         return best
 

@@ -158,7 +158,7 @@ def test_costs_in_chdb_equal_calc_price_on_random_draws(store: Store, prices: Pr
     assert max(per_span) <= 1e-9
 
 
-def test_time_of_day_windows_per_call_fees_and_reasoning_prices_equal_calc_price(small: Store, prices: PriceTable) -> None:
+def test_time_of_day_windows_call_fees_and_reasoning_prices_equal_calc_price(small: Store, prices: PriceTable) -> None:
     """The rare shapes a random draw seldom hits, each at both sides of every DeepSeek window edge on three days."""
     rng = random.Random(1414)
     special = [c for c in _candidates() if c[2].id.startswith(("deepseek", "sonar", "perplexity/sonar"))]
@@ -166,18 +166,20 @@ def test_time_of_day_windows_per_call_fees_and_reasoning_prices_equal_calc_price
     edges = [(0, 0), (0, 30), (1, 0), (4, 0), (6, 0), (10, 0), (16, 30)]
     draws = []
     for provider, p, m, ref in special:
-        for day in (datetime(2025, 3, 1, tzinfo=UTC), datetime(2025, 10, 1, tzinfo=UTC), datetime(2026, 6, 1, tzinfo=UTC)):
+        for day in (datetime(y, mo, 1, tzinfo=UTC) for y, mo in ((2025, 3), (2025, 10), (2026, 6))):
             for hour, minute in edges:
                 edge_ns = int((day + timedelta(hours=hour, minutes=minute)).timestamp()) * NS
                 for at_ns in (edge_ns, edge_ns - 1000):  # on the edge and a microsecond before
-                    draws.append(dict(k=len(draws), provider=provider, pid=p.id, model=ref, at_ns=at_ns, **_usage(rng)))
+                    d = dict(k=len(draws), provider=provider, pid=p.id, model=ref, at_ns=at_ns, **_usage(rng))
+                    draws.append(d)
     want = {f"special-{d['k']:04d}": _reference(d) for d in draws}
     ClickHouseSender(small).send(spans_items([_span(300_000 + d["k"], d, f"special-{d['k']:04d}") for d in draws]))
     got = {r["service"]: r["cost"] for r in q.costs(small, prices, by="service") if r["service"] in want}
     assert set(got) == set(want)
     assert max(abs(got[s] - float(want[s])) for s in want) <= 1e-9
     # the windows did change prices: DeepSeek's rows in force differ across the edges
-    in_force = {(d["model"], prices.match(d["model"], d["at_ns"], d["provider"]).input) for d in draws if d["pid"] == "deepseek"}
+    deepseek = [d for d in draws if d["pid"] == "deepseek"]
+    in_force = {(d["model"], prices.match(d["model"], d["at_ns"], d["provider"]).input) for d in deepseek}
     assert len(in_force) > len({m for m, _ in in_force})
 
 
