@@ -1,12 +1,9 @@
 """Analytics over the ClickHouse tables: Observatory's run filters, cost and latency rollups, release diff.
 
-Cost is never stored. Each query first reads the distinct (provider, model) pairs it will see (cheap: both are
-LowCardinality), resolves them in Python to the rows of the *current* price table (``prices.yaml`` overrides, else
-genai-prices' match rules), and passes those rows as array parameters: one joined row per pair, holding that
-model's grid of (effective_from, time-of-day slot, input tier) rows. ``price_index`` picks the row in force for a
-span's start and total input tokens, ``cost_sql``/``span_cost`` price it — the one cost expression every query
-uses. Cost follows Observatory: only ``llm`` spans with a row in force cost anything (an unmatched pair joins as
-empty arrays, index 0, cost 0).
+Cost is never stored: every query prices at query time against the *current* price table (``prices.yaml``
+overrides, else genai-prices) through the one cost expression of ``analytics/cost.py``, so each span is priced
+with the row in force at its start for its prompt size. Cost follows Observatory: only ``llm`` spans with a row in
+force cost anything (an unmatched (provider, model) joins as empty arrays: index 0, cost 0).
 Every read uses ``FINAL`` so a re-sent span or run is counted once even before ClickHouse merges parts.
 """
 
@@ -14,10 +11,12 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from otel_bridge.analytics.cost import (
+    DAY_NS, SPAN_COST, bucket, cost_sql, price_index, price_join, price_parameters, span_cost, span_pairs,
+)  # fmt: skip
 from otel_bridge.analytics.store import Store
 from otel_bridge.pricing import PriceTable
 
@@ -50,81 +49,6 @@ _COST_KEYS = {
     "day": "toString(toDate(start))",
 }
 _LATENCY_KEYS = {"model": "model", "agent": "agent", "kind": "kind", "release": RELEASE}
-
-DAY_NS = 86_400 * 10**9
-# One row per (provider, model) seen, with that model's price rows as parallel arrays sorted by (effective_from,
-# time-of-day slot, tier) — see pricing/price_library. A LEFT JOIN on (provider, model); no row = unpriced.
-PRICE_PARAMS = ("pp", "pm", "pf", "pd", "pt", "pi", "pc", "pw", "po", "pr", "pq")
-PRICES_SQL = """(SELECT p.1 AS p_provider, p.2 AS p_model, p.3 AS p_from, p.4 AS p_tod, p.5 AS p_tier, p.6 AS p_in,
-        p.7 AS p_cached, p.8 AS p_write, p.9 AS p_out, p.10 AS p_reason, p.11 AS p_req
-    FROM (SELECT arrayJoin(arrayZip({pp:Array(String)}, {pm:Array(String)}, {pf:Array(Array(Int64))},
-          {pd:Array(Array(Int64))}, {pt:Array(Array(Int64))}, {pi:Array(Array(Float64))}, {pc:Array(Array(Float64))},
-          {pw:Array(Array(Float64))}, {po:Array(Array(Float64))}, {pr:Array(Array(Float64))},
-          {pq:Array(Array(Float64))})) AS p))"""
-
-
-def price_join(alias: str = "s", provider: str = "provider", model: str = "model") -> str:
-    """``LEFT JOIN`` of the price rows onto ``alias`` (which has provider and model columns)."""
-    return f"LEFT JOIN {PRICES_SQL} AS pr ON {alias}.{provider} = pr.p_provider AND {alias}.{model} = pr.p_model"
-
-
-def price_index(start_ns: str, tod_ns: str, input_tokens: str) -> str:
-    """1-based index of the row in force (0 = unpriced): the last whose date, time of day and tier apply."""
-    return (
-        f"arrayLastIndex((f, d, t) -> f <= {start_ns} AND d <= {tod_ns} AND t < {input_tokens}, "
-        "p_from, p_tod, p_tier)"
-    )
-
-
-def cost_sql(
-    idx: str, uncached: str, cached: str, write: str, plain_out: str, reasoning: str, calls: str = "1", when: str = "1"
-) -> str:
-    """USD of token counts split into disjoint parts (input ⊇ cache read + write, output ⊇ reasoning, so every
-    token is charged exactly once) at price row ``idx``, plus the per-call fee; 0 when unpriced or not ``when``."""
-    return f"""if(({when}) AND {idx} > 0,
-    ({uncached} * p_in[{idx}] + {cached} * p_cached[{idx}] + {write} * p_write[{idx}]
-     + {plain_out} * p_out[{idx}] + {reasoning} * p_reason[{idx}]) / 1e6 + {calls} * p_req[{idx}], 0)"""
-
-
-def span_cost(
-    when: str = "kind = 'llm'", start_ns: str = "start_ns", i: str = "input_tokens", c: str = "cached_input_tokens",
-    w: str = "cache_write_tokens", o: str = "output_tokens", r: str = "reasoning_tokens", calls: str = "1",
-    tier_input: str | None = None,
-) -> str:  # fmt: skip
-    """The cost of one span (or one model's usage) from its inclusive token columns, priced at its start and
-    tiered on its total input (or ``tier_input``); needs ``price_join`` in the FROM clause. Reuse it for any cost
-    over spans."""
-    idx = price_index(start_ns, f"{start_ns} % {DAY_NS}", tier_input or f"toInt64({i})")
-    uncached = f"greatest(toInt64({i}) - toInt64({c}) - toInt64({w}), 0)"
-    plain_out = f"greatest(toInt64({o}) - toInt64({r}), 0)"
-    return cost_sql(idx, uncached, c, w, plain_out, r, calls, when)
-
-
-SPAN_COST = span_cost()
-
-
-def price_parameters(prices: PriceTable, pairs: Iterable[tuple[str, str]]) -> dict[str, list]:
-    """The price rows for the (provider, model) pairs seen, as the array parameters of ``PRICES_SQL``."""
-    cols: dict[str, list] = {k: [] for k in PRICE_PARAMS}
-    for provider, model, rows in prices.rows_for((p, m) for p, m in pairs if m):
-        for key, value in zip(PRICE_PARAMS, (provider, model), strict=False):
-            cols[key].append(value)
-        for key, attr in zip(PRICE_PARAMS[2:], _ROW_ATTRS, strict=True):
-            cols[key].append([getattr(row, attr) for row in rows])
-    return cols
-
-
-_ROW_ATTRS = (
-    "effective_from_ns", "tod_from_ns", "tier_from", "input", "cached_input", "cache_write", "output", "reasoning",
-    "request",
-)  # fmt: skip
-
-
-def span_pairs(store: Store) -> list[tuple[str, str]]:
-    """Distinct (provider, model) of stored spans (cheap: both are LowCardinality)."""
-    sql = f"SELECT DISTINCT provider, model FROM {store.table('spans')} WHERE model != ''"
-    return [(r[0], r[1]) for r in store.client.query(sql).result_rows]
-
 
 def to_ns(value: str | datetime | int | None) -> int | None:
     """An ISO timestamp (``Z`` or offset; naive = UTC), datetime or ns → ns since epoch."""
@@ -226,9 +150,9 @@ def costs(
     _window(where, params, from_, to)
     params |= price_parameters(prices, span_pairs(store))
     ns = "toUnixTimestamp64Nano(start)"
-    epoch = _bucket(ns, ">=", {f for fs in params["pf"] for f in fs if f > 0}, 0)
-    tod = _bucket(f"{ns} % {DAY_NS}", ">=", {d for ds in params["pd"] for d in ds if d > 0}, 0)
-    tier = _bucket("toInt64(input_tokens)", ">", {t for ts in params["pt"] for t in ts if t >= 0}, -1)
+    epoch = bucket(ns, ">=", {f for fs in params["pf"] for f in fs if f > 0}, 0)
+    tod = bucket(f"{ns} % {DAY_NS}", ">=", {d for ds in params["pd"] for d in ds if d > 0}, 0)
+    tier = bucket("toInt64(input_tokens)", ">", {t for ts in params["pt"] for t in ts if t >= 0}, -1)
     # Aggregate before pricing: within one (date epoch, time-of-day slot, input tier) of the boundaries of *all*
     # rows every model has one price, so spans are summed per (key, provider, model, bucket) and only those few
     # groups are joined with the price rows. A bucket is named by its lower boundary; the tier bucket `t` holds
@@ -259,14 +183,6 @@ def costs(
     GROUP BY key ORDER BY cost DESC, key
     {SETTINGS}"""
     return store.query(sql, params)
-
-
-def _bucket(value: str, op: str, bounds: set[int], default: int) -> str:
-    """The largest boundary ``b`` with ``value op b`` (``default`` when none): which bucket a span falls in."""
-    if not bounds:
-        return f"toInt64({default})"
-    arms = ", ".join(f"{value} {op} {b}, toInt64({b})" for b in sorted(bounds, reverse=True))
-    return f"multiIf({arms}, toInt64({default}))"
 
 
 def latency(
