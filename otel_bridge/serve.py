@@ -114,6 +114,9 @@ class Service:
         if settings.grpc_endpoint:
             check_bind(settings.grpc_endpoint, settings.bearer_token, key="receivers.otlp.protocols.grpc.endpoint",
                        tls=settings.grpc_tls, allow_plaintext_token=plaintext_ok)
+        for block, key in ((settings.http_tls, "http"), (settings.grpc_tls if settings.grpc_endpoint else None, "grpc")):
+            if tls.enabled(block):  # a bad certificate refuses to start before the store is opened
+                tls.server_context(block, f"receivers.otlp.protocols.{key}.tls")
         store = Store.open(store_config(cfg))
         service = cls(cfg, store, pipeline_from_config(cfg, store), settings, ReceiverStats())
         spool_cfg = cfg.receivers.otlp.spool

@@ -101,8 +101,8 @@ def _start(tmp: Path, pki: Pki, config: str, env: dict[str, str] | None = None) 
     return bridge
 
 
-def _send(transport: str, endpoint: str, *, ca: str | None = None, client: tuple[str, str] | None = None,
-          token: str | None = None, runs: int = 1, timeout: float = 10) -> int:
+def _sender(transport: str, endpoint: str, *, ca: str | None = None, client: tuple[str, str] | None = None,
+            token: str | None = None, runs: int = 1, timeout: float = 10) -> subprocess.Popen:
     """The SDK's OTLP exporter in a subprocess (tests/apps/send_otlp.py); its exit code says if the export succeeded."""
     cmd = [sys.executable, str(APPS / "send_otlp.py"), transport, endpoint, "--runs", str(runs), "--timeout", str(timeout), "--no-logs"]
     cmd += ["--ca-file", ca] if ca else []
@@ -110,9 +110,21 @@ def _send(transport: str, endpoint: str, *, ca: str | None = None, client: tuple
     cmd += ["--token", token] if token else []
     # requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override a session's verify (the SDK's certificate_file)
     env = {k: v for k, v in os.environ.items() if k not in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")}
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=90, env=env)
-    print(f"$ send_otlp {transport} -> {done.returncode}\n{done.stdout}{done.stderr[-3000:]}")  # shown when a test fails
-    return done.returncode
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+
+def _codes(*senders: subprocess.Popen) -> list[int]:
+    """Exit codes of senders that ran side by side (the refused ones mostly wait out their retries)."""
+    codes = []
+    for p in senders:
+        out, _ = p.communicate(timeout=90)
+        print(f"$ {' '.join(p.args[2:4])} -> {p.returncode}\n{out[-3000:]}")  # shown when a test fails
+        codes.append(p.returncode)
+    return codes
+
+
+def _send(transport: str, endpoint: str, **kwargs) -> int:  # noqa: ANN003
+    return _codes(_sender(transport, endpoint, **kwargs))[0]
 
 
 def _spans(runs: int) -> int:
@@ -147,10 +159,12 @@ def test_tls_with_token_on_both_listeners(tmp_path: Path, pki: Pki) -> None:
         assert _send("grpc", bridge.grpc, ca=ca, token=TOKEN, runs=2) == 0
         assert _send("http", bridge.http, ca=ca, token=TOKEN, runs=1) == 0
         # refused: plaintext, and a certificate from a CA the client does not trust
-        assert _send("grpc", bridge.grpc, token=TOKEN, timeout=3) == 1
-        assert _send("http", bridge.http, token=TOKEN, timeout=3) == 1
-        assert _send("grpc", bridge.grpc, ca=other, token=TOKEN, timeout=3) == 1
-        assert _send("http", bridge.http, ca=other, token=TOKEN, timeout=3) == 1
+        assert _codes(
+            _sender("grpc", bridge.grpc, token=TOKEN, timeout=3),
+            _sender("http", bridge.http, token=TOKEN, timeout=3),
+            _sender("grpc", bridge.grpc, ca=other, token=TOKEN, timeout=3),
+            _sender("http", bridge.http, ca=other, token=TOKEN, timeout=3),
+        ) == [1, 1, 1, 1]
         # the API on the same listener: httpx verifies against the CA; plaintext and the wrong CA fail
         auth = {"authorization": f"Bearer {TOKEN}"}
         with httpx.Client(base_url=f"https://{bridge.http}", verify=ssl.create_default_context(cafile=ca), headers=auth) as c:
@@ -186,11 +200,14 @@ def test_mutual_tls_without_token_and_certificate_reload(tmp_path: Path, pki: Pk
     ca, client = pki.path("ca.pem"), (pki.path("client.pem"), pki.path("client.key"))
     stranger = (pki.path("stranger.pem"), pki.path("stranger.key"))
     try:
-        assert _send("grpc", bridge.grpc, ca=ca, client=client) == 0
-        assert _send("http", bridge.http, ca=ca, client=client) == 0
-        assert _send("grpc", bridge.grpc, ca=ca, timeout=3) == 1  # no client certificate
-        assert _send("http", bridge.http, ca=ca, timeout=3) == 1
-        assert _send("grpc", bridge.grpc, ca=ca, client=stranger, timeout=3) == 1  # a certificate from another CA
+        assert _codes(
+            _sender("grpc", bridge.grpc, ca=ca, client=client),
+            _sender("http", bridge.http, ca=ca, client=client),
+            _sender("grpc", bridge.grpc, ca=ca, timeout=3),  # no client certificate
+            _sender("http", bridge.http, ca=ca, timeout=3),
+            _sender("grpc", bridge.grpc, ca=ca, client=stranger, timeout=3),  # a client certificate from another CA
+            _sender("http", bridge.http, ca=ca, client=stranger, timeout=3),
+        ) == [0, 0, 1, 1, 1, 1]
         with_cert = ssl.create_default_context(cafile=ca)
         with_cert.load_cert_chain(*client)
         assert httpx.get(f"https://{bridge.http}/api/costs", verify=with_cert, timeout=5).status_code == 200
@@ -205,9 +222,12 @@ def test_mutual_tls_without_token_and_certificate_reload(tmp_path: Path, pki: Pk
         assert new != old
         assert wait_until(lambda: _served_der(bridge.http, pki) == new, timeout=30, interval=0.1)
         assert wait_until(lambda: _served_der(bridge.grpc, pki, ["h2"]) == new, timeout=30, interval=0.1)
-        assert _send("grpc", bridge.grpc, ca=pki.path("renewed-ca.pem"), client=client) == 0
-        assert _send("http", bridge.http, ca=pki.path("renewed-ca.pem"), client=client) == 0
-        assert _send("grpc", bridge.grpc, ca=ca, client=client, timeout=3) == 1  # the old CA no longer matches
+        renewed = pki.path("renewed-ca.pem")
+        assert _codes(
+            _sender("grpc", bridge.grpc, ca=renewed, client=client),
+            _sender("http", bridge.http, ca=renewed, client=client),
+            _sender("grpc", bridge.grpc, ca=ca, client=client, timeout=3),  # the old CA no longer matches
+        ) == [0, 0, 1]
         assert bridge.proc.poll() is None
     finally:
         log = bridge.stop()
