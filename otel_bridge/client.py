@@ -75,7 +75,7 @@ class ServerClient:
         except httpx.ConnectError as exc:
             if "SSL" in str(exc) or "certificate" in str(exc).lower():
                 client.close()
-                raise ValueError(f"{info['url']}: tls: {exc} (pass --ca-file, or --config with the http listener's tls.ca_file)") from None
+                raise ValueError(f"{info['url']}: tls: {exc} (pass --ca-file, or --config with the server's config file)") from None
         except httpx.HTTPError:
             pass
         client.close()

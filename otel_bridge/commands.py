@@ -39,7 +39,7 @@ def _connection_parent() -> argparse.ArgumentParser:
     g.add_argument("--password-env", default=PASSWORD_ENV, help=f"env var holding the password ({PASSWORD_ENV})")
     g.add_argument("--database", default="otel_bridge")
     g.add_argument("--secure", action="store_true", help="HTTPS to the server")
-    g.add_argument("--config", help="bridge YAML: its data_dir, and its http listener's tls.ca_file to verify the running server")
+    g.add_argument("--config", help="bridge YAML: its data_dir, and its http listener's tls.cert_file to verify the running server")
     g.add_argument("--ca-file", help="CA that signed the server's certificate (https `otel-bridge serve`, or ClickHouse with --secure)")
     g.add_argument("--cert-file", help="client certificate, for a server that requires mutual TLS")
     g.add_argument("--key-file", help="the client certificate's private key")
@@ -135,7 +135,8 @@ def _runs_params(a: argparse.Namespace) -> dict[str, Any]:
 
 
 def _tls_from_config(a: argparse.Namespace) -> None:
-    """``--config``: fill what the flags left unset from the file (the data dir, the listener's ca_file)."""
+    """``--config``: fill what the flags left unset from the file: the data dir, and the http listener's own
+    certificate as the one to trust (the CLI runs where ``serve`` runs: it finds it through the data dir)."""
     if not getattr(a, "config", None):
         return
     from otel_bridge.config import load_config
@@ -143,7 +144,7 @@ def _tls_from_config(a: argparse.Namespace) -> None:
     cfg = load_config(a.config)
     a.data_dir = a.data_dir or cfg.exporters.clickhouse.data_dir
     listener = cfg.receivers.otlp.protocols.http.tls
-    a.ca_file = a.ca_file or (listener.ca_file if listener else None)
+    a.ca_file = a.ca_file or (listener.cert_file if listener else None)
 
 
 def _client_tls(a: argparse.Namespace) -> ClientTLS:

@@ -117,7 +117,6 @@ class ServerTLS(_Model):
     cert_file: str = ""
     key_file: str = ""
     client_ca_file: str = ""  # mutual tls: clients must present a certificate this ca signed
-    ca_file: str = ""  # not used by the listener: the ca that signed cert_file, for `otel-bridge` cli commands
     min_version: TlsVersion = "1.2"
     reload_interval: Duration = 0.0  # 0: never; else a renewed certificate is used by new connections
 

@@ -237,6 +237,7 @@ def client_context(tls: ClientTLSSettings | None, key: str) -> ssl.SSLContext | 
     elif tls.ca_file:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies and checks the host name by default
         _load_ca(ctx, tls.ca_file, f"{key}.ca_file")
+        ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # an intermediate or the server's own certificate may be the anchor
     else:
         import certifi  # httpx's own default roots, so adding a client certificate changes nothing else
 

@@ -73,8 +73,8 @@ def test_full() -> None:
     assert otlp.auth.bearer_token_value == "s3cret-token" and otlp.auth.insecure_allow_plaintext_token
     grpc_tls, http_tls = otlp.protocols.grpc.tls, otlp.protocols.http.tls
     assert (grpc_tls.client_ca_file, grpc_tls.reload_interval, grpc_tls.min_version) == ("/etc/otel-bridge/tls/clients-ca.pem", 3600.0, "1.2")
-    assert (http_tls.cert_file, http_tls.key_file, http_tls.ca_file, http_tls.min_version) == (
-        "/etc/otel-bridge/tls/server.pem", "/etc/otel-bridge/tls/server.key", "/etc/otel-bridge/tls/ca.pem", "1.3")
+    assert (http_tls.cert_file, http_tls.key_file, http_tls.client_ca_file, http_tls.min_version) == (
+        "/etc/otel-bridge/tls/server.pem", "/etc/otel-bridge/tls/server.key", "", "1.3")
     assert cfg.exporters.observatory.tls.cert_file == "/etc/otel-bridge/tls/client.pem"
     assert cfg.exporters.flightdeck.tls.insecure_skip_verify
     runs = cfg.processors.runs
@@ -238,7 +238,7 @@ def test_mutual_tls_makes_the_token_optional() -> None:
 def test_tls_defaults() -> None:
     cfg = parse_config("receivers: {otlp: {protocols: {http: {tls: {cert_file: s.pem, key_file: s.key}}}}}")
     tls = cfg.receivers.otlp.protocols.http.tls
-    assert (tls.min_version, tls.reload_interval, tls.client_ca_file, tls.ca_file) == ("1.2", 0.0, "", "")
+    assert (tls.min_version, tls.reload_interval, tls.client_ca_file) == ("1.2", 0.0, "")
     assert cfg.receivers.otlp.protocols.grpc.tls is None  # plaintext unless configured
     for ex in (cfg.exporters.clickhouse, cfg.exporters.observatory, cfg.exporters.flightdeck):
         assert (ex.tls.ca_file, ex.tls.cert_file, ex.tls.key_file, ex.tls.insecure_skip_verify) == ("", "", "", False)

@@ -66,7 +66,7 @@ def pki(tmp_path: Path) -> Pki:
 
 def _config(pki: Pki, *, mutual: bool, reload: str = "0s") -> str:
     extra = f', client_ca_file: "{pki.path("ca.pem")}"' if mutual else ""
-    tls = (f'{{cert_file: "{pki.path("server.pem")}", key_file: "{pki.path("server.key")}", ca_file: "{pki.path("ca.pem")}",'
+    tls = (f'{{cert_file: "{pki.path("server.pem")}", key_file: "{pki.path("server.key")}",'
            f" reload_interval: {reload}{extra}}}")
     return f"""
 receivers:
@@ -174,7 +174,7 @@ def test_tls_with_token_on_both_listeners(tmp_path: Path, pki: Pki) -> None:
             httpx.get(f"http://{bridge.http}/healthz", headers=auth, timeout=5)
         with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
             httpx.get(f"https://{bridge.http}/healthz", verify=ssl.create_default_context(cafile=other), timeout=5)
-        # CLI commands that ask the running server: --ca-file, or the config file's listener ca_file
+        # CLI commands that ask the running server: --ca-file, or --config (the listener's own certificate is trusted)
         env = {"OTEL_BRIDGE_TOKEN": TOKEN, "OTEL_BRIDGE_DATA_DIR": str(bridge.data_dir),
                "OTEL_BRIDGE_HTTP_ENDPOINT": bridge.http, "OTEL_BRIDGE_GRPC_ENDPOINT": bridge.grpc}  # what the config reads
         data = ["--data-dir", str(bridge.data_dir)]
