@@ -108,3 +108,22 @@ def tls_block(**kwargs: object):  # noqa: ANN201
     from otel_bridge.config import ClientTLS
 
     return ClientTLS(**kwargs)
+
+
+def test_readme_collector_section_configs() -> None:
+    """The README's side-by-side configs: otel-bridge's validates, the Collector's uses configtls names."""
+    import re
+
+    import yaml
+
+    from otel_bridge.config import parse_config
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    section = readme.split("## Behind a Collector on another host", 1)[1].split("\n## ", 1)[0]
+    collector, bridge = re.findall(r"```yaml\n(.*?)```", section, re.S)
+    exporter = yaml.safe_load(collector)["exporters"]["otlp/bridge"]
+    assert set(exporter["tls"]) <= {"ca_file", "cert_file", "key_file", "insecure", "insecure_skip_verify", "min_version", "reload_interval"}
+    assert exporter["headers"]["authorization"].startswith("Bearer ")
+    cfg = parse_config(bridge, environ={"OTEL_BRIDGE_TOKEN": "t"})
+    grpc = cfg.receivers.otlp.protocols.grpc
+    assert grpc.endpoint == "0.0.0.0:4317" and grpc.tls.reload_interval == 3600.0 and cfg.receivers.otlp.auth.bearer_token_value == "t"
