@@ -24,7 +24,7 @@ from otel_bridge.analytics.store import Store
 from otel_bridge.config import BridgeConfig
 from otel_bridge.pipeline import Pipeline, pipeline_from_config, store_config
 from otel_bridge.pricing import PriceTable
-from otel_bridge.receivers.otlp import ReceiverSettings, ReceiverStats, check_bind, decode
+from otel_bridge.receivers.otlp import ReceiverSettings, ReceiverStats, check_listeners, decode
 from otel_bridge.receivers.spool import Spool
 from otel_bridge.receivers.otlp_grpc import start_grpc_receiver
 from otel_bridge.receivers.otlp_http import otlp_router
@@ -107,16 +107,8 @@ class Service:
     @classmethod
     def build(cls, cfg: BridgeConfig) -> Service:
         settings = receiver_settings(cfg)
-        # Refuse a non-loopback bind without a token before touching anything (FlightDeck's trust boundary).
-        plaintext_ok = settings.allow_plaintext_token
-        check_bind(settings.http_endpoint, settings.bearer_token, key="receivers.otlp.protocols.http.endpoint",
-                   tls=settings.http_tls, allow_plaintext_token=plaintext_ok)
-        if settings.grpc_endpoint:
-            check_bind(settings.grpc_endpoint, settings.bearer_token, key="receivers.otlp.protocols.grpc.endpoint",
-                       tls=settings.grpc_tls, allow_plaintext_token=plaintext_ok)
-        for block, key in ((settings.http_tls, "http"), (settings.grpc_tls if settings.grpc_endpoint else None, "grpc")):
-            if tls.enabled(block):  # a bad certificate refuses to start before the store is opened
-                tls.server_context(block, f"receivers.otlp.protocols.{key}.tls")
+        # Refuse a non-loopback bind without a token, a token in clear, or a bad certificate before touching anything.
+        check_listeners(settings)
         store = Store.open(store_config(cfg))
         service = cls(cfg, store, pipeline_from_config(cfg, store), settings, ReceiverStats())
         spool_cfg = cfg.receivers.otlp.spool

@@ -127,3 +127,16 @@ def test_readme_collector_section_configs() -> None:
     cfg = parse_config(bridge, environ={"OTEL_BRIDGE_TOKEN": "t"})
     grpc = cfg.receivers.otlp.protocols.grpc
     assert grpc.endpoint == "0.0.0.0:4317" and grpc.tls.reload_interval == 3600.0 and cfg.receivers.otlp.auth.bearer_token_value == "t"
+
+
+def test_check_listeners_names_the_listener(files: dict[str, str]) -> None:
+    from otel_bridge.receivers.otlp import ReceiverSettings, check_listeners
+
+    good = ServerTLS(cert_file=files["a.pem"], key_file=files["a.key"])
+    bad = ServerTLS(cert_file=files["a.pem"], key_file=files["b.key"])
+    check_listeners(ReceiverSettings(grpc_tls=good, http_tls=good))
+    with pytest.raises(ValueError, match=r"^receivers.otlp.protocols.grpc.tls.key_file: .* does not match"):
+        check_listeners(ReceiverSettings(grpc_tls=bad, http_tls=good))
+    check_listeners(ReceiverSettings(grpc_endpoint="", grpc_tls=bad, http_tls=good))  # grpc off: its block is not used
+    with pytest.raises(ValueError, match=r"^receivers.otlp.protocols.grpc.endpoint: binding '0.0.0.0:4317' .* in clear"):
+        check_listeners(ReceiverSettings(grpc_endpoint="0.0.0.0:4317", bearer_token="t", http_tls=good))

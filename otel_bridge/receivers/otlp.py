@@ -124,6 +124,20 @@ def check_bind(endpoint: str, token: str | None, *, key: str = "endpoint", tls: 
                     "(receivers.otlp.auth.insecure_allow_plaintext_token is true)", key, endpoint)
 
 
+def check_listeners(settings: ReceiverSettings) -> None:
+    """``serve``'s start-up check of both listeners: the bind rules, then each tls block's files (so a bad
+    certificate is refused, naming its key, before anything is opened or bound)."""
+    listeners = [("http", settings.http_endpoint, settings.http_tls)]
+    if settings.grpc_endpoint:
+        listeners.append(("grpc", settings.grpc_endpoint, settings.grpc_tls))
+    for name, endpoint, tls in listeners:
+        check_bind(endpoint, settings.bearer_token, key=f"receivers.otlp.protocols.{name}.endpoint", tls=tls,
+                   allow_plaintext_token=settings.allow_plaintext_token)
+    for name, _, tls in listeners:
+        if tlsmod.enabled(tls):
+            tlsmod.server_context(tls, f"receivers.otlp.protocols.{name}.tls")
+
+
 def authorized(header_value: str | None, token: str | None) -> bool:
     """``Authorization: Bearer <token>`` compared in constant time; everything passes when no token is set."""
     if not token:
