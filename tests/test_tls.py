@@ -3,6 +3,7 @@ and httpx; certificates come from test CAs made here with trustme (nothing is co
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import ssl
@@ -180,7 +181,7 @@ def test_tls_with_token_on_both_listeners(tmp_path: Path, pki: Pki) -> None:
         data = ["--data-dir", str(bridge.data_dir)]
         with_flag = _cli("runs", *data, "--ca-file", ca, "--json", "--limit", "1000", env=env)
         assert with_flag.returncode == 0, with_flag.stderr
-        assert len(__import__("json").loads(with_flag.stdout)) == _spans(2) + _spans(1)
+        assert len(json.loads(with_flag.stdout)) == _spans(2) + _spans(1)
         with_config = _cli("costs", "--config", str(tmp_path / "bridge.yaml"), "--json", env=env)
         assert with_config.returncode == 0, with_config.stderr
         unverified = _cli("costs", *data, "--json", env=env)
