@@ -46,7 +46,11 @@ def _serve(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from otel_bridge.demo import run_demo
 
-    return run_demo(args.config, args.data_dir, args.runs)
+    try:
+        return run_demo(args.config, args.data_dir, args.runs)
+    except ValueError as exc:  # e.g. an https server the demo's plaintext tour cannot verify
+        print(f"otel-bridge demo: {exc}", file=sys.stderr)
+        return 2
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,6 +8,7 @@ opening the store (which a second process cannot do).
 from __future__ import annotations
 
 import os
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -52,24 +53,29 @@ def _alive(pid: int) -> bool:
 class ServerClient:
     """The analytics API of a running server."""
 
-    def __init__(self, url: str, token: str | None = None, timeout: float = 30.0) -> None:
+    def __init__(self, url: str, token: str | None = None, timeout: float = 30.0, verify: ssl.SSLContext | bool = True) -> None:
         headers = {"authorization": f"Bearer {token}"} if token else {}
         self.url = url
-        self._http = httpx.Client(base_url=url, headers=headers, timeout=timeout)
+        self._http = httpx.Client(base_url=url, headers=headers, timeout=timeout, verify=verify)
 
     @classmethod
-    def find(cls, data_dir: str | os.PathLike[str] | None) -> ServerClient | None:
-        """The server serving this data dir, if one runs and answers."""
+    def find(cls, data_dir: str | os.PathLike[str] | None, verify: ssl.SSLContext | bool = True) -> ServerClient | None:
+        """The server serving this data dir, if one runs and answers; ``verify`` checks an https listener
+        (``otel_bridge.tls.client_context``). A certificate the client cannot verify is an error, not "no server"."""
         try:
             info = orjson.loads(server_file(data_dir).read_bytes())
         except (OSError, ValueError):
             return None
         if not _alive(int(info.get("pid", 0))):
             return None
-        client = cls(info["url"], os.environ.get(TOKEN_ENV) or None)
+        client = cls(info["url"], os.environ.get(TOKEN_ENV) or None, verify=verify)
         try:
             if client._http.get("/healthz", timeout=2).status_code == 200:
                 return client
+        except httpx.ConnectError as exc:
+            if "SSL" in str(exc) or "certificate" in str(exc).lower():
+                client.close()
+                raise ValueError(f"{info['url']}: tls: {exc} (pass --ca-file, or --config with the server's config file)") from None
         except httpx.HTTPError:
             pass
         client.close()

@@ -22,8 +22,10 @@ from otel_bridge.analytics.schema import render_ddl
 from otel_bridge.analytics.store import DEFAULT_DATA_DIR, Store, StoreConfig, StoreError
 from otel_bridge.client import ServerClient
 from otel_bridge import price_commands
+from otel_bridge.config import ClientTLS
 from otel_bridge.price_library import snapshot_path
 from otel_bridge.pricing import PriceError, PriceTable
+from otel_bridge.tls import clickhouse_options, client_context
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +42,10 @@ def _connection_parent() -> argparse.ArgumentParser:
     g.add_argument("--password-env", default=PASSWORD_ENV, help=f"env var holding the password ({PASSWORD_ENV})")
     g.add_argument("--database", default="otel_bridge")
     g.add_argument("--secure", action="store_true", help="HTTPS to the server")
+    g.add_argument("--config", help="bridge YAML: its data_dir, and its http listener's tls.cert_file to verify the running server")
+    g.add_argument("--ca-file", help="CA that signed the server's certificate (https `otel-bridge serve`, or ClickHouse with --secure)")
+    g.add_argument("--cert-file", help="client certificate, for a server that requires mutual TLS")
+    g.add_argument("--key-file", help="the client certificate's private key")
     g.add_argument("--prices", help="prices.yaml (default: the packaged table)")
     g.add_argument("--json", action="store_true", help="print a JSON array instead of a table")
     return p
@@ -132,15 +138,35 @@ def _runs_params(a: argparse.Namespace) -> dict[str, Any]:
     return {**_run_filters(a), "limit": a.limit, "offset": a.offset, "order": a.order}
 
 
+def _tls_from_config(a: argparse.Namespace) -> None:
+    """``--config``: fill what the flags left unset from the file: the data dir, and the http listener's own
+    certificate as the one to trust (the CLI runs where ``serve`` runs: it finds it through the data dir)."""
+    if not getattr(a, "config", None):
+        return
+    from otel_bridge.config import load_config
+
+    cfg = load_config(a.config)
+    a.data_dir = a.data_dir or cfg.exporters.clickhouse.data_dir
+    listener = cfg.receivers.otlp.protocols.http.tls
+    a.ca_file = a.ca_file or (listener.cert_file if listener else None)
+
+
+def _client_tls(a: argparse.Namespace) -> ClientTLS:
+    return ClientTLS(ca_file=a.ca_file or "", cert_file=a.cert_file or "", key_file=a.key_file or "")
+
+
 def store_config(a: argparse.Namespace) -> StoreConfig:
+    password = os.environ.get(a.password_env, "")
+    tls = clickhouse_options(_client_tls(a), "tls", password=bool(password)) if a.secure and a.host else {}
     return StoreConfig(
         data_dir=a.data_dir,
         host=a.host,
         port=a.port,
         username=a.username,
-        password=os.environ.get(a.password_env, ""),
+        password=password,
         database=a.database,
         secure=a.secure,
+        tls=tls,
     )
 
 
@@ -153,8 +179,10 @@ def _with_store(
     open the store and price table and run the query here. Errors are one line on stderr, exit code 2."""
 
     def run(a: argparse.Namespace) -> int:
-        server = ServerClient.find(a.data_dir) if a.host is None and a.prices is None else None
         try:
+            _tls_from_config(a)
+            verify = client_context(_client_tls(a), "tls")
+            server = ServerClient.find(a.data_dir, verify=verify) if a.host is None and a.prices is None else None
             if server is not None:
                 logger.debug("asking the running server at %s", server.url)
                 try:

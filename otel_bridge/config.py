@@ -99,9 +99,58 @@ class _Model(BaseModel):
         return []
 
 
+TlsVersion = Annotated[str, _matching(r"1\.[23]", 'one of "1.2", "1.3"')]
+
+
+def _pairs(tls: Any) -> list[tuple[str, str]]:
+    """cert_file and key_file come together."""
+    if tls.cert_file and not tls.key_file:
+        return [("key_file", "required with cert_file")]
+    if tls.key_file and not tls.cert_file:
+        return [("cert_file", "required with key_file")]
+    return []
+
+
+class ServerTLS(_Model):
+    """A listener's TLS, with the OpenTelemetry Collector's names (configtls.ServerConfig); see ``otel_bridge.tls``."""
+
+    cert_file: str = ""
+    key_file: str = ""
+    client_ca_file: str = ""  # mutual tls: clients must present a certificate this ca signed
+    min_version: TlsVersion = "1.2"
+    reload_interval: Duration = 0.0  # 0: never; else a renewed certificate is used by new connections
+
+    def _problems(self) -> list[tuple[str, str]]:
+        if not self.cert_file and not self.key_file:
+            return [("cert_file", "required in a tls block (the listener's pem certificate)")]
+        problems = _pairs(self)
+        return problems
+
+
+class ClientTLS(_Model):
+    """An exporter's TLS (configtls.ClientConfig names); the server's certificate is verified by default."""
+
+    ca_file: str = ""  # replaces the default roots
+    cert_file: str = ""  # client certificate, for servers that require mutual tls
+    key_file: str = ""
+    insecure_skip_verify: bool = False  # logs a warning at start
+
+    def _problems(self) -> list[tuple[str, str]]:
+        problems = _pairs(self)
+        if self.insecure_skip_verify and self.ca_file:
+            problems.append(("insecure_skip_verify", "cannot be combined with ca_file (nothing would be verified)"))
+        return problems
+
+
 class GrpcProtocol(_Model):
     endpoint: Endpoint = "127.0.0.1:4317"
     max_recv_msg_size: Size = 16 * 1024**2
+    tls: ServerTLS | None = None
+
+    def _problems(self) -> list[tuple[str, str]]:
+        if self.tls is not None and self.tls.min_version != "1.2":
+            return [("tls.min_version", 'grpc negotiates tls 1.2 or 1.3 and grpcio cannot refuse 1.2, expected "1.2"')]
+        return []
 
 
 def _http_not_null(value: Any) -> Any:
@@ -113,6 +162,7 @@ def _http_not_null(value: Any) -> Any:
 class HttpProtocol(_Model):
     endpoint: Endpoint = "127.0.0.1:4318"
     max_request_body_size: Size = 16 * 1024**2
+    tls: ServerTLS | None = None
 
 
 class OtlpProtocols(_Model):
@@ -122,6 +172,7 @@ class OtlpProtocols(_Model):
 
 class OtlpAuth(_Model):
     bearer_token: SecretStr = SecretStr("")
+    insecure_allow_plaintext_token: bool = False  # a trusted network: the token may cross it unencrypted
 
     bearer_token_value = _plain("bearer_token")
 
@@ -140,12 +191,21 @@ class OtlpReceiver(_Model):
     spool: OtlpSpool = OtlpSpool()
 
     def _problems(self) -> list[tuple[str, str]]:
-        """Decision 10: only loopback listens without a token; two listeners on one address cannot both bind."""
-        endpoints = [p.endpoint for p in (self.protocols.grpc, self.protocols.http) if p is not None]
-        exposed = [e for e in endpoints if not is_loopback(split_endpoint(e)[0])]
-        problems = []
-        if exposed and not self.auth.bearer_token_value:
-            problems.append(("auth.bearer_token", f"required when binding a non-loopback address ({', '.join(exposed)})"))
+        """Decision 10: only loopback listens without a token (or mutual tls) and a token never crosses the network
+        in clear; two listeners on one address cannot both bind."""
+        listeners = {n: p for n, p in (("grpc", self.protocols.grpc), ("http", self.protocols.http)) if p is not None}
+        endpoints = [p.endpoint for p in listeners.values()]
+        exposed = {n: p for n, p in listeners.items() if not is_loopback(split_endpoint(p.endpoint)[0])}
+        token, problems = self.auth.bearer_token_value, []
+        unauthenticated = [p.endpoint for p in exposed.values() if not (p.tls and p.tls.client_ca_file)]
+        if unauthenticated and not token:
+            problems.append(("auth.bearer_token", f"required when binding a non-loopback address ({', '.join(unauthenticated)}) "
+                                                  "without mutual tls (tls.client_ca_file)"))
+        for name, p in exposed.items():
+            if token and p.tls is None and not self.auth.insecure_allow_plaintext_token:
+                problems.append((f"protocols.{name}.tls", f"required to receive the bearer token on a non-loopback address "
+                                 f"({p.endpoint}): configure tls (cert_file, key_file), or set "
+                                 "receivers.otlp.auth.insecure_allow_plaintext_token: true on a trusted network"))
         if len(endpoints) == 2 and split_endpoint(endpoints[0]) == split_endpoint(endpoints[1]):
             problems.append(("protocols.http.endpoint", f"same address as protocols.grpc.endpoint ({endpoints[0]})"))
         return problems
@@ -224,9 +284,12 @@ class ClickHouseExporter(_Model):
     text_ttl: Duration = 30 * 86400.0  # 0s: message text lives as long as its row
     text_limit: int = Field(4096, ge=0)
     batch: ClickHouseBatch = ClickHouseBatch()
+    tls: ClientTLS = ClientTLS()
 
     def _problems(self) -> list[tuple[str, str]]:
         problems = []
+        if self.tls != ClientTLS() and not self.secure:
+            problems.append(("tls", "requires secure: true (https to the server)"))
         if self.cluster and not self.host:
             problems.append(("cluster", "requires host (embedded chdb is a single node)"))
         for key in ("ttl", "text_ttl"):
@@ -258,6 +321,12 @@ class _HttpExporter(_Model):
     url: Url = ""  # empty: exporter off
     batch: Batch = Batch()
     dead_letter: str = ""
+    tls: ClientTLS = ClientTLS()
+
+    def _problems(self) -> list[tuple[str, str]]:
+        if self.tls != ClientTLS() and self.url.startswith("http://"):
+            return [("tls", "requires an https url")]
+        return []
 
 
 class ObservatoryExporter(_HttpExporter):

@@ -291,6 +291,7 @@ def flightdeck_mapping(fd: Any) -> FlightDeckMapping:
 def store_config(cfg: Any) -> Any:
     """``exporters.clickhouse`` of a ``BridgeConfig`` as the store's connection settings."""
     from otel_bridge.analytics.store import StoreConfig
+    from otel_bridge.tls import clickhouse_options
 
     ch = cfg.exporters.clickhouse
     return StoreConfig(
@@ -306,6 +307,7 @@ def store_config(cfg: Any) -> Any:
         ttl_days=ch.ttl_days,
         text_ttl_days=ch.text_ttl_days,
         text_limit=ch.text_limit,
+        tls=clickhouse_options(ch.tls, "exporters.clickhouse.tls", password=bool(ch.password_value)) if ch.host else {},
     )
 
 
@@ -317,6 +319,7 @@ def pipeline_from_config(cfg: Any, store: Any = None) -> Pipeline:
     from otel_bridge.exporters.clickhouse import ClickHouseSender
     from otel_bridge.exporters.flightdeck import FlightDeckSender
     from otel_bridge.exporters.observatory import ObservatorySender
+    from otel_bridge.tls import client_context
 
     traces = cfg.service.pipelines.traces
     ex, pr = cfg.exporters, cfg.processors
@@ -329,9 +332,11 @@ def pipeline_from_config(cfg: Any, store: Any = None) -> Pipeline:
 
                 sender = ClickHouseSender(Store.open(store_config(cfg)), owns_store=True)
         elif name == "observatory":
-            sender = ObservatorySender(ex.observatory.url, ex.observatory.api_key_value or None)
+            verify = client_context(ex.observatory.tls, "exporters.observatory.tls")
+            sender = ObservatorySender(ex.observatory.url, ex.observatory.api_key_value or None, verify=verify)
         else:
-            sender = FlightDeckSender(ex.flightdeck.url, ex.flightdeck.token_value or None)
+            verify = client_context(ex.flightdeck.tls, "exporters.flightdeck.tls")
+            sender = FlightDeckSender(ex.flightdeck.url, ex.flightdeck.token_value or None, verify=verify)
         settings = getattr(ex, name)
         exporters[name] = BatchExporter(
             sender,

@@ -19,13 +19,13 @@ from typing import Any
 
 import uvicorn
 
-from otel_bridge import client
+from otel_bridge import client, tls
 from otel_bridge.analytics.store import Store
 from otel_bridge.config import BridgeConfig
 from otel_bridge.pipeline import Pipeline, pipeline_from_config, store_config
 from otel_bridge.price_library import snapshot_path
 from otel_bridge.pricing import PriceTable
-from otel_bridge.receivers.otlp import ReceiverSettings, ReceiverStats, check_bind, decode
+from otel_bridge.receivers.otlp import ReceiverSettings, ReceiverStats, check_listeners, decode
 from otel_bridge.receivers.spool import Spool
 from otel_bridge.receivers.otlp_grpc import start_grpc_receiver
 from otel_bridge.receivers.otlp_http import otlp_router
@@ -60,6 +60,9 @@ def receiver_settings(cfg: BridgeConfig) -> ReceiverSettings:
         max_recv_msg_size=grpc.max_recv_msg_size if grpc else ReceiverSettings.max_recv_msg_size,
         max_request_body_size=otlp.protocols.http.max_request_body_size,
         bearer_token=otlp.auth.bearer_token_value or None,
+        grpc_tls=grpc.tls if grpc else None,
+        http_tls=otlp.protocols.http.tls,
+        allow_plaintext_token=otlp.auth.insecure_allow_plaintext_token,
     )
 
 
@@ -105,10 +108,8 @@ class Service:
     @classmethod
     def build(cls, cfg: BridgeConfig) -> Service:
         settings = receiver_settings(cfg)
-        # Refuse a non-loopback bind without a token before touching anything (FlightDeck's trust boundary).
-        check_bind(settings.http_endpoint, settings.bearer_token, key="receivers.otlp.protocols.http.endpoint")
-        if settings.grpc_endpoint:
-            check_bind(settings.grpc_endpoint, settings.bearer_token, key="receivers.otlp.protocols.grpc.endpoint")
+        # Refuse a non-loopback bind without a token, a token in clear, or a bad certificate before touching anything.
+        check_listeners(settings)
         store = Store.open(store_config(cfg))
         service = cls(cfg, store, pipeline_from_config(cfg, store), settings, ReceiverStats())
         spool_cfg = cfg.receivers.otlp.spool
@@ -133,7 +134,7 @@ class Service:
 
     @property
     def http_url(self) -> str:
-        return f"http://{self.settings.http_endpoint}"
+        return f"{'https' if tls.enabled(self.settings.http_tls) else 'http'}://{self.settings.http_endpoint}"
 
     def stats_snapshot(self) -> dict[str, Any]:
         snapshot = {**self.pipeline.stats(), "receivers": self.stats.snapshot()}
@@ -165,7 +166,8 @@ class Service:
     def run_http(self) -> None:
         """Serve HTTP until stopped (Ctrl-C / SIGTERM in the foreground)."""
         host, _, port = self.settings.http_endpoint.rpartition(":")
-        config = uvicorn.Config(self.app(), host=host.strip("[]"), port=int(port), log_level="warning", access_log=False)
+        ssl = tls.uvicorn_ssl(self.settings.http_tls, "receivers.otlp.protocols.http.tls")
+        config = uvicorn.Config(self.app(), host=host.strip("[]"), port=int(port), log_level="warning", access_log=False, **ssl)
         self.http = _HttpServer(config)
         client.announce(self.cfg.exporters.clickhouse.data_dir, self.http_url)
         self.http.run()
@@ -219,7 +221,7 @@ def _announce(service: Service) -> None:
     ex = service.cfg.enabled_exporters()
     lines = [
         "otel-bridge is receiving OpenTelemetry traces:",
-        f"  OTLP/gRPC  {s.grpc_endpoint or '(off)'}    OTEL_EXPORTER_OTLP_ENDPOINT=http://{s.grpc_endpoint}" if s.grpc_endpoint else "  OTLP/gRPC  (off)",
+        f"  OTLP/gRPC  {s.grpc_endpoint or '(off)'}    OTEL_EXPORTER_OTLP_ENDPOINT={'https' if tls.enabled(s.grpc_tls) else 'http'}://{s.grpc_endpoint}" if s.grpc_endpoint else "  OTLP/gRPC  (off)",
         f"  OTLP/HTTP  {service.http_url}/v1/traces   OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf OTEL_EXPORTER_OTLP_ENDPOINT={service.http_url}",
         f"  API        {service.http_url}/docs   metrics {service.http_url}/metrics",
         f"  exporters  {', '.join(ex)}; data {service.cfg.exporters.clickhouse.data_dir}",

@@ -70,7 +70,13 @@ def test_full() -> None:
     assert otlp.protocols.grpc.max_recv_msg_size == 4 * 1024 * 1024
     assert otlp.protocols.http.max_request_body_size == 512 * 1024
     assert split_endpoint(otlp.protocols.http.endpoint) == ("::", 14318)
-    assert otlp.auth.bearer_token_value == "s3cret-token"
+    assert otlp.auth.bearer_token_value == "s3cret-token" and otlp.auth.insecure_allow_plaintext_token
+    grpc_tls, http_tls = otlp.protocols.grpc.tls, otlp.protocols.http.tls
+    assert (grpc_tls.client_ca_file, grpc_tls.reload_interval, grpc_tls.min_version) == ("/etc/otel-bridge/tls/clients-ca.pem", 3600.0, "1.2")
+    assert (http_tls.cert_file, http_tls.key_file, http_tls.client_ca_file, http_tls.min_version) == (
+        "/etc/otel-bridge/tls/server.pem", "/etc/otel-bridge/tls/server.key", "", "1.3")
+    assert cfg.exporters.observatory.tls.cert_file == "/etc/otel-bridge/tls/client.pem"
+    assert cfg.exporters.flightdeck.tls.insecure_skip_verify
     runs = cfg.processors.runs
     assert (runs.wait, runs.max_wait, runs.max_traces) == (0.5, 90.0, 500)
     fd = cfg.processors.flightdeck
@@ -93,6 +99,7 @@ def test_server_and_cluster() -> None:
     assert not server.embedded
     assert (server.host, server.port, server.secure, server.password_value) == ("clickhouse.internal", 8443, True, "ch-secret")
     assert (server.database, server.cluster, server.ttl_days, server.text_ttl_days) == ("otel_bridge_prod", "", 30, 7)
+    assert (server.tls.ca_file, server.tls.key_file) == ("/etc/otel-bridge/tls/clickhouse-ca.pem", "/etc/otel-bridge/tls/client.key")
     cluster = load_config(DATA / "good_cluster.yaml").exporters.clickhouse
     assert (cluster.host, cluster.cluster, cluster.port) == ("10.0.0.5", "analytics_cluster", 8123)
     assert (cluster.batch.max_batch, cluster.batch.interval, cluster.batch.max_queue) == (50_000, 2.0, 1_000_000)
@@ -186,7 +193,7 @@ def test_brief_examples() -> None:
         "service: {pipelines: {traces: {exporters: [clickhouse, kafka]}}}":
             'service.pipelines.traces.exporters[1]: unknown exporter "kafka"',
         "receivers: {otlp: {protocols: {http: {endpoint: '0.0.0.0:4318'}}}}":
-            "receivers.otlp.auth.bearer_token: required when binding a non-loopback address (0.0.0.0:4318)",
+            "receivers.otlp.auth.bearer_token: required when binding a non-loopback address (0.0.0.0:4318) without mutual tls (tls.client_ca_file)",
     }
     for text, line in cases.items():
         with pytest.raises(ConfigError) as info:
@@ -200,9 +207,41 @@ def test_loopback_needs_no_token(host: str) -> None:
     parse_config(f"receivers: {{otlp: {{protocols: {{http: {{endpoint: '{host}:4318'}}}}}}}}")
 
 
-def test_token_allows_any_address() -> None:
-    cfg = parse_config("receivers: {otlp: {protocols: {grpc: {endpoint: '0.0.0.0:4317'}}, auth: {bearer_token: t}}}")
+def test_token_with_tls_allows_any_address() -> None:
+    tls = "tls: {cert_file: s.pem, key_file: s.key}"
+    cfg = parse_config(f"receivers: {{otlp: {{protocols: {{grpc: {{endpoint: '0.0.0.0:4317', {tls}}}}}, auth: {{bearer_token: t}}}}}}")
     assert cfg.receivers.otlp.protocols.grpc.endpoint == "0.0.0.0:4317"
+    assert cfg.receivers.otlp.protocols.grpc.tls.cert_file == "s.pem"
+
+
+def test_token_in_clear_needs_tls_or_the_explicit_opt_out() -> None:
+    text = "receivers: {otlp: {protocols: {grpc: null, http: {endpoint: '10.0.0.7:4318'}}, auth: {bearer_token: t%s}}}"
+    with pytest.raises(ConfigError) as info:
+        parse_config(text % "")
+    (line,) = info.value.errors
+    assert line.startswith("receivers.otlp.protocols.http.tls: required to receive the bearer token on a non-loopback address (10.0.0.7:4318)")
+    assert "configure tls" in line and "receivers.otlp.auth.insecure_allow_plaintext_token: true" in line  # both ways out
+    assert parse_config(text % ", insecure_allow_plaintext_token: true").receivers.otlp.auth.insecure_allow_plaintext_token
+
+
+def test_mutual_tls_makes_the_token_optional() -> None:
+    mtls = "tls: {cert_file: s.pem, key_file: s.key, client_ca_file: clients.pem}"
+    cfg = parse_config(f"receivers: {{otlp: {{protocols: {{grpc: null, http: {{endpoint: '0.0.0.0:4318', {mtls}}}}}}}}}")
+    assert cfg.receivers.otlp.protocols.http.tls.client_ca_file == "clients.pem"
+    assert cfg.receivers.otlp.auth.bearer_token_value == ""
+    with pytest.raises(ConfigError) as info:  # tls without client certificates authenticates nobody
+        parse_config("receivers: {otlp: {protocols: {grpc: null, http: {endpoint: '0.0.0.0:4318', tls: {cert_file: s, key_file: k}}}}}")
+    assert info.value.errors == ["receivers.otlp.auth.bearer_token: required when binding a non-loopback address (0.0.0.0:4318) "
+                                 "without mutual tls (tls.client_ca_file)"]
+
+
+def test_tls_defaults() -> None:
+    cfg = parse_config("receivers: {otlp: {protocols: {http: {tls: {cert_file: s.pem, key_file: s.key}}}}}")
+    tls = cfg.receivers.otlp.protocols.http.tls
+    assert (tls.min_version, tls.reload_interval, tls.client_ca_file) == ("1.2", 0.0, "")
+    assert cfg.receivers.otlp.protocols.grpc.tls is None  # plaintext unless configured
+    for ex in (cfg.exporters.clickhouse, cfg.exporters.observatory, cfg.exporters.flightdeck):
+        assert (ex.tls.ca_file, ex.tls.cert_file, ex.tls.key_file, ex.tls.insecure_skip_verify) == ("", "", "", False)
 
 
 def test_grpc_can_be_disabled() -> None:
@@ -277,12 +316,15 @@ def test_default_config_with_vendor_env(clean_env: pytest.MonkeyPatch) -> None:
     assert cfg.exporters.clickhouse.data_dir == "/tmp/d"
 
 
-def test_default_config_exposed_needs_token(clean_env: pytest.MonkeyPatch) -> None:
+def test_default_config_exposed_needs_token_and_tls(clean_env: pytest.MonkeyPatch) -> None:
     clean_env.setenv("OTEL_BRIDGE_HTTP_ENDPOINT", "0.0.0.0:4318")
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError) as info:
         load_config()
+    assert [e.split(":")[0] for e in info.value.errors] == ["receivers.otlp.auth.bearer_token"]
     clean_env.setenv("OTEL_BRIDGE_TOKEN", "t")
-    assert load_config().receivers.otlp.auth.bearer_token_value == "t"
+    with pytest.raises(ConfigError) as info:  # the packaged config has no certificate: the token would go in clear
+        load_config()
+    assert [e.split(":")[0] for e in info.value.errors] == ["receivers.otlp.protocols.http.tls"]
 
 
 # ---------------------------------------------------------------- CLI

@@ -420,7 +420,9 @@ def test_authorized_and_check_bind():
             check_bind(endpoint, None)
         with pytest.raises(ValueError, match="receivers.otlp.grpc.endpoint: binding"):
             start_grpc_receiver(None, ReceiverSettings(grpc_endpoint=endpoint), ReceiverStats())  # type: ignore[arg-type]
-        check_bind(endpoint, TOKEN)
+        with pytest.raises(ValueError, match="would receive the bearer token in clear"):  # tests/test_tls.py: with tls
+            check_bind(endpoint, TOKEN)
+        check_bind(endpoint, TOKEN, allow_plaintext_token=True)
     assert TOKEN not in repr(ReceiverSettings(bearer_token=TOKEN))
 
 

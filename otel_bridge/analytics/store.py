@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ class StoreConfig:
     ttl_days: int = 90
     text_ttl_days: int | None = None
     text_limit: int = 4096  # characters of input/output text kept per span
+    tls: Mapping[str, Any] = field(default_factory=dict)  # get_client's verify/ca_cert/client_cert… (otel_bridge.tls)
 
     @property
     def embedded(self) -> bool:
@@ -136,6 +137,7 @@ def _connect(config: StoreConfig) -> Any:
                 password=config.password,
                 secure=config.secure,
                 autogenerate_session_id=False,
+                **config.tls,
             )
         except ClickHouseError as exc:
             raise StoreError(f"clickhouse {config.host}:{config.port}: cannot connect: {exc}") from exc

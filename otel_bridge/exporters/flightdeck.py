@@ -9,6 +9,7 @@ one, so the engine bisects to isolate it. FlightDeck dedupes on ``run_id`` (glob
 from __future__ import annotations
 
 import os
+import ssl
 
 import httpx
 import orjson
@@ -36,10 +37,11 @@ class FlightDeckSender(JsonEventsSender):
         *,
         client: httpx.Client | None = None,
         timeout: float = 10.0,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         self.base_url = (base_url or os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL).strip().rstrip("/")
         token = token if token is not None else os.environ.get(ENV_TOKEN)
-        super().__init__(self.base_url + EVENTS_PATH, token.strip() if token else None, client=client, timeout=timeout)
+        super().__init__(self.base_url + EVENTS_PATH, token.strip() if token else None, client=client, timeout=timeout, verify=verify)
         self.last_inserted: int | None = None
 
     @property

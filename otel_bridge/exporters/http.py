@@ -11,6 +11,7 @@ from __future__ import annotations
 import email.utils
 import logging
 import math
+import ssl
 import time
 from typing import Any
 
@@ -74,7 +75,10 @@ class JsonEventsSender:
     name = "http"
     splittable_statuses: frozenset[int] = frozenset()  # permanent failures the engine should bisect
 
-    def __init__(self, endpoint: str, token: str | None, *, client: httpx.Client | None = None, timeout: float = 10.0) -> None:
+    def __init__(
+        self, endpoint: str, token: str | None, *, client: httpx.Client | None = None, timeout: float = 10.0,
+        verify: ssl.SSLContext | bool = True,  # otel_bridge.tls.client_context: certificates are verified by default
+    ) -> None:
         self.endpoint = endpoint
         self._token = token or None
         self._headers = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -82,7 +86,7 @@ class JsonEventsSender:
             self._headers["Authorization"] = f"Bearer {self._token}"
         self.timeout = timeout
         self._owns_client = client is None
-        self._client = client if client is not None else httpx.Client(timeout=timeout)
+        self._client = client if client is not None else httpx.Client(timeout=timeout, verify=verify)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(endpoint={self.endpoint!r}, auth={'bearer' if self._token else 'none'})"
@@ -99,7 +103,8 @@ class JsonEventsSender:
         except httpx.UnsupportedProtocol as exc:
             raise PermanentError(f"{self.name}: bad URL {self.endpoint!r}: {exc}") from exc
         except httpx.TransportError as exc:  # connect/read/write/pool errors and timeouts
-            raise RetryableError(f"{self.name}: {type(exc).__name__} posting to {self.endpoint}") from exc
+            tls = f" ({exc})" if "SSL" in str(exc) else ""  # a refused certificate says why; no secret is in it
+            raise RetryableError(f"{self.name}: {type(exc).__name__} posting to {self.endpoint}{tls}") from exc
         if 200 <= response.status_code < 300:
             self.delivered(response, len(batch))
             return

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 from typing import Any
 
 import httpx
@@ -37,6 +38,7 @@ class ObservatorySender(JsonEventsSender):
         *,
         client: httpx.Client | None = None,
         timeout: float = 10.0,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         base = url or os.environ.get(ENV_URL)
         if not base:
@@ -44,7 +46,7 @@ class ObservatorySender(JsonEventsSender):
         key = api_key if api_key is not None else os.environ.get(ENV_KEY)
         if not key:
             logger.warning("observatory: no API key (set %s); the server will refuse reports", ENV_KEY)
-        super().__init__(base.rstrip("/") + REPORT_PATH, key, client=client, timeout=timeout)
+        super().__init__(base.rstrip("/") + REPORT_PATH, key, client=client, timeout=timeout, verify=verify)
 
 
 def observatory_exporter(url: str | None = None, api_key: str | None = None, **batch_kwargs: Any) -> BatchExporter:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from otel_bridge import tls as tlsmod
 from otel_bridge.receivers.spool import SpoolFull
 from otel_bridge.spans import (
     Decoded,
@@ -64,6 +65,9 @@ class ReceiverSettings:
     bearer_token: str | None = field(default=None, repr=False)  # never printed, never logged
     retry_after: float = 1.0  # seconds a client is told to wait when the pipeline is full
     grpc_max_workers: int = 8
+    grpc_tls: Any = None  # a listener's tls block (``otel_bridge.tls.ServerTLSSettings``); None: plaintext
+    http_tls: Any = None
+    allow_plaintext_token: bool = False  # receivers.otlp.auth.insecure_allow_plaintext_token
 
 
 class Refused(Exception):
@@ -103,10 +107,35 @@ def is_loopback(host: str) -> bool:
         return False  # any other name may resolve anywhere; an empty host means every interface
 
 
-def check_bind(endpoint: str, token: str | None, *, key: str = "endpoint") -> None:
-    """Loopback by default; any other address must come with a bearer token (FlightDeck's trust boundary)."""
-    if not is_loopback(_host_of(endpoint)) and not token:
-        raise ValueError(f"{key}: binding {endpoint!r} (not loopback) requires a bearer token")
+def check_bind(endpoint: str, token: str | None, *, key: str = "endpoint", tls: Any = None, allow_plaintext_token: bool = False) -> None:
+    """Loopback by default; any other address needs a bearer token or mutual TLS (FlightDeck's trust boundary),
+    and a token only crosses the network inside TLS unless the operator says the network is trusted."""
+    if is_loopback(_host_of(endpoint)):
+        return
+    if not token and not tlsmod.mutual(tls):
+        raise ValueError(f"{key}: binding {endpoint!r} (not loopback) requires a bearer token or mutual tls (tls.client_ca_file)")
+    if token and not tlsmod.enabled(tls):
+        if not allow_plaintext_token:
+            raise ValueError(
+                f"{key}: binding {endpoint!r} (not loopback) would receive the bearer token in clear: configure tls "
+                "(cert_file, key_file), or set receivers.otlp.auth.insecure_allow_plaintext_token: true on a trusted network"
+            )
+        log.warning("%s: %s serves plaintext and the bearer token crosses the network unencrypted "
+                    "(receivers.otlp.auth.insecure_allow_plaintext_token is true)", key, endpoint)
+
+
+def check_listeners(settings: ReceiverSettings) -> None:
+    """``serve``'s start-up check of both listeners: the bind rules, then each tls block's files (so a bad
+    certificate is refused, naming its key, before anything is opened or bound)."""
+    listeners = [("http", settings.http_endpoint, settings.http_tls)]
+    if settings.grpc_endpoint:
+        listeners.append(("grpc", settings.grpc_endpoint, settings.grpc_tls))
+    for name, endpoint, tls in listeners:
+        check_bind(endpoint, settings.bearer_token, key=f"receivers.otlp.protocols.{name}.endpoint", tls=tls,
+                   allow_plaintext_token=settings.allow_plaintext_token)
+    for name, _, tls in listeners:
+        if tlsmod.enabled(tls):
+            tlsmod.server_context(tls, f"receivers.otlp.protocols.{name}.tls")
 
 
 def authorized(header_value: str | None, token: str | None) -> bool:

@@ -18,6 +18,7 @@ from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
 from otel_bridge.receivers.otlp import ReceiverSettings, ReceiverStats, Refused, SpanConsumer, authorized, check_bind, receive
+from otel_bridge.tls import grpc_server_credentials
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,9 @@ def _handler(module: Any, service: str, servicer: Any, response_type: Any) -> gr
 
 def start_grpc_receiver(consumer: SpanConsumer, settings: ReceiverSettings, stats: ReceiverStats) -> grpc.Server:
     """Bind ``settings.grpc_endpoint`` (refused off loopback without a token), start serving, return the server."""
-    check_bind(settings.grpc_endpoint, settings.bearer_token, key="receivers.otlp.grpc.endpoint")
+    check_bind(settings.grpc_endpoint, settings.bearer_token, key="receivers.otlp.grpc.endpoint",
+               tls=settings.grpc_tls, allow_plaintext_token=settings.allow_plaintext_token)
+    credentials = grpc_server_credentials(settings.grpc_tls, "receivers.otlp.protocols.grpc.tls")  # None: plaintext
     options = [
         ("grpc.max_receive_message_length", settings.max_recv_msg_size),
         ("grpc.compression_enabled_algorithms_bitset", _ALL_COMPRESSION),
@@ -126,11 +129,14 @@ def start_grpc_receiver(consumer: SpanConsumer, settings: ReceiverSettings, stat
         )
     )
     try:
-        port = server.add_insecure_port(settings.grpc_endpoint)
+        if credentials is None:
+            port = server.add_insecure_port(settings.grpc_endpoint)
+        else:
+            port = server.add_secure_port(settings.grpc_endpoint, credentials)
     except RuntimeError as exc:
         raise OSError(f"receivers.otlp.grpc.endpoint: cannot bind {settings.grpc_endpoint!r}: {exc}") from None
     if not port:
         raise OSError(f"receivers.otlp.grpc.endpoint: cannot bind {settings.grpc_endpoint!r}")
     server.start()
-    log.info("OTLP/gRPC receiver listening on %s", settings.grpc_endpoint)
+    log.info("OTLP/gRPC receiver listening on %s%s", settings.grpc_endpoint, " (tls)" if credentials else "")
     return server
