@@ -41,6 +41,8 @@ def test_runs_json(data_dir: str, capsys: pytest.CaptureFixture) -> None:
     assert set(rows[0]) == {
         "run_id", "trace_id", "parent_run_id", "type", "name", "agent", "model", "status", "latency_s", "cost",
         "prompt_tokens", "completion_tokens", "user_email", "tags", "start_time", "end_time",
+        "total_input_tokens", "total_cached_input_tokens", "total_cache_write_tokens", "total_output_tokens",
+        "total_reasoning_tokens", "total_tokens", "total_cost", "llm_calls", "tool_calls", "errors",
     }  # fmt: skip
 
 

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from otel_bridge.analytics.store import Store
+from otel_bridge.analytics.totals import TOTAL_FILTERS, TOTAL_ORDERS, TOTALS, subtree_ctes, total_conditions
 from otel_bridge.pricing import PriceTable
 
 logger = logging.getLogger(__name__)
@@ -26,14 +27,14 @@ RELEASE = "if(release_id != '', release_id, service_version)"
 RUN_FILTERS = frozenset(
     ("status", "model", "agent", "min_latency_s", "max_latency_s", "min_cost", "max_cost", "tags", "user_email")
     + ("from", "from_", "to")
-)
+) | frozenset(TOTAL_FILTERS)
 _ORDERS = {
     "start_time": "start_ns",
     "latency_s": "duration_ms",
     "cost": "cost",
     "prompt_tokens": "input_tokens",
     "completion_tokens": "output_tokens",
-}
+} | TOTAL_ORDERS
 _RUN_COLUMNS = (
     "run_id, trace_id, parent_run_id, kind, name, agent, model, status, duration_ms, input_tokens, "
     "cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, user_email, tags, start, end"
@@ -132,28 +133,37 @@ def _run_where(filters: dict[str, Any]) -> tuple[list[str], list[str], dict[str,
 def runs(
     store: Store, prices: PriceTable, *, limit: int = 100, offset: int = 0, order: str = "-start_time", **filters: Any
 ) -> list[dict[str, Any]]:
-    """Every stored span is a run in Observatory's sense (own run_id); filtered with Observatory's set."""
+    """Every stored span is a run in Observatory's sense (own run_id); filtered with Observatory's set.
+
+    Each row also carries its subtree's totals (``otel_bridge.analytics.totals``), which filter and order too.
+    """
     where, after, params = _run_where(filters)
+    totals_where, totals_params = total_conditions(filters)
+    after += totals_where
     desc = order.startswith("-")
     key = _ORDERS.get(order.lstrip("-+"))
     if key is None:
         raise ValueError(f"order: must be one of {sorted(_ORDERS)} (prefix - for descending)")
-    params |= price_parameters(prices, span_models(store)) | {"limit": int(limit), "offset": int(offset)}
+    params |= totals_params | price_parameters(prices, span_models(store)) | {"limit": int(limit), "offset": int(offset)}
     sort = f"{key} {'DESC' if desc else 'ASC'}, toString(run_id)"
     page = "LIMIT {limit:UInt64} OFFSET {offset:UInt64}"
-    # Without a cost filter or cost order, the page is cut before pricing: only `limit` rows join the prices.
-    early = not after and key != "cost"
+    # Without a cost/total filter or order, the page is cut before pricing: only `limit` rows join the prices and
+    # have their subtree walked.
+    early = not after and key != "cost" and key not in TOTAL_ORDERS
     sql = f"""
-    SELECT toString(run_id) AS run_id, trace_id, toString(parent_run_id) AS parent_run_id, kind AS type, name, agent,
-        model, status, duration_ms / 1000 AS latency_s, {SPAN_COST} AS cost, input_tokens AS prompt_tokens,
-        output_tokens AS completion_tokens, user_email, tags, start_ms, end_ms
-    FROM (
-        SELECT {_RUN_COLUMNS}, toUnixTimestamp64Nano(start) AS start_ns,
+    WITH RECURSIVE base AS (
+        SELECT {_RUN_COLUMNS}, span_id, toUnixTimestamp64Nano(start) AS start_ns,
             toUnixTimestamp64Milli(start) AS start_ms, toUnixTimestamp64Milli(end) AS end_ms
         FROM {store.table('spans')} FINAL WHERE {' AND '.join(where)}
         {f'ORDER BY {sort} {page}' if early else ''}
-    ) AS s
+    ),
+    {subtree_ctes(store.table('spans'), 'base', SPAN_COST, PRICES_SQL)}
+    SELECT toString(run_id) AS run_id, trace_id, toString(parent_run_id) AS parent_run_id, kind AS type, name, agent,
+        model, status, duration_ms / 1000 AS latency_s, {SPAN_COST} AS cost, input_tokens AS prompt_tokens,
+        output_tokens AS completion_tokens, user_email, tags, start_ms, end_ms, {', '.join(TOTALS)}
+    FROM base AS s
     ASOF LEFT JOIN {PRICES_SQL} AS pr ON s.model = pr.p_model AND s.start_ns >= pr.p_from
+    LEFT JOIN totals ON s.trace_id = totals.t_trace AND s.span_id = totals.t_root
     {('WHERE ' + ' AND '.join(after)) if after else ''}
     ORDER BY {sort} {'' if early else page}
     {SETTINGS}"""
