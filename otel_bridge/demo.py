@@ -89,10 +89,11 @@ def run_demo(config: str | None = None, data_dir: str | None = None, runs: int =
         llm_calls = _send(_grpc_endpoint(server), runs, console)
         with console.status("waiting for runs to be assembled and stored"):
             _wait_stored(server, llm_calls)
-        emit(server.get("/api/costs", {"group_by": "model"}), False, title="cost by model (USD, current prices)")
-        emit(server.get("/api/latency", {"group_by": "agent", "kind": "agent"}), False, title="agent run latency (ms)")
-        emit(server.get("/api/diff", {"baseline": RELEASES[0], "candidate": RELEASES[1]}), False, title=f"release diff {RELEASES[0]} -> {RELEASES[1]}")
-        console.print(f"more: [bold]otel-bridge runs --status error[/bold], [bold]{server.url}/docs[/bold]")
+        emit(server.get("/api/costs", {"group_by": "model"}), False, title="cost by model (current prices)", kind="costs")
+        emit(server.get("/api/latency", {"group_by": "agent", "kind": "agent"}), False, title="agent run latency", kind="latency")
+        emit(server.get("/api/diff", {"baseline": RELEASES[0], "candidate": RELEASES[1]}), False, title=f"release diff {RELEASES[0]} -> {RELEASES[1]}", kind="diff")
+        console.print(f"more: [bold]otel-bridge runs --status error[/bold], the dashboard at [bold]{server.url}/[/bold], "
+                      f"the API at [bold]{server.url}/docs[/bold]")  # fmt: skip
     finally:
         server.close()
         if proc is not None:
