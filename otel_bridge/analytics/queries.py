@@ -26,7 +26,7 @@ SETTINGS = "SETTINGS do_not_merge_across_partitions_select_final = 1"
 RELEASE = "if(release_id != '', release_id, service_version)"
 RUN_FILTERS = frozenset(
     ("status", "model", "agent", "min_latency_s", "max_latency_s", "min_cost", "max_cost", "tags", "user_email")
-    + ("from", "from_", "to")
+    + ("from", "from_", "to", "trace_id")
 ) | frozenset(TOTAL_FILTERS)
 _ORDERS = {
     "start_time": "start_ns",
@@ -106,7 +106,7 @@ def _run_where(filters: dict[str, Any]) -> tuple[list[str], list[str], dict[str,
     if unknown:
         raise ValueError(f"unknown run filters: {sorted(unknown)}")
     where, after, params = ["kind IN ('agent', 'llm', 'tool', 'chain', 'retriever', 'embedding')"], [], {}
-    for key in ("status", "model", "agent", "user_email"):
+    for key in ("status", "model", "agent", "user_email", "trace_id"):
         if filters.get(key) is not None:
             where.append(f"{key} = {{{key}:String}}")
             params[key] = str(filters[key])

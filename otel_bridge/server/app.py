@@ -24,7 +24,7 @@ from otel_bridge.analytics.store import Store
 from otel_bridge.pricing import PriceTable
 from otel_bridge.receivers.otlp import Refused
 from otel_bridge.receivers.otlp_http import read_capped
-from otel_bridge.server import ingest
+from otel_bridge.server import dashboard, ingest
 from otel_bridge.server.metrics import metrics_text
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ def create_app(rt: Runtime) -> FastAPI:
 
     _analytics_routes(app, rt)
     _ingest_routes(app, rt)
+    app.include_router(dashboard.router(rt))  # the dashboard at /, behind the same bearer middleware
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, Any]:
