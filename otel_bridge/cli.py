@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from otel_bridge import cli_help, commands, config, doctor
+from otel_bridge import cli_help, commands, config, doctor, grafana
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -73,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.register(sub)
     commands.register(sub)
     config.register(sub)
+    grafana.register(sub)
     cli_help.apply(parser)
     return parser
 

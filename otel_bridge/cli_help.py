@@ -67,6 +67,11 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
         ("otel-bridge schema print", "the DDL the embedded store runs"),
         ("otel-bridge schema print --cluster prod --ttl-days 30", "ON CLUSTER, Replicated and Distributed tables"),
     ],
+    "grafana": [("otel-bridge grafana dashboard > otel-bridge.json", "the Grafana dashboard with today's prices")],
+    "grafana dashboard": [
+        ("otel-bridge grafana dashboard > otel-bridge.json", "import it, or drop it in a provisioned folder"),
+        ("otel-bridge grafana dashboard --prices my-prices.yaml", "with your own price table"),
+    ],
     "config": [("otel-bridge config check my-bridge.yaml", "validate a config file")],
     "config check": [
         ("otel-bridge config check", "the packaged config"),
