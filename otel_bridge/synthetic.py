@@ -76,6 +76,7 @@ def plan_runs(
 ) -> list[PlannedRun]:
     """``n`` runs with a reproducible mix of agents, models, tools, latencies and failures, all in the past."""
     rng = random.Random(seed)
+    talk = random.Random(seed + 1_000_003)
     step = int(spacing_s * 1_000_000_000)
     t = start_ns if start_ns is not None else time.time_ns() - n * step - 60 * 1_000_000_000
     runs = []
@@ -92,9 +93,9 @@ def plan_runs(
         runs.append(
             PlannedRun(rng.choice(agents), calls, tools, rng.random() < error_rate, t, latency, user=f"user-{i % 5}@example.com", conversation_id=f"conv-{i}")
         )
-        if chat:  # drawn last, so runs without chat keep their figures
-            runs[-1].question, runs[-1].answer = rng.choice(QUESTIONS)
-            runs[-1].feedback = rng.choice(RATINGS) if rng.random() < 0.3 else None
+        if chat:  # its own generator, so runs with and without chat have the same figures
+            runs[-1].question, runs[-1].answer = talk.choice(QUESTIONS)
+            runs[-1].feedback = talk.choice(RATINGS) if talk.random() < 0.3 else None
         t += step
     return runs
 
