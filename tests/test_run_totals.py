@@ -83,8 +83,13 @@ def expected_totals(data: Dataset, prices: PriceTable) -> dict[str, dict[str, fl
     return out
 
 
-def test_every_run_carries_its_subtree_totals(store: Store, prices: PriceTable, data: Dataset) -> None:
-    rows = q.runs(store, prices, limit=10_000)
+@pytest.mark.parametrize(
+    "path",
+    [{}, {"max_cost": 1e9}, {"min_total_cost": 0.0, "order": "-start_time"}],
+    ids=["page-then-totals", "priced-then-totals", "recursive-walk"],
+)
+def test_every_run_carries_its_subtree_totals(store: Store, prices: PriceTable, data: Dataset, path: dict) -> None:
+    rows = q.runs(store, prices, limit=10_000, **path)
     expected = expected_totals(data, prices)
     assert {r["run_id"] for r in rows} == set(expected)
     for row in rows:

@@ -16,7 +16,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from otel_bridge.analytics.store import Store
-from otel_bridge.analytics.totals import TOTAL_FILTERS, TOTAL_ORDERS, TOTALS, subtree_ctes, total_conditions
+from otel_bridge.analytics.totals import (
+    TOTAL_FILTERS,
+    TOTAL_ORDERS,
+    TOTALS,
+    attach_totals,
+    subtree_ctes,
+    total_conditions,
+)
 from otel_bridge.pricing import PriceTable
 
 logger = logging.getLogger(__name__)
@@ -147,30 +154,40 @@ def runs(
     params |= totals_params | price_parameters(prices, span_models(store)) | {"limit": int(limit), "offset": int(offset)}
     sort = f"{key} {'DESC' if desc else 'ASC'}, toString(run_id)"
     page = "LIMIT {limit:UInt64} OFFSET {offset:UInt64}"
-    # Without a cost/total filter or order, the page is cut before pricing: only `limit` rows join the prices and
-    # have their subtree walked.
+    # Without a cost/total filter or order, the page is cut before pricing: only `limit` rows join the prices. Unless
+    # the totals filter or order the runs, they are added to the page from one read of its traces (attach_totals);
+    # otherwise a recursive walk in ClickHouse computes them for every candidate (slower: see totals.py).
     early = not after and key != "cost" and key not in TOTAL_ORDERS
-    sql = f"""
-    WITH RECURSIVE base AS (
-        SELECT {_RUN_COLUMNS}, span_id, toUnixTimestamp64Nano(start) AS start_ns,
+    walk = bool(totals_where) or key in TOTAL_ORDERS
+    spans = store.table("spans")
+    select = f"""SELECT toString(run_id) AS run_id, trace_id, toString(parent_run_id) AS parent_run_id, kind AS type,
+        name, agent, model, status, duration_ms / 1000 AS latency_s, {SPAN_COST} AS cost, input_tokens AS prompt_tokens,
+        output_tokens AS completion_tokens, user_email, tags, start_ms, end_ms"""
+    base = f"""SELECT {_RUN_COLUMNS}, span_id, toUnixTimestamp64Nano(start) AS start_ns,
             toUnixTimestamp64Milli(start) AS start_ms, toUnixTimestamp64Milli(end) AS end_ms
-        FROM {store.table('spans')} FINAL WHERE {' AND '.join(where)}
-        {f'ORDER BY {sort} {page}' if early else ''}
-    ),
-    {subtree_ctes(store.table('spans'), 'base', SPAN_COST, PRICES_SQL)}
-    SELECT toString(run_id) AS run_id, trace_id, toString(parent_run_id) AS parent_run_id, kind AS type, name, agent,
-        model, status, duration_ms / 1000 AS latency_s, {SPAN_COST} AS cost, input_tokens AS prompt_tokens,
-        output_tokens AS completion_tokens, user_email, tags, start_ms, end_ms, {', '.join(TOTALS)}
-    FROM base AS s
-    ASOF LEFT JOIN {PRICES_SQL} AS pr ON s.model = pr.p_model AND s.start_ns >= pr.p_from
-    LEFT JOIN totals ON s.trace_id = totals.t_trace AND s.span_id = totals.t_root
-    {('WHERE ' + ' AND '.join(after)) if after else ''}
-    ORDER BY {sort} {'' if early else page}
-    {SETTINGS}"""
-    out = store.query(sql, params)
-    for row in out:
-        row["start_time"], row["end_time"] = iso_ms(row.pop("start_ms")), iso_ms(row.pop("end_ms"))
+        FROM {spans} FINAL WHERE {' AND '.join(where)}"""
+    price_join = f"ASOF LEFT JOIN {PRICES_SQL} AS pr ON s.model = pr.p_model AND s.start_ns >= pr.p_from"
+    if not walk:
+        sql = f"""{select}, span_id, start_ns FROM ({base} {f'ORDER BY {sort} {page}' if early else ''}) AS s
+        {price_join}
+        WHERE {' AND '.join(after) or '1'}
+        ORDER BY {sort} {'' if early else page} {SETTINGS}"""
+        out = store.query(sql, params)
+        attach_totals(store, out, SPAN_COST, PRICES_SQL, params)
+    else:
+        sql = f"""WITH RECURSIVE base AS ({base}),
+        {subtree_ctes(spans, 'base', SPAN_COST, PRICES_SQL)}
+        {select}, span_id, start_ns, {', '.join(TOTALS)}
+        FROM base AS s {price_join}
+        LEFT JOIN totals ON s.trace_id = totals.t_trace AND s.span_id = totals.t_root
+        WHERE {' AND '.join(after) or '1'}
+        ORDER BY {sort} {page}
+        {SETTINGS}"""
+        out = store.query(sql, params)
+    for i, row in enumerate(out):
+        times = {"start_time": iso_ms(row.pop("start_ms")), "end_time": iso_ms(row.pop("end_ms"))}
         row["tags"] = list(row["tags"])
+        out[i] = {k: v for k, v in row.items() if k not in ("start_ns", "span_id")} | times
     return out
 
 

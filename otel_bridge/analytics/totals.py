@@ -1,9 +1,10 @@
 """Run totals: what a run's whole subtree used — tokens by kind, cost, LLM and tool calls, errors.
 
 Observatory's per-event fields keep their meaning (an agent event's own ``cost`` is 0: only LLM events carry cost),
-but "what did this run cost" is the first question a user asks. The totals are computed at query time, like cost:
-a recursive CTE walks ``parent_span_id`` down from each listed run inside its trace, every descendant is priced with
-the same ASOF join on the current price table as a single span, and the sums are grouped per run. Nothing is stored,
+but "what did this run cost" is the first question a user asks. The totals are computed at query time, like cost, with
+every descendant priced by the same ASOF join on the current price table as a single span. For a page of runs
+(``attach_totals``) the page's traces are read once and each run's subtree is summed here; when the totals filter or
+order the runs, a recursive CTE walks ``parent_span_id`` down from every candidate run inside ClickHouse. Nothing is stored,
 so a price edit or a late child span is reflected at once. A run's subtree includes the run itself: an LLM run's
 totals are its own call. Only stored spans are walked: a child reached only through an unrecognised (unstored) span
 is not in its ancestor's subtree.
@@ -11,6 +12,7 @@ is not in its ancestor's subtree.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from typing import Any
 
 # Total column → how it is summed over the subtree (LLM spans carry the billable usage; agents repeat it).
@@ -37,6 +39,7 @@ TOTAL_FILTERS = {
     "min_errors": "errors >= {min_errors:Float64}",
 }
 TOTAL_ORDERS = {"total_cost": "total_cost", "total_tokens": "total_tokens", "llm_calls": "llm_calls"}
+SKEW_NS = 300 * 1_000_000_000  # a child may start this much before its run (clocks of different hosts)
 _CARRIED = (
     "kind, model, status, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, "
     "start_ns"
@@ -78,3 +81,49 @@ def subtree_ctes(spans_table: str, seed: str, cost_expr: str, prices_sql: str) -
         FROM sub ASOF LEFT JOIN {prices_sql} AS tp ON sub.model = tp.p_model AND sub.start_ns >= tp.p_from
         GROUP BY trace_id, root
     )"""
+
+
+def attach_totals(store: Any, rows: list[dict[str, Any]], cost_expr: str, prices_sql: str, params: dict[str, Any]) -> None:
+    """Add the totals to a page of run rows (each with ``trace_id``, ``span_id``, ``start_ns``): one read of their
+    traces, priced in ClickHouse, the subtrees summed here. Children start no earlier than their run (give or take
+    clock skew between services, hence a slack), which prunes the read to the page's time range onwards."""
+    if not rows:
+        return
+    sql = f"""SELECT trace_id, span_id, parent_span_id, kind, status, input_tokens, cached_input_tokens,
+        cache_write_tokens, output_tokens, reasoning_tokens, {cost_expr} AS cost
+    FROM (
+        SELECT trace_id, span_id, parent_span_id, {_CARRIED.replace('start_ns', '')}
+            toUnixTimestamp64Nano(start) AS start_ns
+        FROM {store.table('spans')} FINAL
+        WHERE trace_id IN {{t_traces:Array(String)}} AND start >= fromUnixTimestamp64Nano({{t_from:Int64}}, 'UTC')
+    ) AS d
+    ASOF LEFT JOIN {prices_sql} AS tp ON d.model = tp.p_model AND d.start_ns >= tp.p_from"""
+    page = {"t_traces": sorted({r["trace_id"] for r in rows}), "t_from": min(r["start_ns"] for r in rows) - SKEW_NS}
+    spans = store.query(sql, {k: params[k] for k in ("pm", "pf", "pi", "pc", "pw", "po", "pr")} | page)
+    children: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    by_id = {}
+    for s in spans:
+        by_id[(s["trace_id"], s["span_id"])] = s
+        if s["parent_span_id"]:
+            children[(s["trace_id"], s["parent_span_id"])].append(s)
+    for row in rows:
+        root = by_id.get((row["trace_id"], row["span_id"]))
+        tree, stack = [], [root] if root else []
+        while stack:
+            node = stack.pop()
+            tree.append(node)
+            stack.extend(children[(node["trace_id"], node["span_id"])])
+        row.update(_sums(tree))
+
+
+def _sums(tree: list[dict[str, Any]]) -> dict[str, Any]:
+    """The ``TOTALS`` of one subtree, in Python (same definitions as the SQL above)."""
+    llm = [n for n in tree if n["kind"] == "llm"]
+    out: dict[str, Any] = {f"total_{k}": sum(n[k] for n in llm) for k in (
+        "input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens")}  # fmt: skip
+    out["total_tokens"] = out["total_input_tokens"] + out["total_output_tokens"]
+    out["total_cost"] = sum(n["cost"] for n in tree)
+    out["llm_calls"] = len(llm)
+    out["tool_calls"] = sum(n["kind"] == "tool" for n in tree)
+    out["errors"] = sum(n["status"] == "error" for n in tree)
+    return out
