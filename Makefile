@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test fixtures bench
+.PHONY: run test fixtures bench dashboard-assets
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,7 +17,9 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(VENV)/bin/otel-bridge serve
 
+# The browser test drives Debian's chromium (headless); installed here when missing (needs root and apt).
 test: $(STAMP)
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 	$(VENV)/bin/pytest -q
 
 # Regenerates the committed OTLP fixtures from real instrumentation libraries (not part of `make test`).
@@ -26,3 +28,11 @@ fixtures:
 
 bench: $(STAMP)
 	for b in bench/*.py; do $(PY) $$b || exit 1; done
+
+# The dashboard's chart library, from the npm registry at build time (frontend/package.json pins it). The built
+# file is committed under otel_bridge/server/static/ and packaged, so running needs neither the network nor Node.
+dashboard-assets:
+	cd frontend && npm ci --no-audit --no-fund
+	mkdir -p otel_bridge/server/static
+	sed '/sourceMappingURL/d' frontend/node_modules/chart.js/dist/chart.umd.min.js > otel_bridge/server/static/chart.umd.min.js
+	cp frontend/node_modules/chart.js/LICENSE.md otel_bridge/server/static/chart.js.LICENSE.md

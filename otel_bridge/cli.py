@@ -1,4 +1,4 @@
-"""The ``otel-bridge`` command."""
+"""The otel-bridge command line: serve, demo, doctor, inspect and the analytics commands."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from otel_bridge import commands, config
+from otel_bridge import cli_help, commands, config, doctor, grafana
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -54,7 +54,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="otel-bridge", description=__doc__)
+    parser = argparse.ArgumentParser(prog="otel-bridge", description=cli_help.DESCRIPTION)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -74,8 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, default=60, help="agent runs per release (default 60)")
     p.set_defaults(func=_demo)
 
+    doctor.register(sub)
     commands.register(sub)
     config.register(sub)
+    grafana.register(sub)
+    cli_help.apply(parser)
     return parser
 
 

@@ -19,6 +19,7 @@ import orjson
 
 from otel_bridge.analytics import queries
 from otel_bridge.analytics.schema import render_ddl
+from otel_bridge.analytics.totals import TOTAL_FILTERS
 from otel_bridge.analytics.store import DEFAULT_DATA_DIR, Store, StoreConfig, StoreError
 from otel_bridge.client import ServerClient
 from otel_bridge import price_commands
@@ -47,7 +48,9 @@ def _connection_parent() -> argparse.ArgumentParser:
     g.add_argument("--cert-file", help="client certificate, for a server that requires mutual TLS")
     g.add_argument("--key-file", help="the client certificate's private key")
     g.add_argument("--prices", help="prices.yaml (default: the packaged table)")
-    g.add_argument("--json", action="store_true", help="print a JSON array instead of a table")
+    g = p.add_argument_group("output")
+    g.add_argument("--json", action="store_true", help="print a JSON array with every value in full")
+    g.add_argument("--wide", action="store_true", help="every column, not only those that fit 120 characters")
     return p
 
 
@@ -66,9 +69,19 @@ def register(subparsers: Any) -> None:
     p.add_argument("--user-email")
     p.add_argument("--from", dest="from_", help="ISO timestamp, inclusive")
     p.add_argument("--to", help="ISO timestamp, inclusive")
+    g = p.add_argument_group("run totals (the run and everything below it)")
+    g.add_argument("--min-total-cost", type=float, help="USD")
+    g.add_argument("--max-total-cost", type=float, help="USD")
+    g.add_argument("--min-total-tokens", type=float)
+    g.add_argument("--max-total-tokens", type=float)
+    g.add_argument("--min-llm-calls", type=int)
+    g.add_argument("--min-tool-calls", type=int)
+    g.add_argument("--min-errors", type=int)
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--offset", type=int, default=0)
-    p.add_argument("--order", default="-start_time", help="start_time|latency_s|cost|prompt_tokens|completion_tokens")
+    p.add_argument("--order", default="-start_time",
+                   help="start_time, latency_s, cost, total_cost, total_tokens, llm_calls, prompt_tokens or "
+                   "completion_tokens; prefix - for descending (default -start_time)")  # fmt: skip
     p.set_defaults(func=_with_store(_runs, "/api/run/", _runs_params))
 
     p = subparsers.add_parser("costs", parents=[conn], help="cost and tokens at current prices")
@@ -127,6 +140,7 @@ def _run_filters(a: argparse.Namespace) -> dict[str, Any]:
         "status": a.status, "model": a.model, "agent": a.agent, "min_latency_s": a.min_latency_s,
         "max_latency_s": a.max_latency_s, "min_cost": a.min_cost, "max_cost": a.max_cost, "tags": tags or None,
         "user_email": a.user_email, "from": a.from_, "to": a.to,
+        **{k: getattr(a, k) for k in TOTAL_FILTERS},
     }  # fmt: skip
 
 
@@ -179,27 +193,53 @@ def _with_store(
     open the store and price table and run the query here. Errors are one line on stderr, exit code 2."""
 
     def run(a: argparse.Namespace) -> int:
+        kind = a.command + (" check" if a.command == "prices" else "")
         try:
             _tls_from_config(a)
             verify = client_context(_client_tls(a), "tls")
             server = ServerClient.find(a.data_dir, verify=verify) if a.host is None and a.prices is None else None
-            if server is not None:
-                logger.debug("asking the running server at %s", server.url)
-                try:
-                    rows = server.get(path, params(a))
-                finally:
-                    server.close()
-            else:
-                prices = PriceTable.load(a.prices, snapshot=snapshot_path(a.data_dir))
-                with Store.open(store_config(a)) as store:
-                    rows = query(store, prices, a)
+            with working(f"{kind}: asking the server" if server else f"{kind}: opening the store"):
+                rows = _fetch(server, query, path, params, a)
         except (StoreError, PriceError, ValueError, OSError) as exc:
             print(f"otel-bridge {a.command}: {exc}", file=sys.stderr)
             return 2
-        emit(rows, a.json, title=a.command)
+        emit(rows, a.json, title=_title(kind, rows), kind=kind, wide=a.wide)
         return 0
 
     return run
+
+
+def _fetch(server: ServerClient | None, query: Callable, path: str, params: Callable, a: argparse.Namespace) -> Any:
+    if server is not None:
+        logger.debug("asking the running server at %s", server.url)
+        try:
+            return server.get(path, params(a))
+        finally:
+            server.close()
+    prices = PriceTable.load(a.prices, snapshot=snapshot_path(a.data_dir))
+    with Store.open(store_config(a)) as store:
+        return query(store, prices, a)
+
+
+def working(message: str) -> Any:
+    """A spinner on stderr while something may take a second or more (chDB start-up, a big query);
+    nothing at all when stderr is not a terminal, so pipes and tests see only the table."""
+    from rich.console import Console
+
+    return Console(stderr=True).status(message, spinner="dots")
+
+
+_TITLES = {
+    "runs": "runs (tokens and cost: the run and everything below it)",
+    "costs": "cost at current prices",
+    "latency": "latency",
+    "diff": "release diff",
+    "prices check": "models without a price (their calls cost $0)",
+}
+
+
+def _title(kind: str, rows: list) -> str:
+    return f"{_TITLES.get(kind, kind)} · {len(rows)} row{'s' if len(rows) != 1 else ''}"
 
 
 def _schema_print(a: argparse.Namespace) -> int:
@@ -208,26 +248,11 @@ def _schema_print(a: argparse.Namespace) -> int:
     return 0
 
 
-def emit(rows: list[dict[str, Any]], as_json: bool, title: str = "") -> None:
+def emit(rows: list[dict[str, Any]], as_json: bool, title: str = "", *, kind: str = "", wide: bool = False) -> None:
+    """``--json``: the rows as the query returned them; otherwise a table of human numbers (``tables``)."""
     if as_json:
         sys.stdout.write(orjson.dumps(rows, default=str, option=orjson.OPT_INDENT_2).decode() + "\n")
         return
-    from rich.console import Console
-    from rich.table import Table
+    from otel_bridge.tables import print_table
 
-    table = Table(title=title or None)
-    for key in rows[0] if rows else ["(no rows)"]:
-        table.add_column(key, overflow="fold")
-    for row in rows:
-        table.add_row(*(_cell(v) for v in row.values()))
-    Console(width=None if sys.stdout.isatty() else 200).print(table)  # piped: don't squeeze to 80 columns
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.6g}" if abs(value) < 1 else f"{value:,.2f}"
-    if isinstance(value, (list, tuple)):
-        return ", ".join(map(str, value))
-    return str(value)
+    print_table(rows, kind, wide=wide, title=title or None)

@@ -21,6 +21,7 @@ from otel_bridge.synthetic import emit as emit_run
 from otel_bridge.synthetic import plan_runs
 
 RELEASES = ("1.4.0", "1.5.0")
+HISTORY_NS = 6 * 3600 * 1_000_000_000
 
 
 def _start_server(config: str | None, data_dir: str | None, console: Console) -> tuple[subprocess.Popen, ServerClient]:
@@ -62,7 +63,11 @@ def _send(endpoint: str, n: int, console: Console) -> int:
             provider = TracerProvider(resource=Resource.create({"service.name": "demo-agents", "service.version": version, "deployment.environment.name": "demo"}))
             provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=True, headers=headers)))
             tracer = provider.get_tracer("otel-bridge-demo")
-            for run in plan_runs(n, seed=100 + i, error_rate=0.06 + 0.08 * i, slow=1.0 + 0.35 * i):
+            # The releases roll out one after the other over the past six hours, so the dashboard has a history.
+            start = time.time_ns() - (len(RELEASES) - i) * HISTORY_NS // len(RELEASES)
+            spacing = HISTORY_NS / len(RELEASES) / max(n, 1) / 1e9
+            runs = plan_runs(n, seed=100 + i, error_rate=0.06 + 0.08 * i, slow=1.0 + 0.35 * i, chat=True, start_ns=start, spacing_s=spacing)
+            for run in runs:
                 emit_run(tracer, run)
                 sent_llm += len(run.calls)
                 progress.advance(task)
@@ -89,10 +94,11 @@ def run_demo(config: str | None = None, data_dir: str | None = None, runs: int =
         llm_calls = _send(_grpc_endpoint(server), runs, console)
         with console.status("waiting for runs to be assembled and stored"):
             _wait_stored(server, llm_calls)
-        emit(server.get("/api/costs", {"group_by": "model"}), False, title="cost by model (USD, current prices)")
-        emit(server.get("/api/latency", {"group_by": "agent", "kind": "agent"}), False, title="agent run latency (ms)")
-        emit(server.get("/api/diff", {"baseline": RELEASES[0], "candidate": RELEASES[1]}), False, title=f"release diff {RELEASES[0]} -> {RELEASES[1]}")
-        console.print(f"more: [bold]otel-bridge runs --status error[/bold], [bold]{server.url}/docs[/bold]")
+        emit(server.get("/api/costs", {"group_by": "model"}), False, title="cost by model (current prices)", kind="costs")
+        emit(server.get("/api/latency", {"group_by": "agent", "kind": "agent"}), False, title="agent run latency", kind="latency")
+        emit(server.get("/api/diff", {"baseline": RELEASES[0], "candidate": RELEASES[1]}), False, title=f"release diff {RELEASES[0]} -> {RELEASES[1]}", kind="diff")
+        console.print(f"more: [bold]otel-bridge runs --status error[/bold], the dashboard at [bold]{server.url}/[/bold], "
+                      f"the API at [bold]{server.url}/docs[/bold]")  # fmt: skip
     finally:
         server.close()
         if proc is not None:

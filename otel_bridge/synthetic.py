@@ -6,6 +6,7 @@ end times, so every figure downstream (tokens, latency, errors, cost) is known i
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Iterator
@@ -47,6 +48,18 @@ class PlannedRun:
     conversation_id: str | None = None
     error_type: str = "RateLimitError"
     extra: dict = field(default_factory=dict)
+    question: str | None = None  # with chat: the user's turn on the first call, an answer on the last
+    answer: str | None = None
+    feedback: tuple[str, str] | None = None  # (rating, comment) as a "feedback" span event on the agent span
+
+
+QUESTIONS = (
+    ("Where is my order #4411?", "It left the warehouse yesterday and should arrive on Thursday."),
+    ("Why was I charged twice in May?", "One of the two charges was a pre-authorisation; it was released on May 3."),
+    ("Summarise the refund policy for EU customers.", "EU customers can return items within 30 days for a full refund."),
+    ("What's the weather in Lisbon tomorrow?", "Sunny, 24 °C, light wind from the north-west."),
+)
+RATINGS = (("up", "quick and correct"), ("down", "did not answer the question"), ("up", ""))
 
 
 def plan_runs(
@@ -58,10 +71,14 @@ def plan_runs(
     slow: float = 1.0,
     agents: tuple[str, ...] = AGENTS,
     models: tuple = MODELS,
+    chat: bool = False,
+    spacing_s: float = 2.0,
 ) -> list[PlannedRun]:
     """``n`` runs with a reproducible mix of agents, models, tools, latencies and failures, all in the past."""
     rng = random.Random(seed)
-    t = start_ns if start_ns is not None else time.time_ns() - (n * 2 + 60) * 1_000_000_000
+    talk = random.Random(seed + 1_000_003)
+    step = int(spacing_s * 1_000_000_000)
+    t = start_ns if start_ns is not None else time.time_ns() - n * step - 60 * 1_000_000_000
     runs = []
     for i in range(n):
         calls = []
@@ -76,7 +93,10 @@ def plan_runs(
         runs.append(
             PlannedRun(rng.choice(agents), calls, tools, rng.random() < error_rate, t, latency, user=f"user-{i % 5}@example.com", conversation_id=f"conv-{i}")
         )
-        t += 2_000_000_000
+        if chat:  # its own generator, so runs with and without chat have the same figures
+            runs[-1].question, runs[-1].answer = talk.choice(QUESTIONS)
+            runs[-1].feedback = talk.choice(RATINGS) if talk.random() < 0.3 else None
+        t += step
     return runs
 
 
@@ -97,8 +117,9 @@ def emit(tracer: Tracer, run: PlannedRun) -> None:
     )
     ctx = trace.set_span_in_context(agent)
     t = run.start_ns + 5_000_000
-    for call in run.calls:
-        span = tracer.start_span(f"chat {call.model}", context=ctx, kind=SpanKind.CLIENT, start_time=t, attributes=_llm_attributes(call))
+    for k, call in enumerate(run.calls):
+        attrs = _llm_attributes(call) | _messages(run, first=k == 0, last=k == len(run.calls) - 1)
+        span = tracer.start_span(f"chat {call.model}", context=ctx, kind=SpanKind.CLIENT, start_time=t, attributes=attrs)
         t += call.latency_ms * 1_000_000
         span.end(end_time=t)
     for tool in run.tools:
@@ -110,10 +131,26 @@ def emit(tracer: Tracer, run: PlannedRun) -> None:
         )
         t += 40_000_000
         span.end(end_time=t)
+    if run.feedback:
+        agent.add_event("feedback", {"rating": run.feedback[0], "comment": run.feedback[1]}, timestamp=t)
     if run.fail:
         agent.set_attribute("error.type", run.error_type)
         agent.set_status(Status(StatusCode.ERROR, f"{run.error_type}: upstream refused"))
     agent.end(end_time=run.start_ns + run.latency_ms * 1_000_000)
+
+
+def _messages(run: PlannedRun, first: bool, last: bool) -> dict:
+    """GenAI current-convention message attributes (JSON), only for runs planned with chat."""
+    if not run.question:
+        return {}
+    out = {}
+    if first:
+        out["gen_ai.input.messages"] = json.dumps([{"role": "user", "parts": [{"type": "text", "content": run.question}]}])
+    if last:
+        out["gen_ai.output.messages"] = json.dumps(
+            [{"role": "assistant", "parts": [{"type": "text", "content": run.answer}], "finish_reason": "stop"}]
+        )
+    return out
 
 
 def _llm_attributes(call: LlmCall) -> dict:

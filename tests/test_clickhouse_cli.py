@@ -41,6 +41,8 @@ def test_runs_json(data_dir: str, capsys: pytest.CaptureFixture) -> None:
     assert set(rows[0]) == {
         "run_id", "trace_id", "parent_run_id", "type", "name", "agent", "model", "status", "latency_s", "cost",
         "prompt_tokens", "completion_tokens", "user_email", "tags", "start_time", "end_time",
+        "total_input_tokens", "total_cached_input_tokens", "total_cache_write_tokens", "total_output_tokens",
+        "total_reasoning_tokens", "total_tokens", "total_cost", "llm_calls", "tool_calls", "errors",
     }  # fmt: skip
 
 
@@ -62,7 +64,7 @@ def test_commands_json(data_dir: str, capsys: pytest.CaptureFixture, argv: list[
 def test_table_output_and_errors(data_dir: str, capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
     assert _run(["costs", "--data-dir", data_dir]) == 0
     out = capsys.readouterr().out
-    assert "costs" in out and "┏" in out  # a rich table (folded to the 80-column test terminal)
+    assert "cost at current prices" in out and "───" in out  # a rich table, 120 columns when piped
     bad = tmp_path / "prices.yaml"
     bad.write_text("providers: {x: {models: {m: {input: 1}}}}\n")
     assert _run(["costs", "--data-dir", data_dir, "--prices", str(bad)]) == 2

@@ -18,6 +18,14 @@ from otel_bridge.analytics.cost import (
     DAY_NS, SPAN_COST, bucket, cost_sql, price_index, price_join, price_parameters, span_cost, span_pairs,
 )  # fmt: skip
 from otel_bridge.analytics.store import Store
+from otel_bridge.analytics.totals import (
+    TOTAL_FILTERS,
+    TOTAL_ORDERS,
+    TOTALS,
+    attach_totals,
+    subtree_ctes,
+    total_conditions,
+)
 from otel_bridge.pricing import PriceTable
 
 logger = logging.getLogger(__name__)
@@ -27,15 +35,15 @@ SETTINGS = "SETTINGS do_not_merge_across_partitions_select_final = 1"
 RELEASE = "if(release_id != '', release_id, service_version)"
 RUN_FILTERS = frozenset(
     ("status", "model", "agent", "min_latency_s", "max_latency_s", "min_cost", "max_cost", "tags", "user_email")
-    + ("from", "from_", "to")
-)
+    + ("from", "from_", "to", "trace_id")
+) | frozenset(TOTAL_FILTERS)
 _ORDERS = {
     "start_time": "start_ns",
     "latency_s": "duration_ms",
     "cost": "cost",
     "prompt_tokens": "input_tokens",
     "completion_tokens": "output_tokens",
-}
+} | TOTAL_ORDERS
 _RUN_COLUMNS = (
     "run_id, trace_id, parent_run_id, kind, name, agent, model, provider, status, duration_ms, input_tokens, "
     "cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, user_email, tags, start, end"
@@ -80,7 +88,7 @@ def _run_where(filters: dict[str, Any]) -> tuple[list[str], list[str], dict[str,
     if unknown:
         raise ValueError(f"unknown run filters: {sorted(unknown)}")
     where, after, params = ["kind IN ('agent', 'llm', 'tool', 'chain', 'retriever', 'embedding')"], [], {}
-    for key in ("status", "model", "agent", "user_email"):
+    for key in ("status", "model", "agent", "user_email", "trace_id"):
         if filters.get(key) is not None:
             where.append(f"{key} = {{{key}:String}}")
             params[key] = str(filters[key])
@@ -107,35 +115,53 @@ def _run_where(filters: dict[str, Any]) -> tuple[list[str], list[str], dict[str,
 def runs(
     store: Store, prices: PriceTable, *, limit: int = 100, offset: int = 0, order: str = "-start_time", **filters: Any
 ) -> list[dict[str, Any]]:
-    """Every stored span is a run in Observatory's sense (own run_id); filtered with Observatory's set."""
+    """Every stored span is a run in Observatory's sense (own run_id); filtered with Observatory's set.
+
+    Each row also carries its subtree's totals (``otel_bridge.analytics.totals``), which filter and order too.
+    """
     where, after, params = _run_where(filters)
+    totals_where, totals_params = total_conditions(filters)
+    after += totals_where
     desc = order.startswith("-")
     key = _ORDERS.get(order.lstrip("-+"))
     if key is None:
         raise ValueError(f"order: must be one of {sorted(_ORDERS)} (prefix - for descending)")
-    params |= price_parameters(prices, span_pairs(store)) | {"limit": int(limit), "offset": int(offset)}
+    params |= totals_params | price_parameters(prices, span_pairs(store)) | {"limit": int(limit), "offset": int(offset)}
     sort = f"{key} {'DESC' if desc else 'ASC'}, toString(run_id)"
     page = "LIMIT {limit:UInt64} OFFSET {offset:UInt64}"
-    # Without a cost filter or cost order, the page is cut before pricing: only `limit` rows join the prices.
-    early = not after and key != "cost"
-    sql = f"""
-    SELECT toString(run_id) AS run_id, trace_id, toString(parent_run_id) AS parent_run_id, kind AS type, name, agent,
-        model, status, duration_ms / 1000 AS latency_s, {SPAN_COST} AS cost, input_tokens AS prompt_tokens,
-        output_tokens AS completion_tokens, user_email, tags, start_ms, end_ms
-    FROM (
-        SELECT {_RUN_COLUMNS}, toUnixTimestamp64Nano(start) AS start_ns,
+    # Without a cost/total filter or order, the page is cut before pricing: only `limit` rows join the prices. Unless
+    # the totals filter or order the runs, they are added to the page from one read of its traces (attach_totals);
+    # otherwise a recursive walk in ClickHouse computes them for every candidate (slower: see totals.py).
+    early = not after and key != "cost" and key not in TOTAL_ORDERS
+    walk = bool(totals_where) or key in TOTAL_ORDERS
+    spans = store.table("spans")
+    select = f"""SELECT toString(run_id) AS run_id, trace_id, toString(parent_run_id) AS parent_run_id, kind AS type,
+        name, agent, model, status, duration_ms / 1000 AS latency_s, {SPAN_COST} AS cost, input_tokens AS prompt_tokens,
+        output_tokens AS completion_tokens, user_email, tags, start_ms, end_ms"""
+    base = f"""SELECT {_RUN_COLUMNS}, span_id, toUnixTimestamp64Nano(start) AS start_ns,
             toUnixTimestamp64Milli(start) AS start_ms, toUnixTimestamp64Milli(end) AS end_ms
-        FROM {store.table('spans')} FINAL WHERE {' AND '.join(where)}
-        {f'ORDER BY {sort} {page}' if early else ''}
-    ) AS s
-    {price_join()}
-    {('WHERE ' + ' AND '.join(after)) if after else ''}
-    ORDER BY {sort} {'' if early else page}
-    {SETTINGS}"""
-    out = store.query(sql, params)
-    for row in out:
-        row["start_time"], row["end_time"] = iso_ms(row.pop("start_ms")), iso_ms(row.pop("end_ms"))
+        FROM {spans} FINAL WHERE {' AND '.join(where)}"""
+    if not walk:
+        sql = f"""{select}, span_id, start_ns FROM ({base} {f'ORDER BY {sort} {page}' if early else ''}) AS s
+        {price_join()}
+        WHERE {' AND '.join(after) or '1'}
+        ORDER BY {sort} {'' if early else page} {SETTINGS}"""
+        out = store.query(sql, params)
+        attach_totals(store, out, SPAN_COST, params)
+    else:
+        sql = f"""WITH RECURSIVE base AS ({base}),
+        {subtree_ctes(spans, 'base', SPAN_COST)}
+        {select}, span_id, start_ns, {', '.join(TOTALS)}
+        FROM base AS s {price_join()}
+        LEFT JOIN totals ON s.trace_id = totals.t_trace AND s.span_id = totals.t_root
+        WHERE {' AND '.join(after) or '1'}
+        ORDER BY {sort} {page}
+        {SETTINGS}"""
+        out = store.query(sql, params)
+    for i, row in enumerate(out):
+        times = {"start_time": iso_ms(row.pop("start_ms")), "end_time": iso_ms(row.pop("end_ms"))}
         row["tags"] = list(row["tags"])
+        out[i] = {k: v for k, v in row.items() if k not in ("start_ns", "span_id")} | times
     return out
 
 

@@ -24,7 +24,7 @@ from otel_bridge.analytics.store import Store
 from otel_bridge.pricing import PriceTable
 from otel_bridge.receivers.otlp import Refused
 from otel_bridge.receivers.otlp_http import read_capped
-from otel_bridge.server import ingest
+from otel_bridge.server import dashboard, ingest
 from otel_bridge.server.metrics import metrics_text
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ def create_app(rt: Runtime) -> FastAPI:
 
     _analytics_routes(app, rt)
     _ingest_routes(app, rt)
+    app.include_router(dashboard.router(rt))  # the dashboard at /, behind the same bearer middleware
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, Any]:
@@ -98,15 +99,26 @@ def _analytics_routes(app: FastAPI, rt: Runtime) -> None:
         user_email: str | None = None,
         from_: Annotated[str | None, Query(alias="from")] = None,
         to: str | None = None,
+        min_total_cost: float | None = None,
+        max_total_cost: float | None = None,
+        min_total_tokens: float | None = None,
+        max_total_tokens: float | None = None,
+        min_llm_calls: int | None = None,
+        min_tool_calls: int | None = None,
+        min_errors: int | None = None,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
         offset: Annotated[int, Query(ge=0)] = 0,
         order: str = "-start_time",
     ) -> Response:
-        """Observatory's run filter set: every span that became an event is a run."""
+        """Observatory's run filter set: every span that became an event is a run; each carries its subtree's totals
+        (tokens by kind, cost, LLM and tool calls, errors), which filter (``min_total_cost``…) and order too."""
         tag_list = [t for group in tags or [] for t in group.split(",") if t] or None
         filters = dict(status=status, model=model, agent=agent, min_latency_s=min_latency_s, max_latency_s=max_latency_s,
                        min_cost=min_cost, max_cost=max_cost, tags=tag_list, user_email=user_email, to=to)  # fmt: skip
         filters["from"] = from_
+        filters |= dict(min_total_cost=min_total_cost, max_total_cost=max_total_cost, min_total_tokens=min_total_tokens,
+                        max_total_tokens=max_total_tokens, min_llm_calls=min_llm_calls, min_tool_calls=min_tool_calls,
+                        min_errors=min_errors)  # fmt: skip
         return await _query(queries.runs, rt.store, rt.prices, limit=limit, offset=offset, order=order, **filters)
 
     @app.get("/api/costs", tags=["analytics"])

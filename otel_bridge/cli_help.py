@@ -1,0 +1,106 @@
+"""``--help`` text for people: a plain description and worked examples on every command (no reST markup).
+
+Kept apart from the parsers so the examples read as one page, and so a test can check that every command has some.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+DESCRIPTION = """\
+otel-bridge turns OpenTelemetry traces of AI agents into cost and latency analytics (ClickHouse),
+FlowX Observatory events and FlightDeck runs.
+
+Start with:  otel-bridge serve     (OTLP on 127.0.0.1:4317 and :4318, dashboard at http://127.0.0.1:4318/)
+then:        otel-bridge demo      (synthetic agent traffic, then cost, latency and release-diff tables)"""
+
+EXAMPLES: dict[str, list[tuple[str, str]]] = {
+    "": [
+        ("otel-bridge serve", "receive traces, store them, serve the API and dashboard"),
+        ("otel-bridge doctor", "check config, ports, storage, exporters; says what to fix"),
+        ("otel-bridge runs --status error", "the latest failed runs"),
+        ("otel-bridge <command> --help", "options and examples of one command"),
+    ],
+    "inspect": [
+        ("otel-bridge inspect trace.pb", "the agent spans recognised in a captured OTLP request"),
+        ("otel-bridge inspect --json a.json b.pb | jq .model", "one JSON object per span"),
+    ],
+    "serve": [
+        ("otel-bridge serve", "packaged config, data in ./.otel-bridge/data"),
+        ("otel-bridge serve --config my-bridge.yaml", "your pipeline (check it first with config check)"),
+        ("OTEL_BRIDGE_TOKEN=s3cret otel-bridge serve", "require a bearer token on every request"),
+    ],
+    "demo": [
+        ("otel-bridge demo", "60 agent runs per release to the running server (one is started if none runs)"),
+        ("otel-bridge demo --runs 300", "more traffic for the dashboard"),
+    ],
+    "doctor": [
+        ("otel-bridge doctor", "check the packaged config and everything it points at"),
+        ("otel-bridge doctor --config my-bridge.yaml --json", "the same checks as JSON (exit 1 if any failed)"),
+    ],
+    "runs": [
+        ("otel-bridge runs", "the 50 latest runs, newest first"),
+        ("otel-bridge runs --agent support-agent --status error", "one agent's failures"),
+        ("otel-bridge runs --model gpt-4o --min-latency-s 5", "slow calls of one model"),
+        ("otel-bridge runs --min-total-cost 0.10 --order=-total_cost", "the most expensive runs (whole subtree)"),
+        ("otel-bridge runs --from 2026-05-01T00:00:00Z --wide", "every column; --json for full values"),
+    ],
+    "costs": [
+        ("otel-bridge costs", "cost and tokens by model at current prices"),
+        ("otel-bridge costs --by agent --from 2026-05-01T00:00:00Z", "by agent since a date"),
+        ("otel-bridge costs --by day --json", "a daily series for a script"),
+    ],
+    "latency": [
+        ("otel-bridge latency", "p50/p90/p95/p99 of every span kind, by model"),
+        ("otel-bridge latency --by agent --kind agent", "agent run latency by agent"),
+    ],
+    "diff": [
+        ("otel-bridge diff 1.4.0 1.5.0", "cost, tokens, latency and error rate per run, with confidence"),
+    ],
+    "prices": [("otel-bridge prices check", "models seen in traces that have no price")],
+    "prices check": [
+        ("otel-bridge prices check", "models seen without a price row (their calls cost $0)"),
+        ("otel-bridge prices check --prices my-prices.yaml", "against your own price table"),
+    ],
+    "schema": [("otel-bridge schema print --cluster prod", "the ClickHouse DDL for a cluster")],
+    "schema print": [
+        ("otel-bridge schema print", "the DDL the embedded store runs"),
+        ("otel-bridge schema print --cluster prod --ttl-days 30", "ON CLUSTER, Replicated and Distributed tables"),
+    ],
+    "grafana": [("otel-bridge grafana dashboard > otel-bridge.json", "the Grafana dashboard with today's prices")],
+    "grafana dashboard": [
+        ("otel-bridge grafana dashboard > otel-bridge.json", "import it, or drop it in a provisioned folder"),
+        ("otel-bridge grafana dashboard --prices my-prices.yaml", "with your own price table"),
+    ],
+    "config": [("otel-bridge config check my-bridge.yaml", "validate a config file")],
+    "config check": [
+        ("otel-bridge config check", "the packaged config"),
+        ("otel-bridge config check my-bridge.yaml", "every problem listed, one line each; exit 1 if any"),
+    ],
+}
+
+
+def epilog(path: str) -> str:
+    width = max(len(cmd) for cmd, _ in EXAMPLES[path])
+    lines = [f"  {cmd.ljust(width)}   {why}" for cmd, why in EXAMPLES[path]]
+    return "examples:\n" + "\n".join(lines)
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:  # argparse keeps sub-parsers only here
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
+
+
+def apply(parser: argparse.ArgumentParser, path: str = "") -> list[str]:
+    """Give ``parser`` and every sub-command its examples; returns the command paths that have none."""
+    missing = []
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    if path in EXAMPLES:
+        parser.epilog = epilog(path)
+    else:
+        missing.append(path)
+    for name, sub in _subcommands(parser).items():
+        missing += apply(sub, f"{path} {name}".strip())
+    return missing
