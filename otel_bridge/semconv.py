@@ -148,6 +148,8 @@ def _kind(attrs: Mapping[str, Any]) -> tuple[str, str | None, str]:
         op = None
     elif op in GENAI_OPERATION_KIND:
         return GENAI_OPERATION_KIND[op], op, OPERATION_KEY
+    else:
+        _count_unknown(op)
     for key, table in KIND_TABLES:
         value = attrs.get(key)
         if isinstance(value, str):
@@ -159,7 +161,6 @@ def _kind(attrs: Mapping[str, Any]) -> tuple[str, str | None, str]:
     if any(k in attrs for k in AGENT_EVIDENCE):
         return "agent", op, next(k for k in AGENT_EVIDENCE if k in attrs)
     if op is not None:
-        _count_unknown(op)
         return "chain", op, OPERATION_KEY
     for key in LLM_EVIDENCE:
         if key in attrs:
