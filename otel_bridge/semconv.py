@@ -156,16 +156,17 @@ def _kind(attrs: Mapping[str, Any]) -> tuple[str, str | None, str]:
             kind = table.get(value) or table.get(value.upper())
             if kind is not None:
                 return kind, (value.lower() if key == "openinference.span.kind" else value), key
-    if any(k in attrs for k in TOOL_EVIDENCE):
-        return "tool", op, next(k for k in TOOL_EVIDENCE if k in attrs)
-    if any(k in attrs for k in AGENT_EVIDENCE):
-        return "agent", op, next(k for k in AGENT_EVIDENCE if k in attrs)
-    if op is not None:
-        return "chain", op, OPERATION_KEY
-    for key in LLM_EVIDENCE:
-        if key in attrs:
-            return "llm", None, key
+    for evidence, kind in _EVIDENCE:
+        for key in evidence:
+            if key in attrs:
+                return kind, op, key
+        if op is not None and kind == "agent":  # past the tool and agent evidence: an unknown step
+            return "chain", op, OPERATION_KEY
     return "other", None, ""
+
+
+# Without a kind attribute: (evidence keys, kind) in order. An unknown operation name stops before LLM evidence.
+_EVIDENCE = ((TOOL_EVIDENCE, "tool"), (AGENT_EVIDENCE, "agent"), (LLM_EVIDENCE, "llm"))
 
 
 def _tags(attrs: Mapping[str, Any], skipped: list[str]) -> list[str]:
