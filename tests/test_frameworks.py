@@ -1,0 +1,129 @@
+"""Every agent-framework fixture, read from protobuf and from OTLP/JSON, gives exactly what the fake model server
+answered (``<name>.expected.json``, written from the server's records and the run script's report, never from
+otel-bridge's output): kind, model, provider and each token field of every model call, one billed span per call,
+the billed total per fixture, tool counts and tool errors, agents.
+
+The only per-fixture knowledge here is ``NOT_EMITTED``: the figures a producer does not put on its spans at all
+(checked: no attribute of any convention carries them), so otel-bridge cannot report them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import pytest
+
+from otel_bridge.inspect import agent_spans
+from otel_bridge.processors.runs import assemble
+from otel_bridge.semconv import AgentSpan
+from otel_bridge.semconv_tables import TOKEN_FIELDS
+
+FIXTURES = Path(__file__).parent / "fixtures" / "otlp"
+EXPECTED = {p.name.split(".")[0]: json.loads(p.read_text()) for p in sorted(FIXTURES.glob("*.expected.json"))}
+# Fixtures of agent frameworks (the server's plan-driven answers): their expected.json counts model calls.
+AGENT_FIXTURES = sorted(n for n, e in EXPECTED.items() if "model_calls" in e.get("counts", {}))
+LEGACY_FIXTURES = sorted(set(EXPECTED) - set(AGENT_FIXTURES))  # the three reference instrumentations
+
+# expected.json token field → AgentSpan field
+FIELDS = {
+    "prompt_tokens": "input_tokens",
+    "cached_tokens": "cached_input_tokens",
+    "cache_write_tokens": "cache_write_tokens",
+    "completion_tokens": "output_tokens",
+    "reasoning_tokens": "reasoning_tokens",
+}
+# What a producer leaves off its spans of what the server sent (keys of FIELDS, or "response_model").
+NOT_EMITTED: dict[str, set[str]] = {}
+
+
+def spans_of(name: str, suffix: str = "pb") -> list[AgentSpan]:
+    files = [FIXTURES / f"{name}.traces.{suffix}"]
+    logs = FIXTURES / f"{name}.logs.{suffix}"
+    spans = agent_spans(files + ([logs] if logs.exists() else []))
+    by_trace: dict[str, dict[str, AgentSpan]] = defaultdict(dict)
+    for a in spans:
+        by_trace[a.trace_id][a.span_id] = a
+    for members in by_trace.values():
+        assemble(members)  # where the pipeline decides, once a trace is complete
+    return sorted(spans, key=lambda a: (a.span.start_ns, a.span_id))
+
+
+def _carries(spans: list[AgentSpan], field: str) -> bool:
+    keys = TOKEN_FIELDS.get(field, ())
+    return any(k in a.span.attributes for a in spans for k in keys)
+
+
+def test_not_emitted_is_true_of_the_spans():
+    """A declared gap is the producer's: none of its spans carries any attribute for that figure."""
+    for name, gaps in NOT_EMITTED.items():
+        spans = spans_of(name)
+        for gap in gaps - {"response_model"}:
+            assert not _carries(spans, FIELDS[gap]), f"{name} does emit {gap}: read it instead of declaring a gap"
+
+
+@pytest.mark.parametrize("name", AGENT_FIXTURES)
+@pytest.mark.parametrize("suffix", ["pb", "json"])
+def test_model_calls(name, suffix):
+    expected = EXPECTED[name]
+    gaps = NOT_EMITTED.get(name, set())
+    spans = spans_of(name, suffix)
+    billed = [a for a in spans if a.kind == "llm"]
+    calls = expected["calls"]
+    assert len(billed) == len(calls) == expected["counts"]["model_calls"], [a.name for a in billed]
+    for a, call in zip(billed, calls, strict=True):
+        where = f"{name}: span {a.name!r} vs call {call['response_id']}"
+        model = call["request_model"] if "response_model" in gaps else call["response_model"] or call["request_model"]
+        assert (a.model, a.provider) == (model, call["provider"]), where
+        for theirs, ours in FIELDS.items():
+            want = None if theirs in gaps or call["error"] else call[theirs]
+            got = getattr(a, ours)
+            assert (got or 0, got is None) == (want or 0, want is None) or (want == 0 and got is None), (where, ours)
+        assert a.error == (call["error"] is not None), where
+    wrappers = [a for a in spans if a.billed_in]
+    assert all(a.kind == "chain" for a in wrappers)
+    assert {a.billed_in for a in wrappers} <= {a.span_id for a in billed}
+
+
+@pytest.mark.parametrize("name", AGENT_FIXTURES)
+def test_billed_total(name):
+    expected = EXPECTED[name]
+    spans = spans_of(name)
+    by_trace: dict[str, dict[str, AgentSpan]] = defaultdict(dict)
+    for a in spans:
+        by_trace[a.trace_id][a.span_id] = a
+    runs = [r for members in by_trace.values() for r in assemble(members)]
+    assert len(by_trace) == expected["counts"]["traces"]
+    billed = sum(r.total("input_tokens") + r.total("output_tokens") for r in runs)
+    assert billed == expected["totals"]["billed_tokens"]
+    assert sum(u.calls for r in runs for u in r.models) == expected["counts"]["model_calls"]
+
+
+@pytest.mark.parametrize("name", AGENT_FIXTURES)
+def test_tools_and_their_errors(name):
+    expected = EXPECTED[name]
+    tools = [a for a in spans_of(name) if a.kind == "tool"]
+    assert len(tools) == expected["counts"]["tool_calls"]
+    assert Counter(a.tool_name for a in tools) == Counter(t["name"] for t in expected["tool_calls"])
+    failed = Counter(a.tool_name for a in tools if a.error)
+    assert sum(failed.values()) == expected["counts"]["tool_errors"]
+    assert failed == Counter(t["name"] for t in expected["tool_calls"] if t["error"])
+
+
+@pytest.mark.parametrize("name", AGENT_FIXTURES)
+def test_agents(name):
+    expected = EXPECTED[name]
+    spans = spans_of(name)
+    names = {a.agent_name for a in spans if a.kind == "agent"}
+    want = {x if isinstance(x, str) else x["name"] for x in expected["agents"]}
+    assert names == want
+
+
+@pytest.mark.parametrize("name", LEGACY_FIXTURES)
+def test_reference_instrumentations_billed_total(name):
+    """The three reference instrumentations: chat calls billed once (embeddings are not LLM calls)."""
+    totals = EXPECTED[name]["totals"]
+    spans = spans_of(name)
+    (run,) = assemble({a.span_id: a for a in spans})
+    assert run.total("input_tokens") + run.total("output_tokens") == totals["chat_prompt_tokens"] + totals["chat_completion_tokens"]
