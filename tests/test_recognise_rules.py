@@ -15,7 +15,8 @@ import pytest
 from otel_bridge.inspect import explanations, ignored_attributes
 from otel_bridge.pipeline import Pipeline, PipelineOptions
 from otel_bridge.processors.runs import assemble
-from otel_bridge.semconv import bill_once, recognise, unknown_operations
+from otel_bridge.billing import bill_once
+from otel_bridge.semconv import recognise, unknown_operations
 from otel_bridge.semconv_tables import GENAI_OPERATION_KIND, VERCEL_OPERATION_KIND
 from otel_bridge.server.metrics import metrics_text
 from otel_bridge.spans import STATUS_ERROR, BridgeSpan, SpanEvent, spans_from_otlp_json

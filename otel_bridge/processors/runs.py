@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from otel_bridge.agentspan import AgentSpan
-from otel_bridge.semconv import bill_once
+from otel_bridge.billing import bill_once
 
 log = logging.getLogger(__name__)
 
