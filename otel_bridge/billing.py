@@ -46,17 +46,33 @@ def bill_once(agents: Iterable[AgentSpan]) -> int:
 
 
 _GAP_FIELDS = ("model", "request_model", "provider")
-_TOKEN_GAP_FIELDS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens")
+# (whole, its parts): input includes cache reads and writes, output includes reasoning (the OTel rule).
+_WHOLES = (("input_tokens", ("cached_input_tokens", "cache_write_tokens")), ("output_tokens", ("reasoning_tokens",)))
 
 
 def _take_gaps(inner: AgentSpan, outer: AgentSpan) -> None:
-    """The billed span keeps its own figures; what it lacks comes from the wrapper (the same call)."""
+    """The billed span keeps its own figures; what it lacks comes from the wrapper (the same call).
+
+    A part the inner span lacks (reasoning, cache) is taken from the wrapper; when the inner whole plus that part
+    equals the wrapper's normalised whole, the inner span reported its whole without the part, so it is added.
+    """
+    via = f"(wrapping span {outer.span_id})"
     for name in _GAP_FIELDS:
         if getattr(inner, name) is None and getattr(outer, name) is not None:
             setattr(inner, name, getattr(outer, name))
-    if inner.input_tokens is None and inner.output_tokens is None:
-        for name in _TOKEN_GAP_FIELDS:
-            setattr(inner, name, getattr(outer, name))
+            inner.sources[name] = via
+    for whole, parts in _WHOLES:
+        mine, theirs = getattr(inner, whole), getattr(outer, whole)
+        taken = 0
+        for part in parts:
+            if getattr(inner, part) is None and getattr(outer, part) is not None:
+                setattr(inner, part, getattr(outer, part))
+                taken += getattr(outer, part)
+                inner.sources[part] = via
+        if (mine is None and theirs is not None) or (taken and theirs is not None and mine + taken == theirs):
+            setattr(inner, whole, theirs)
+            inner.sources[whole] = f"{via}: {whole} without its parts" if mine is not None else via
     if outer.provider is None or outer.sources.get("provider") == "(model name)":
         outer.provider = inner.provider
-    inner.framework = inner.framework or outer.framework
+    if inner.framework is None and outer.framework is not None:
+        inner.framework, inner.sources["framework"] = outer.framework, via

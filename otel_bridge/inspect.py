@@ -137,7 +137,7 @@ def ignored_attributes(a: AgentSpan) -> list[str]:
 def explain(a: AgentSpan, billed_for: dict[str, str]) -> dict[str, object]:
     """Which attribute decided each field of one span, whether it was billed, and what was ignored."""
     src = a.sources
-    model_key = next((src[k] for k in ("response_model", "request_model", "openinference_model") if k in src), None)
+    model_key = next((src[k] for k in ("model", "response_model", "request_model", "openinference_model") if k in src), None)
     if a.model and model_key is None:
         model_key = "(llm.invocation_parameters)" if a.kind in MODEL_CALL_KINDS else "(the wrapped call)"
     provider_key = src.get("provider") or ("(the wrapped call)" if a.provider else None)
@@ -150,8 +150,7 @@ def explain(a: AgentSpan, billed_for: dict[str, str]) -> dict[str, object]:
         "kind": {"value": a.kind, "operation": a.operation, "from": _attr(a, src.get("kind"))},
         "model": {"value": a.model, "from": _attr(a, model_key) if a.model else None},
         "provider": {"value": a.provider, "from": _attr(a, provider_key) if a.provider else None},
-        "framework": {"value": a.framework, "from": _attr(a, src.get("framework")) if src.get("framework") else
-                      (f"(scope {a.span.scope_name})" if a.framework else None)},
+        "framework": {"value": a.framework, "from": _attr(a, src.get("framework")) if a.framework else None},
         "tokens": tokens, "token_rule": src.get("tokens"),
         "billed": _billing(a, billed_for),
         "malformed": list(a.skipped),

@@ -139,6 +139,13 @@ def framework_of_scope(scope: str) -> str | None:
 _SCOPE_CACHE: dict[str, str | None] = {}
 
 
+def _scope_framework(scope: str, keys: dict[str, str]) -> str | None:
+    framework = framework_of_scope(scope)
+    if framework is not None:
+        keys["framework"] = f"(scope {scope})"
+    return framework
+
+
 def _kind(attrs: Mapping[str, Any]) -> tuple[str, str | None, str]:
     """(kind, operation, the attribute that decided). Known operation names first, then the other conventions'
     kind attributes; an unknown operation name is never an LLM call (DESIGN decision 14)."""
@@ -308,7 +315,7 @@ def recognise(span: BridgeSpan) -> AgentSpan:
         conversation_id=get("conversation_id"),
         session_id=get("session_id"),
         user_id=get("user_id"),
-        framework=get("framework") or framework_of_scope(span.scope_name),
+        framework=get("framework") or _scope_framework(span.scope_name, keys),
         sources=keys,
     )
     keys["tokens"] = _tokens_inclusive(a, keys)

@@ -35,7 +35,9 @@ FIELDS = {
     "reasoning_tokens": "reasoning_tokens",
 }
 # What a producer leaves off its spans of what the server sent (keys of FIELDS, or "response_model").
-NOT_EMITTED: dict[str, set[str]] = {}
+NOT_EMITTED: dict[str, set[str]] = {
+    "adk_genai": {"cached_tokens"},  # neither ADK 2.2's call_llm nor google-genai's span carries cachedContentTokenCount
+}
 
 
 def spans_of(name: str, suffix: str = "pb") -> list[AgentSpan]:
@@ -77,9 +79,11 @@ def test_model_calls(name, suffix):
         model = call["request_model"] if "response_model" in gaps else call["response_model"] or call["request_model"]
         assert (a.model, a.provider) == (model, call["provider"]), where
         for theirs, ours in FIELDS.items():
-            want = None if theirs in gaps or call["error"] else call[theirs]
             got = getattr(a, ours)
-            assert (got or 0, got is None) == (want or 0, want is None) or (want == 0 and got is None), (where, ours)
+            if theirs in gaps:
+                assert got is None, (where, ours)
+            else:  # a zero the server sent may be left off; a failed call reporting 0 bills nothing either
+                assert (got or 0) == (call[theirs] or 0), (where, ours, got, call[theirs])
         assert a.error == (call["error"] is not None), where
     wrappers = [a for a in spans if a.billed_in]
     assert all(a.kind == "chain" for a in wrappers)
