@@ -312,3 +312,14 @@ def test_clickhouse_rows_keep_framework_and_the_billed_span():
     assert (row["kind"], row["attributes"]["framework"], row["attributes"]["billed_in"]) == ("chain", "google-adk", inner.span_id)
     row = dict(zip(SPAN_COLUMNS, span_row(inner), strict=True))
     assert (row["kind"], row["provider"], row["input_tokens"], row["attributes"]["framework"]) == ("llm", "gcp.gemini", 300, "google-adk")
+
+
+@pytest.mark.parametrize(("inner_out", "billed_out"), [(61, 94), (94, 94), (70, 70)])
+def test_a_part_only_the_wrapper_reports_completes_the_billed_span(inner_out, billed_out):
+    """ADK's call_llm knows the thinking tokens; the provider span inside may report only the visible output."""
+    outer = ADK_CALL | {"gen_ai.usage.output_tokens": 61, "gen_ai.usage.experimental.reasoning_tokens": 33}
+    spans = trace(bspan("2", None, outer), bspan("3", "2", GENAI_CALL | {"gen_ai.usage.output_tokens": inner_out}))
+    bill_once(spans.values())
+    inner = spans["3".rjust(16, "0")]
+    assert (inner.output_tokens, inner.reasoning_tokens) == (billed_out, 33)
+    assert inner.sources["reasoning_tokens"] == f"(wrapping span {'2'.rjust(16, '0')})"
