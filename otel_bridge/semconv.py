@@ -25,7 +25,7 @@ from otel_bridge.agentspan import AgentSpan, Context, run_id
 from otel_bridge.billing import MODEL_CALL_KINDS, bill_once
 from otel_bridge.semconv_tables import (
     AGENT_EVIDENCE, CACHE_READ_KEYS, CACHE_WRITE_KEYS, EXCLUSIVE_KEYS, FRAMEWORK_SCOPES, FRAMEWORKS,
-    GENAI_OPERATION_KIND, INPUT_TOKEN_KEYS, KIND_KEYS, KIND_TABLES, LLM_EVIDENCE, MODEL_KEYS, MODEL_PROVIDERS,
+    GENAI_OPERATION_KIND, INPUT_TOKEN_KEYS, INVOKE_PREFIXES, KIND_KEYS, KIND_TABLES, LLM_EVIDENCE, MODEL_KEYS, MODEL_PROVIDERS,
     OPERATION_KEY, OUTPUT_TOKEN_KEYS, PROVIDER_ALIASES, PROVIDER_KEYS, REASONING_KEYS, RUN_ROOT_OPERATIONS,
     TEXT_FIELDS, TOKEN_FIELDS, TOOL_EVIDENCE, TOTAL_TOKEN_KEYS, TRACELOOP_PROPS,
 )  # fmt: skip
@@ -162,16 +162,24 @@ def _kind(attrs: Mapping[str, Any]) -> tuple[str, str | None, str]:
             kind = table.get(value) or table.get(value.upper())
             if kind is not None:
                 return kind, (value.lower() if key == "openinference.span.kind" else value), key
+    if op is not None:  # unknown: a tool or an agent invocation by what it names, else a step, never an LLM call
+        for key in TOOL_EVIDENCE:
+            if key in attrs:
+                return "tool", op, key
+        if op.startswith(INVOKE_PREFIXES):
+            for key in AGENT_EVIDENCE:
+                if key in attrs:
+                    return "agent", op, key
+        return "chain", op, OPERATION_KEY
     for evidence, kind in _EVIDENCE:
         for key in evidence:
             if key in attrs:
-                return kind, op, key
-        if op is not None and kind == "agent":  # past the tool and agent evidence: an unknown step
-            return "chain", op, OPERATION_KEY
+                return kind, None, key
     return "other", None, ""
 
 
-# Without a kind attribute: (evidence keys, kind) in order. An unknown operation name stops before LLM evidence.
+# No operation name (pydantic-ai before 2026-04: ``agent run``, ``running tool``; old ADK ``call_llm``; Vercel's
+# ``do*`` spans): (evidence keys, kind) in order.
 _EVIDENCE = ((TOOL_EVIDENCE, "tool"), (AGENT_EVIDENCE, "agent"), (LLM_EVIDENCE, "llm"))
 
 

@@ -98,6 +98,10 @@ KIND_TABLES = (
     ("ai.operationId", VERCEL_OPERATION_KIND),
 )
 OPERATION_KEY = "gen_ai.operation.name"
+# An unknown operation name is an agent only when it invokes one ("invoke_<something>", the GenAI naming scheme)
+# and names it: frameworks stamp a default agent name on every span (the OpenAI Agents instrumentation's
+# "unknown" turn spans carry gen_ai.agent.name "OpenAI Agent"), so a name alone does not make an agent.
+INVOKE_PREFIXES = ("invoke_", "create_")
 # A span naming none of the kind attributes is a tool if it names a tool call, an agent if it names an agent
 # (pydantic-ai before 2026-04: ``running tool`` / ``agent run``), an LLM call if it names a provider.
 TOOL_EVIDENCE = ("gen_ai.tool.name", "gen_ai.tool.call.id")

@@ -44,17 +44,20 @@ def trace(*spans: BridgeSpan) -> dict:
 # ------------------------------------------------------------------------------- 1. operation names
 
 
-@pytest.mark.parametrize(("extra", "kind"), [
-    ({}, "chain"),
-    ({"gen_ai.agent.name": "planner"}, "agent"),
-    ({"gen_ai.tool.name": "lookup", "gen_ai.tool.call.id": "c1"}, "tool"),
+@pytest.mark.parametrize(("op", "extra", "kind"), [
+    ("frobnicate_v9", {}, "chain"),
+    ("frobnicate_v9", {"gen_ai.agent.name": "OpenAI Agent"}, "chain"),  # a default name stamped on every span
+    ("unknown", {"gen_ai.agent.name": "OpenAI Agent", "gen_ai.agent.id": "agent"}, "chain"),
+    ("invoke_crew_v9", {"gen_ai.agent.name": "planner"}, "agent"),
+    ("invoke_crew_v9", {}, "chain"),
+    ("frobnicate_v9", {"gen_ai.tool.name": "lookup", "gen_ai.tool.call.id": "c1"}, "tool"),
 ])  # fmt: skip
-def test_unknown_operation_is_never_llm_and_is_counted(extra, kind):
-    before = unknown_operations().get("frobnicate_v9", 0)
-    a = rec({"gen_ai.operation.name": "frobnicate_v9", "gen_ai.system": "openai", "gen_ai.request.model": "gpt-4o",
+def test_unknown_operation_is_never_llm_and_is_counted(op, extra, kind):
+    before = unknown_operations().get(op, 0)
+    a = rec({"gen_ai.operation.name": op, "gen_ai.system": "openai", "gen_ai.request.model": "gpt-4o",
              "gen_ai.usage.input_tokens": 10, "gen_ai.usage.output_tokens": 2, **extra})  # fmt: skip
-    assert (a.kind, a.operation) == (kind, "frobnicate_v9")
-    assert unknown_operations()["frobnicate_v9"] == before + 1
+    assert (a.kind, a.operation) == (kind, op)
+    assert unknown_operations()[op] == before + 1
 
 
 @pytest.mark.parametrize(("op", "kind"), [
