@@ -244,12 +244,16 @@ def _tokens_inclusive(a: AgentSpan, keys: Mapping[str, str]) -> str | None:
                     a.output_tokens += add_out
                 return rule
     rules = []
-    if a.input_tokens is not None and (read or write) and (inp < read + write or keys.get("cached_input_tokens") in EXCLUSIVE_KEYS or keys.get("cache_write_tokens") in EXCLUSIVE_KEYS):
-        a.input_tokens += read + write
-        rules.append("input < cache: exclusive")
-    if a.output_tokens is not None and reasoning and (out < reasoning or keys.get("reasoning_tokens") in EXCLUSIVE_KEYS):
-        a.output_tokens += reasoning
-        rules.append("output exclusive of reasoning")
+    if a.input_tokens is not None and (read or write):
+        by_key = keys.get("cached_input_tokens") in EXCLUSIVE_KEYS or keys.get("cache_write_tokens") in EXCLUSIVE_KEYS
+        if inp < read + write or by_key:
+            a.input_tokens += read + write
+            rules.append("input exclusive of cache (" + ("by key" if by_key else "input < cache") + ")")
+    if a.output_tokens is not None and reasoning:
+        by_key = keys.get("reasoning_tokens") in EXCLUSIVE_KEYS
+        if out < reasoning or by_key:
+            a.output_tokens += reasoning
+            rules.append("output exclusive of reasoning (" + ("by key" if by_key else "output < reasoning") + ")")
     return "; ".join(rules) or "inclusive"
 
 
