@@ -293,6 +293,9 @@ def recognise(span: BridgeSpan) -> AgentSpan:
     skipped: list[str] = []
     f, keys = _route(attrs, skipped)
     kind, operation, keys["kind"] = _kind(attrs)
+    if kind == "tool" and keys["kind"] != OPERATION_KEY and not (f.get("tool_name") or f.get("entity") or f.get("tool_call_id")):
+        # A tool is counted by its name: a TOOL span naming none (OpenInference's Agents-SDK handoffs) is a step.
+        kind, keys["kind"] = "chain", keys["kind"] + " (names no tool: a step)"
     failed, error_type, error_message = _error(span, f.get("error_type"))
     get = f.get
     request_model = get("request_model")

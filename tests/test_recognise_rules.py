@@ -326,3 +326,12 @@ def test_a_part_only_the_wrapper_reports_completes_the_billed_span(inner_out, bi
     inner = spans["3".rjust(16, "0")]
     assert (inner.output_tokens, inner.reasoning_tokens) == (billed_out, 33)
     assert inner.sources["reasoning_tokens"] == f"(wrapping span {'2'.rjust(16, '0')})"
+
+
+@pytest.mark.parametrize(("attrs", "kind"), [
+    ({"openinference.span.kind": "TOOL"}, "chain"),  # OpenInference's Agents-SDK handoff: names no tool
+    ({"openinference.span.kind": "TOOL", "tool.name": "get_weather"}, "tool"),
+    ({"gen_ai.operation.name": "execute_tool"}, "tool"),  # the operation itself says a tool ran
+])  # fmt: skip
+def test_a_tool_is_counted_by_its_name(attrs, kind):
+    assert rec(attrs, name="handoff to weather-agent").kind == kind

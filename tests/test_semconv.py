@@ -88,11 +88,12 @@ KIND_CASES = [
         ("chat", "llm"), ("text_completion", "llm"), ("generate_content", "llm"), ("embeddings", "embedding"),
         ("retrieval", "retriever"), ("create_agent", "agent"), ("invoke_agent", "agent"),
         ("invoke_workflow", "chain"), ("execute_tool", "tool")]],
-    *[({"openinference.span.kind": oi}, kind, op) for oi, kind, op in [
+    ({"openinference.span.kind": "TOOL"}, "chain", "tool"),  # names no tool: a step (an Agents-SDK handoff)
+    *[({"openinference.span.kind": oi, "tool.name": "t"}, kind, op) for oi, kind, op in [
         ("LLM", "llm", "llm"), ("EMBEDDING", "embedding", "embedding"), ("CHAIN", "chain", "chain"),
         ("TOOL", "tool", "tool"), ("AGENT", "agent", "agent"), ("RETRIEVER", "retriever", "retriever"),
         ("RERANKER", "retriever", "reranker"), ("GUARDRAIL", "chain", "guardrail"), ("PROMPT", "other", None)]],
-    *[({"traceloop.span.kind": tl}, kind, tl) for tl, kind in [
+    *[({"traceloop.span.kind": tl, "traceloop.entity.name": "e"}, kind, tl) for tl, kind in [
         ("workflow", "chain"), ("task", "chain"), ("agent", "agent"), ("tool", "tool")]],
     *[({"llm.request.type": rt}, kind, rt) for rt, kind in [
         ("chat", "llm"), ("completion", "llm"), ("embedding", "embedding"), ("rerank", "retriever")]],
