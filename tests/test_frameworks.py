@@ -35,11 +35,30 @@ FIELDS = {
     "completion_tokens": "output_tokens",
     "reasoning_tokens": "reasoning_tokens",
 }
-# What a producer leaves off its spans of what the server sent (keys of FIELDS, or "response_model").
+# What a producer leaves off its spans of what the server sent (keys of FIELDS, "response_model", or "provider":
+# no attribute names the provider, so it is known only where the model name implies it).
 NOT_EMITTED: dict[str, set[str]] = {
     "adk_genai": {"cached_tokens"},  # neither ADK 2.2's call_llm nor google-genai's span carries cachedContentTokenCount
     "openai_agents_genai": {"cached_tokens", "reasoning_tokens"},  # contrib instrumentation: input/output only
 }
+# How a producer's spans map onto the server's calls, when not one span per request (each verified below):
+# "client retries": the SDK retries a failed request inside one span (the server saw each attempt);
+# "last call per agent": every model call of an agent invocation writes its attributes onto the same span, so
+# only the last one survives (OpenInference's ADK wrapper sets them on the current span, ADK 2.x's invoke_agent).
+SPAN_MAPPING: dict[str, str] = {}
+
+
+def visible_calls(name: str) -> list[dict]:
+    """The server's calls as the producer's spans can show them (``SPAN_MAPPING``)."""
+    calls = EXPECTED[name]["calls"]
+    mapping = SPAN_MAPPING.get(name)
+    if mapping == "client retries":
+        return [c for i, c in enumerate(calls) if not (i and c["error"] and calls[i - 1]["error"] and
+                                                       c["request_model"] == calls[i - 1]["request_model"])]
+    if mapping == "last call per agent":
+        last = {c["plan"]: i for i, c in enumerate(calls)}
+        return [c for i, c in enumerate(calls) if last[c["plan"]] == i]
+    return calls
 
 
 def facts(expected: dict) -> dict:
@@ -54,6 +73,12 @@ def facts(expected: dict) -> dict:
         "tool_errors": counts.get("tool_errors", sum(1 for t in tools if t.get("error"))),
         "agents": expected.get("agents"),
     }
+
+
+def billed_tokens(name: str) -> int:
+    if name not in SPAN_MAPPING:
+        return EXPECTED[name]["totals"]["billed_tokens"]
+    return sum((c["prompt_tokens"] or 0) + (c["completion_tokens"] or 0) for c in visible_calls(name) if not c["error"])
 
 
 def spans_of(name: str, suffix: str = "pb") -> list[AgentSpan]:
@@ -81,6 +106,12 @@ def test_not_emitted_is_true_of_the_spans():
             assert not _carries(spans, FIELDS[gap]), f"{name} does emit {gap}: read it instead of declaring a gap"
 
 
+def test_span_mappings_are_needed():
+    """A declared mapping changes what is expected (else it hides nothing and must go)."""
+    for name in SPAN_MAPPING:
+        assert len(visible_calls(name)) < len(EXPECTED[name]["calls"]), name
+
+
 @pytest.mark.parametrize("name", AGENT_FIXTURES)
 @pytest.mark.parametrize("suffix", ["pb", "json"])
 def test_model_calls(name, suffix):
@@ -88,12 +119,17 @@ def test_model_calls(name, suffix):
     gaps = NOT_EMITTED.get(name, set())
     spans = spans_of(name, suffix)
     billed = [a for a in spans if a.kind == "llm"]
-    calls = expected["calls"]
-    assert len(billed) == len(calls) == facts(expected)["model_calls"], [a.name for a in billed]
+    calls = visible_calls(name)
+    assert len(calls) == facts(expected)["model_calls"] or name in SPAN_MAPPING
+    assert len(billed) == len(calls), [a.name for a in billed]
     for a, call in zip(billed, calls, strict=True):
         where = f"{name}: span {a.name!r} vs call {call['response_id']}"
         model = call["request_model"] if "response_model" in gaps else call["response_model"] or call["request_model"]
-        assert (a.model, a.provider) == (model, call["provider"]), where
+        if "provider" in gaps and a.provider is None:  # the model name implies none either
+            assert call["error"], where
+        else:
+            assert a.provider == call["provider"], where
+        assert a.model == model, where
         for theirs, ours in FIELDS.items():
             got = getattr(a, ours)
             if theirs in gaps:
@@ -116,8 +152,8 @@ def test_billed_total(name):
     runs = [r for members in by_trace.values() for r in assemble(members)]
     assert len(by_trace) == facts(expected)["traces"]
     billed = sum(r.total("input_tokens") + r.total("output_tokens") for r in runs)
-    assert billed == expected["totals"]["billed_tokens"]
-    assert sum(u.calls for r in runs for u in r.models) == facts(expected)["model_calls"]
+    assert billed == billed_tokens(name)
+    assert sum(u.calls for r in runs for u in r.models) == len(visible_calls(name))
 
 
 @pytest.mark.parametrize("name", AGENT_FIXTURES)
