@@ -1,6 +1,5 @@
 """Shared fixtures: the strict Observatory sink and the real FlightDeck server."""
 
-import json
 import sys
 from pathlib import Path
 
@@ -10,10 +9,7 @@ from flightdeck_server import flightdeck_server  # noqa: E402,F401
 from observatory_sink import observatory_sink  # noqa: E402,F401
 
 FIXTURES = Path(__file__).parent / "fixtures" / "otlp"
-
-
-def canned_run_fixtures() -> list[str]:
-    """The fixtures of the canned single-agent run (tests/fixtures/README.md, "The run"), told apart by the field only
-    that run's manifest has. The agent-framework fixtures (issue 9) run their own scenarios and are asserted apart."""
-    return sorted(p.name.split(".")[0] for p in FIXTURES.glob("*.expected.json")
-                  if "agent_span_usage" in json.loads(p.read_text()))
+# The reference fixtures (one OpenAI agent run under each instrumentation library) that the tests below were
+# written for.  The agent-framework fixtures (issue 9: <name>.expected.json with a "producer") have their own
+# manifest and are asserted by their own tests.
+REFERENCE_FIXTURES = ("openai_v2", "openai_v2_content", "openai_v2_prev", "openinference", "openllmetry")

@@ -14,10 +14,9 @@ from otel_bridge.inspect import agent_spans
 from otel_bridge.processors.runs import assemble
 from otel_bridge.semconv import AgentSpan
 
-from conftest import canned_run_fixtures
+from conftest import FIXTURES, REFERENCE_FIXTURES  # noqa: E402
 
-FIXTURES = Path(__file__).parent / "fixtures" / "otlp"
-NAMES = canned_run_fixtures()  # the canned single-agent run; the agent-framework fixtures are asserted apart
+NAMES = sorted(REFERENCE_FIXTURES)
 
 # What each library reports of the usage block the server sent (checked against the library's own output):
 # the official openai-v2 instrumentation has no cached/reasoning token attributes; OpenLLMetry leaves reasoning

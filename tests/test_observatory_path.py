@@ -19,9 +19,9 @@ from otel_bridge.exporters.observatory import ObservatorySender
 from otel_bridge.inspect import agent_spans, read_otlp_file
 from otel_bridge.pipeline import Pipeline, PipelineOptions
 
-from conftest import FIXTURES, canned_run_fixtures
+from conftest import FIXTURES, REFERENCE_FIXTURES
 
-NAMES = canned_run_fixtures()  # the canned single-agent run: its chats and agent are asserted below
+NAMES = sorted(REFERENCE_FIXTURES)
 CHATS = [
     ("user", "What's the weather in Paris?"),
     ("assistant", "It is 18°C and partly cloudy in Paris right now."),
