@@ -1,6 +1,5 @@
 """Shared fixtures: the strict Observatory sink and the real FlightDeck server."""
 
-import json
 import sys
 from pathlib import Path
 
@@ -14,10 +13,3 @@ FIXTURES = Path(__file__).parent / "fixtures" / "otlp"
 # written for.  The agent-framework fixtures (issue 9: <name>.expected.json with a "producer") have their own
 # manifest and are asserted by their own tests.
 REFERENCE_FIXTURES = ("openai_v2", "openai_v2_content", "openai_v2_prev", "openinference", "openllmetry")
-
-
-def canned_run_fixtures() -> list[str]:
-    """The fixtures of the canned single-agent run (tests/fixtures/README.md, "The run"), told apart by the field only
-    that run's manifest has. The agent-framework fixtures (issue 9) run their own scenarios and are asserted apart."""
-    return sorted(p.name.split(".")[0] for p in FIXTURES.glob("*.expected.json")
-                  if "agent_span_usage" in json.loads(p.read_text()))
