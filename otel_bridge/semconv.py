@@ -29,7 +29,7 @@ from otel_bridge.semconv_tables import (
     OPERATION_KEY, OUTPUT_TOKEN_KEYS, PROVIDER_ALIASES, PROVIDER_KEYS, REASONING_KEYS, RUN_ROOT_OPERATIONS,
     TEXT_FIELDS, TOKEN_FIELDS, TOOL_EVIDENCE, TOTAL_TOKEN_KEYS, TRACELOOP_PROPS,
 )  # fmt: skip
-from otel_bridge.spans import STATUS_ERROR, BridgeLog, BridgeSpan, pick
+from otel_bridge.spans import STATUS_ERROR, STATUS_OK, BridgeLog, BridgeSpan, pick
 
 __all__ = [
     "AgentSpan", "CACHE_READ_KEYS", "CACHE_WRITE_KEYS", "Context", "INPUT_TOKEN_KEYS", "KINDS", "MODEL_KEYS",
@@ -257,6 +257,13 @@ def _tokens_inclusive(a: AgentSpan, keys: Mapping[str, str]) -> str | None:
     return "; ".join(rules) or "inclusive"
 
 
+def _no_answer(a: AgentSpan, get: Any) -> bool:
+    return (
+        get("response_model") is None and get("openinference_model") is None and a.input_tokens is None
+        and a.output_tokens is None and a.total_tokens is None
+    )  # fmt: skip
+
+
 def _invocation_model(span: BridgeSpan) -> str | None:
     """OpenInference keeps the requested model only inside ``llm.invocation_parameters`` (read when needed)."""
     raw = span.attributes.get("llm.invocation_parameters") if "llm.invocation_parameters" in span.attributes else None
@@ -321,7 +328,7 @@ def recognise(span: BridgeSpan) -> AgentSpan:
         get("reasoning_tokens"),
         get("total_tokens"),
         get("agent_id"),
-        get("agent_name") or (get("entity") if kind == "agent" else None),
+        get("agent_name") or ((get("entity") or get("graph_node")) if kind == "agent" else None),
         get("workflow_name"),
         error=failed,
         error_type=error_type,
@@ -334,6 +341,11 @@ def recognise(span: BridgeSpan) -> AgentSpan:
         sources=keys,
     )
     keys["tokens"] = _tokens_inclusive(a, keys)
+    if kind == "llm" and span.status_code == STATUS_OK and keys["kind"] == "openinference.span.kind" and _no_answer(a, get):
+        # OpenInference records the answering model (llm.model_name) for every completion; a span marked OK with
+        # neither it nor usage got no completion: a side request such as OpenAI's input-token count (CrewAI asks
+        # before every call), not a model call.
+        a.kind, keys["kind"] = "chain", keys["kind"] + " (OK, no answering model, no usage: not a model call)"
     if kind == "tool":
         a.tool_name = get("tool_name") or get("entity") or span.name
         a.tool_call_id, a.tool_type = get("tool_call_id"), get("tool_type")

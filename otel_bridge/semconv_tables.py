@@ -250,6 +250,7 @@ TEXT_FIELDS = {
     "user_id": USER_KEYS,
     "user_email": EMAIL_KEYS,
     "entity": ("traceloop.entity.name",),
+    "graph_node": ("graph.node.id",),  # OpenInference: an AGENT span's node in the agent graph (CrewAI: the role)
     "error_type": ("error.type",),
 }
 TOKEN_FIELDS = {

@@ -335,3 +335,22 @@ def test_a_part_only_the_wrapper_reports_completes_the_billed_span(inner_out, bi
 ])  # fmt: skip
 def test_a_tool_is_counted_by_its_name(attrs, kind):
     assert rec(attrs, name="handoff to weather-agent").kind == kind
+
+
+def test_an_openinference_llm_span_that_got_no_completion_is_not_a_call():
+    """CrewAI asks OpenAI's input-token count before each call: OK, no answering model, no usage."""
+    count = {"openinference.span.kind": "LLM", "llm.provider": "openai",
+             "llm.invocation_parameters": '{"model": "gpt-4o-mini"}', "output.value": '{"object":"response.input_tokens"}'}  # fmt: skip
+    ok = recognise(BridgeSpan(T, "1".rjust(16, "0"), None, "InputTokenCountResponse", 1, 0, 1, 1, "", count, [], {}))
+    assert ok.kind == "chain" and "not a model call" in ok.sources["kind"]
+    failed = rec(count, error=True)  # a failed call stays a (failed) call
+    assert (failed.kind, failed.model) == ("llm", "gpt-4o-mini")
+    answered = recognise(BridgeSpan(T, "1".rjust(16, "0"), None, "ChatCompletion", 1, 0, 1, 1, "",
+                                    count | {"llm.model_name": "gpt-4o-mini-2024-07-18"}, [], {}))  # fmt: skip
+    assert answered.kind == "llm"
+
+
+def test_an_agent_graph_node_names_the_agent():
+    a = rec({"openinference.span.kind": "AGENT", "graph.node.id": "Weather researcher"})
+    assert (a.kind, a.agent_name) == ("agent", "Weather researcher")
+    assert rec({"openinference.span.kind": "CHAIN", "graph.node.id": "tools"}).agent_name is None
