@@ -219,3 +219,14 @@ def test_reference_instrumentations_billed_total(name):
     spans = spans_of(name)
     (run,) = assemble({a.span_id: a for a in spans})
     assert run.total("input_tokens") + run.total("output_tokens") == totals["chat_prompt_tokens"] + totals["chat_completion_tokens"]
+
+
+@pytest.mark.parametrize("name", [n for n in AGENT_FIXTURES if "by_agent" in EXPECTED[n] and n not in SPAN_MAPPING])
+def test_billed_per_agent_invocation(name):
+    """Each trace here is one agent invocation: the billed tokens of its calls, by the agent they ran under."""
+    billed: Counter = Counter()
+    for a in spans_of(name):
+        if a.kind == "llm":
+            billed[a.agent_name] += (a.input_tokens or 0) + (a.output_tokens or 0)
+    want = {agent: v["billed_tokens"] for agent, v in EXPECTED[name]["by_agent"].items()}
+    assert {k: v for k, v in billed.items() if v or k in want} == want
