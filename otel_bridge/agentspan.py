@@ -174,10 +174,14 @@ class AgentSpan:
         self._messages = None
 
     def inherit(self, ctx: Context | None) -> None:
-        """Fill what this span lacks from its nearest agent/workflow ancestor."""
+        """Fill what this span lacks from its nearest agent/workflow ancestor.
+
+        Only agent spans define which agent ran: any other span takes the enclosing agent's identity over its own
+        agent attributes (frameworks stamp a default name such as "OpenAI Agent" on every span)."""
         if ctx is None:
             return
-        if self.agent_name is None and self.agent_id is None:
+        has_agent = ctx.agent_name is not None or ctx.agent_id is not None
+        if (self.agent_name is None and self.agent_id is None) or (has_agent and self.kind != "agent"):
             self.agent_id, self.agent_name = ctx.agent_id, ctx.agent_name
         self.conversation_id = self.conversation_id or ctx.conversation_id
         self.session_id = self.session_id or ctx.session_id

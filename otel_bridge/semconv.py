@@ -392,6 +392,8 @@ def inherit_context(agents: Iterable[AgentSpan]) -> None:
             ctx = a.context()
             if above is not None:
                 own_agent = ctx.agent_id is not None or ctx.agent_name is not None
+                if a.kind != "agent" and (above.agent_id is not None or above.agent_name is not None):
+                    ctx.agent_id, ctx.agent_name, own_agent = above.agent_id, above.agent_name, True  # agents name agents
                 for name in Context.__slots__:
                     if own_agent and name in ("agent_id", "agent_name"):
                         continue  # an agent's identity is a pair: never half its own, half its parent's

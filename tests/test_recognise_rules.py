@@ -354,3 +354,19 @@ def test_an_agent_graph_node_names_the_agent():
     a = rec({"openinference.span.kind": "AGENT", "graph.node.id": "Weather researcher"})
     assert (a.kind, a.agent_name) == ("agent", "Weather researcher")
     assert rec({"openinference.span.kind": "CHAIN", "graph.node.id": "tools"}).agent_name is None
+
+
+def test_the_enclosing_agent_names_the_agent_of_every_other_span():
+    """The OpenAI Agents instrumentation stamps gen_ai.agent.name="OpenAI Agent" on every span; the invoke_agent
+    span around them says which agent ran."""
+    stamp = {"gen_ai.agent.name": "OpenAI Agent", "gen_ai.agent.id": "agent"}
+    spans = trace(
+        bspan("1", None, {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "weather-agent", "gen_ai.agent.id": "agent"}),
+        bspan("2", "1", {"gen_ai.operation.name": "unknown", **stamp}),
+        bspan("3", "2", CHAT | stamp),
+        bspan("4", None, CHAT | stamp),  # no agent encloses it: its own attribute stands
+    )
+    from otel_bridge.semconv import inherit_context
+
+    inherit_context(spans.values())
+    assert [spans[s.rjust(16, "0")].agent_name for s in "234"] == ["weather-agent", "weather-agent", "OpenAI Agent"]
