@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from otel_bridge import messages as _messages
+from otel_bridge.semconv_tables import RUN_ROOT_OPERATIONS
 from otel_bridge.spans import BridgeLog, BridgeSpan
 
 INPUT_TEXT_KEYS = ("input.value", "traceloop.entity.input", "gen_ai.prompt")
@@ -69,6 +70,9 @@ class AgentSpan:
     tags: list[str] = field(default_factory=list)
     metadata: dict[str, Any] = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)  # attributes ignored as malformed
+    framework: str | None = None  # the agent framework that emitted the span (google-adk, strands-agents, ...)
+    sources: dict[str, Any] = field(default_factory=dict)  # field → the attribute that decided it (inspect --explain)
+    billed_in: str | None = None  # a framework step wrapping a model call: the span id billed for that call
     logs: list[BridgeLog] = field(default_factory=list)  # GenAI log events correlated with this span
     redactor: Callable[[str | None], str | None] | None = None  # applied to every message/text read
     _messages: tuple | None = None
@@ -126,10 +130,7 @@ class AgentSpan:
     @property
     def is_run_root_kind(self) -> bool:
         """Agent invocations and workflows start runs (DESIGN decision 4); creating an agent does not."""
-        return (self.kind == "agent" and self.operation != "create_agent") or self.operation in (
-            "invoke_workflow",
-            "workflow",
-        )
+        return (self.kind == "agent" and self.operation != "create_agent") or self.operation in RUN_ROOT_OPERATIONS
 
     # --- messages are parsed on first use: most consumers never read them
     @property
@@ -173,10 +174,14 @@ class AgentSpan:
         self._messages = None
 
     def inherit(self, ctx: Context | None) -> None:
-        """Fill what this span lacks from its nearest agent/workflow ancestor."""
+        """Fill what this span lacks from its nearest agent/workflow ancestor.
+
+        Only agent spans define which agent ran: any other span takes the enclosing agent's identity over its own
+        agent attributes (frameworks stamp a default name such as "OpenAI Agent" on every span)."""
         if ctx is None:
             return
-        if self.agent_name is None and self.agent_id is None:
+        has_agent = ctx.agent_name is not None or ctx.agent_id is not None
+        if (self.agent_name is None and self.agent_id is None) or (has_agent and self.kind != "agent"):
             self.agent_id, self.agent_name = ctx.agent_id, ctx.agent_name
         self.conversation_id = self.conversation_id or ctx.conversation_id
         self.session_id = self.session_id or ctx.session_id
@@ -221,6 +226,8 @@ class AgentSpan:
             "status": self.status,
             "error_type": self.error_type,
             "tags": self.tags,
+            "framework": self.framework,
+            "billed_in": self.billed_in,
         }
 
 

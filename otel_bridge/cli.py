@@ -18,7 +18,9 @@ def _inspect(args: argparse.Namespace) -> int:
     except inspect.InspectError as exc:
         print(f"otel-bridge inspect: {exc}", file=sys.stderr)
         return 2
-    if args.json:
+    if args.explain:
+        inspect.print_explain(spans, as_json=args.json)
+    elif args.json:
         inspect.print_json_lines(spans)
     else:
         inspect.print_table(spans)
@@ -61,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="show the agent spans in OTLP protobuf or JSON files")
     p.add_argument("files", nargs="+", help="OTLP ExportTraceServiceRequest (or *.logs.*) files, .pb or .json")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.add_argument("--explain", action="store_true", help="per span: the attributes that decided kind, model, provider "
+                   "and tokens, which span was billed, and the GenAI-looking attributes that were ignored")
     p.set_defaults(func=_inspect)
 
     p = sub.add_parser("serve", help="run the OTLP receivers, the pipeline and the HTTP API")

@@ -21,7 +21,7 @@ from otel_bridge.processors.observatory import CUSTOM_EVENTS, ObservatoryConvert
 from otel_bridge.processors.redact import Redactor
 from otel_bridge.processors.runs import Run, RunAssembler
 from otel_bridge.agentspan import AgentSpan, Context
-from otel_bridge.semconv import inherit_context, recognise
+from otel_bridge.semconv import inherit_context, recognise, unknown_operations
 from otel_bridge.spans import BridgeLog, BridgeSpan
 
 log = logging.getLogger(__name__)
@@ -138,6 +138,7 @@ class Pipeline:
         return {
             "pipeline": {**self.counters, "redacted": self.redactor.redacted},
             "runs": {**self.assembler.counters, "in_flight": self.assembler.in_flight},
+            "unknown_operations": unknown_operations(),
             "exporters": {name: {**e.stats(), "queue_depth": e.queue_depth} for name, e in self.exporters.items()},
         }
 

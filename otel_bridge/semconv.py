@@ -1,133 +1,44 @@
-"""BridgeSpan → AgentSpan: agent semantics from the three conventions, one table (DESIGN decision 2).
+"""BridgeSpan → AgentSpan: agent semantics from every convention, one table (DESIGN decisions 2 and 14).
 
-Precedence wherever two conventions name the same thing: OTel GenAI current > GenAI deprecated > OpenInference >
-OpenLLMetry. Sources:
-- GenAI: https://opentelemetry.io/docs/specs/semconv/gen-ai/ (gen-ai-spans, gen-ai-agent-spans, gen-ai-events)
-- OpenInference: https://github.com/Arize-ai/openinference/blob/main/spec/semantic_conventions.md
-- OpenLLMetry: opentelemetry-semantic-conventions-ai (``SpanAttributes``, ``TraceloopSpanKindValues``)
+The tables live in ``semconv_tables`` (which key means what, in precedence order); this module reads them.
 
 Token counts are normalised one way, the OTel rule: ``input_tokens`` includes cached input (cache reads and cache
-writes), ``output_tokens`` includes reasoning. A source that reports them exclusive (Anthropic's API does; so do
-instrumentations that copy its usage block) is recognised by input < cache read + cache write, or output <
-reasoning, and the parts are added. Wrong-typed values are skipped and listed in ``AgentSpan.skipped``.
+writes), ``output_tokens`` includes reasoning. Whether a source reports the parts inside or outside is decided
+by its own ``total_tokens`` where it states one (the reading whose sum equals the total wins); otherwise a
+source is taken as exclusive when input < cache read + cache write, or output < reasoning, or when its key is
+one whose producer reports it outside (``EXCLUSIVE_KEYS``). Wrong-typed values are listed in
+``AgentSpan.skipped``.
+
+The trace-level rule (one model call, one bill) is ``billing.bill_once``, run once a trace is complete.
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
 
 from otel_bridge.agentspan import AgentSpan, Context, run_id
-from otel_bridge.spans import STATUS_ERROR, BridgeLog, BridgeSpan, pick
+from otel_bridge.billing import MODEL_CALL_KINDS, bill_once
+from otel_bridge.semconv_tables import (
+    AGENT_EVIDENCE, CACHE_READ_KEYS, CACHE_WRITE_KEYS, EXCLUSIVE_KEYS, FRAMEWORK_SCOPES, FRAMEWORKS,
+    GENAI_OPERATION_KIND, INPUT_TOKEN_KEYS, INVOKE_PREFIXES, KIND_KEYS, KIND_TABLES, LLM_EVIDENCE, MODEL_KEYS, MODEL_PROVIDERS,
+    OPERATION_KEY, OUTPUT_TOKEN_KEYS, PROVIDER_ALIASES, PROVIDER_KEYS, REASONING_KEYS, RUN_ROOT_OPERATIONS,
+    TEXT_FIELDS, TOKEN_FIELDS, TOOL_EVIDENCE, TOTAL_TOKEN_KEYS, TRACELOOP_PROPS,
+)  # fmt: skip
+from otel_bridge.spans import STATUS_ERROR, STATUS_OK, BridgeLog, BridgeSpan, pick
 
-__all__ = ["AgentSpan", "Context", "KINDS", "inherit_context", "normalise_provider", "recognise", "recognise_trace", "run_id"]
+__all__ = [
+    "AgentSpan", "CACHE_READ_KEYS", "CACHE_WRITE_KEYS", "Context", "INPUT_TOKEN_KEYS", "KINDS", "MODEL_KEYS",
+    "OUTPUT_TOKEN_KEYS", "PROVIDER_KEYS", "REASONING_KEYS", "RUN_ROOT_OPERATIONS", "TOTAL_TOKEN_KEYS", "bill_once",
+    "inherit_context", "normalise_provider", "recognise", "recognise_trace", "run_id", "unknown_operations",
+]  # fmt: skip
 
 KINDS = ("agent", "llm", "tool", "chain", "retriever", "embedding", "other")
 
-_GENAI_OPERATION_KIND = {
-    "chat": "llm",
-    "text_completion": "llm",
-    "generate_content": "llm",
-    "completion": "llm",
-    "embeddings": "embedding",
-    "retrieval": "retriever",
-    "create_agent": "agent",
-    "invoke_agent": "agent",
-    "invoke_workflow": "chain",
-    "execute_tool": "tool",
-}
-_OPENINFERENCE_KIND = {
-    "LLM": "llm",
-    "EMBEDDING": "embedding",
-    "CHAIN": "chain",
-    "TOOL": "tool",
-    "AGENT": "agent",
-    "RETRIEVER": "retriever",
-    "RERANKER": "retriever",
-}
-_TRACELOOP_KIND = {"workflow": "chain", "task": "chain", "agent": "agent", "tool": "tool"}
-_LLM_REQUEST_TYPE = {"chat": "llm", "completion": "llm", "embedding": "embedding", "rerank": "retriever"}
-
-# Provider spellings seen across conventions → the GenAI registry's `gen_ai.provider.name` values.
-_PROVIDER_ALIASES = {
-    "openai": "openai",
-    "azure": "azure.ai.openai",
-    "az.ai.openai": "azure.ai.openai",
-    "azure_openai": "azure.ai.openai",
-    "az.ai.inference": "azure.ai.inference",
-    "anthropic": "anthropic",
-    "mistralai": "mistral_ai",
-    "mistral": "mistral_ai",
-    "google": "gcp.gemini",
-    "gemini": "gcp.gemini",
-    "vertexai": "gcp.vertex_ai",
-    "vertex_ai": "gcp.vertex_ai",
-    "aws": "aws.bedrock",
-    "bedrock": "aws.bedrock",
-    "aws_bedrock": "aws.bedrock",
-    "xai": "x_ai",
-    "watsonx": "ibm.watsonx.ai",
-}
-
-# Each field: attribute keys in precedence order.
-# model = response model over request model (GenAI), then OpenInference's names (which hold the response model).
-MODEL_KEYS = ("gen_ai.response.model", "gen_ai.request.model", "llm.model_name", "embedding.model_name")
-PROVIDER_KEYS = ("gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system")
-INPUT_TOKEN_KEYS = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt")
-OUTPUT_TOKEN_KEYS = ("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens", "llm.token_count.completion")
-CACHE_READ_KEYS = (
-    "gen_ai.usage.cache_read.input_tokens",
-    "gen_ai.usage.cache_read_input_tokens",
-    "llm.token_count.prompt_details.cache_read",
-)
-CACHE_WRITE_KEYS = (
-    "gen_ai.usage.cache_creation.input_tokens",
-    "gen_ai.usage.cache_creation_input_tokens",
-    "llm.token_count.prompt_details.cache_write",
-)
-REASONING_KEYS = (
-    "gen_ai.usage.reasoning.output_tokens",
-    "llm.token_count.completion_details.reasoning",
-    "gen_ai.usage.reasoning_tokens",
-)
-TOTAL_TOKEN_KEYS = ("llm.usage.total_tokens", "llm.token_count.total", "gen_ai.usage.total_tokens")
-CONVERSATION_KEYS = ("gen_ai.conversation.id", "traceloop.association.properties.conversation_id")
-SESSION_KEYS = ("session.id", "traceloop.association.properties.session_id", "gen_ai.session.id")
-USER_KEYS = ("user.id", "enduser.id", "traceloop.association.properties.user_id")
-EMAIL_KEYS = ("user.email", "enduser.email", "traceloop.association.properties.user_email")
-_TRACELOOP_PROPS = "traceloop.association.properties."
-# AgentSpan field ← attribute keys in precedence order. Text fields take non-empty strings, token fields
-# non-negative integers; anything else is skipped (and token fields list it in ``AgentSpan.skipped``).
-TEXT_FIELDS = {
-    "response_model": ("gen_ai.response.model",),
-    "request_model": ("gen_ai.request.model",),
-    "openinference_model": ("llm.model_name", "embedding.model_name"),
-    "provider": PROVIDER_KEYS,
-    "agent_id": ("gen_ai.agent.id",),
-    "agent_name": ("gen_ai.agent.name", "agent.name"),
-    "workflow_name": ("gen_ai.workflow.name", "traceloop.workflow.name"),
-    "tool_name": ("gen_ai.tool.name", "tool.name"),
-    "tool_call_id": ("gen_ai.tool.call.id", "tool_call.id", "tool.id"),
-    "tool_type": ("gen_ai.tool.type",),
-    "conversation_id": CONVERSATION_KEYS,
-    "session_id": SESSION_KEYS,
-    "user_id": USER_KEYS,
-    "user_email": EMAIL_KEYS,
-    "entity": ("traceloop.entity.name",),
-    "error_type": ("error.type",),
-}
-TOKEN_FIELDS = {
-    "input_tokens": INPUT_TOKEN_KEYS,
-    "cached_input_tokens": CACHE_READ_KEYS,
-    "cache_write_tokens": CACHE_WRITE_KEYS,
-    "output_tokens": OUTPUT_TOKEN_KEYS,
-    "reasoning_tokens": REASONING_KEYS,
-    "total_tokens": TOTAL_TOKEN_KEYS,
-}
-_KIND_KEYS = ("gen_ai.operation.name", "openinference.span.kind", "traceloop.span.kind", "llm.request.type", "gen_ai.system")
 _ROUTES: dict[str, tuple[str, int, bool]] = {
     key: (name, rank, is_tokens)
     for table, is_tokens in ((TEXT_FIELDS, False), (TOKEN_FIELDS, True))
@@ -136,7 +47,22 @@ _ROUTES: dict[str, tuple[str, int, bool]] = {
 }
 assert len(_ROUTES) == sum(len(k) for t in (TEXT_FIELDS, TOKEN_FIELDS) for k in t.values()), "a key routes to one field"
 # Every attribute the recogniser reads: converted in one pass, the rest of a protobuf span stays undecoded.
-RECOGNISED_KEYS = frozenset(_ROUTES) | frozenset(_KIND_KEYS) | {"tag.tags", "metadata"}
+RECOGNISED_KEYS = frozenset(_ROUTES) | frozenset(KIND_KEYS) | frozenset(TOOL_EVIDENCE + AGENT_EVIDENCE) | {"tag.tags", "metadata"}
+
+# Operation names seen that the table does not know, by name (bounded): /metrics shows them so they surface.
+_UNKNOWN_CAP = 256
+_unknown_operations: Counter[str] = Counter()
+
+
+def unknown_operations() -> dict[str, int]:
+    """How often each unknown ``gen_ai.operation.name`` was seen (names past the cap count as ``_other``)."""
+    return dict(_unknown_operations)
+
+
+def _count_unknown(op: str) -> None:
+    if op not in _unknown_operations and len(_unknown_operations) >= _UNKNOWN_CAP:
+        op = "_other"
+    _unknown_operations[op] += 1
 
 
 # ------------------------------------------------------------------------------------------------ readers
@@ -147,12 +73,15 @@ def _as_tokens(value: Any) -> int | None:
         return value
     if isinstance(value, float) and value.is_integer() and value >= 0:
         return int(value)
+    if isinstance(value, str) and value.isdigit():  # Vercel's ai.usage.cachedInputTokens, exporters that stringify
+        return int(value)
     return None
 
 
-def _route(attrs: Mapping[str, Any], skipped: list[str]) -> dict[str, Any]:
-    """One pass over the picked attributes: each field gets its highest-precedence valid value."""
-    best: dict[str, tuple[int, Any]] = {}
+def _route(attrs: Mapping[str, Any], skipped: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """One pass over the picked attributes: each field gets its highest-precedence valid value, and the key it
+    came from. A provider attribute naming a framework (``FRAMEWORKS``) fills ``framework`` instead."""
+    best: dict[str, tuple[int, Any, str]] = {}
     for key, value in attrs.items():
         route = _ROUTES.get(key)
         if route is None:
@@ -165,35 +94,93 @@ def _route(attrs: Mapping[str, Any], skipped: list[str]) -> dict[str, Any]:
                 continue
         elif not isinstance(value, str) or not value:
             continue
+        elif name == "provider" and value.lower() in FRAMEWORKS:
+            name, value = "framework", FRAMEWORKS[value.lower()]
         current = best.get(name)
         if current is None or rank < current[0]:
-            best[name] = (rank, value)
-    return {name: value for name, (_, value) in best.items()}
+            best[name] = (rank, value, key)
+    return {n: v for n, (_, v, _) in best.items()}, {n: k for n, (_, _, k) in best.items()}
 
 
 def normalise_provider(value: str | None) -> str | None:
+    """A provider spelling → the GenAI registry value; ``openai.chat`` (Vercel: provider.api) → ``openai``."""
     if not value:
         return None
     low = value.strip().lower()
-    return _PROVIDER_ALIASES.get(low, low)
+    known = _PROVIDER_CACHE.get(low)
+    if known is None:
+        head = low.split(".", 1)[0]
+        known = PROVIDER_ALIASES.get(low) or (PROVIDER_ALIASES.get(head) if head != low else None) or low
+        if len(_PROVIDER_CACHE) < 1024:
+            _PROVIDER_CACHE[low] = known
+    return known
 
 
-def _kind(attrs: Mapping[str, Any]) -> tuple[str, str | None]:
-    op = attrs.get("gen_ai.operation.name")
-    if isinstance(op, str) and op in _GENAI_OPERATION_KIND:
-        return _GENAI_OPERATION_KIND[op], op
-    oi = attrs.get("openinference.span.kind")
-    if isinstance(oi, str) and oi.upper() in _OPENINFERENCE_KIND:
-        return _OPENINFERENCE_KIND[oi.upper()], oi.lower()
-    tl = attrs.get("traceloop.span.kind")
-    if isinstance(tl, str) and tl in _TRACELOOP_KIND:
-        return _TRACELOOP_KIND[tl], tl
-    req = attrs.get("llm.request.type")
-    if isinstance(req, str) and req in _LLM_REQUEST_TYPE:
-        return _LLM_REQUEST_TYPE[req], req
-    if "gen_ai.system" in attrs or "gen_ai.provider.name" in attrs:
-        return "llm", op if isinstance(op, str) else None
-    return "other", op if isinstance(op, str) else None
+_PROVIDER_CACHE: dict[str, str] = {}
+
+
+def provider_from_model(model: str | None) -> str | None:
+    """The provider a model name implies (``MODEL_PROVIDERS``), for spans whose attributes name none."""
+    if not model:
+        return None
+    low = model.lower()
+    return next((provider for prefix, provider in MODEL_PROVIDERS if low.startswith(prefix)), None)
+
+
+def framework_of_scope(scope: str) -> str | None:
+    framework = _SCOPE_CACHE.get(scope, "")
+    if framework == "":
+        framework = next((f for prefix, f in FRAMEWORK_SCOPES if scope == prefix or scope.startswith(prefix + ".")), None)
+        if len(_SCOPE_CACHE) < 1024:
+            _SCOPE_CACHE[scope] = framework
+    return framework
+
+
+_SCOPE_CACHE: dict[str, str | None] = {}
+
+
+def _scope_framework(scope: str, keys: dict[str, str]) -> str | None:
+    framework = framework_of_scope(scope)
+    if framework is not None:
+        keys["framework"] = f"(scope {scope})"
+    return framework
+
+
+def _kind(attrs: Mapping[str, Any]) -> tuple[str, str | None, str]:
+    """(kind, operation, the attribute that decided). Known operation names first, then the other conventions'
+    kind attributes; an unknown operation name is never an LLM call (DESIGN decision 14)."""
+    op = attrs.get(OPERATION_KEY)
+    if not isinstance(op, str):
+        op = None
+    elif op in GENAI_OPERATION_KIND:
+        return GENAI_OPERATION_KIND[op], op, OPERATION_KEY
+    else:
+        _count_unknown(op)
+    for key, table in KIND_TABLES:
+        value = attrs.get(key)
+        if isinstance(value, str):
+            kind = table.get(value) or table.get(value.upper())
+            if kind is not None:
+                return kind, (value.lower() if key == "openinference.span.kind" else value), key
+    if op is not None:  # unknown: a tool or an agent invocation by what it names, else a step, never an LLM call
+        for key in TOOL_EVIDENCE:
+            if key in attrs:
+                return "tool", op, key
+        if op.startswith(INVOKE_PREFIXES):
+            for key in AGENT_EVIDENCE:
+                if key in attrs:
+                    return "agent", op, key
+        return "chain", op, OPERATION_KEY
+    for evidence, kind in _EVIDENCE:
+        for key in evidence:
+            if key in attrs:
+                return kind, None, key
+    return "other", None, ""
+
+
+# No operation name (pydantic-ai before 2026-04: ``agent run``, ``running tool``; old ADK ``call_llm``; Vercel's
+# ``do*`` spans): (evidence keys, kind) in order.
+_EVIDENCE = ((TOOL_EVIDENCE, "tool"), (AGENT_EVIDENCE, "agent"), (LLM_EVIDENCE, "llm"))
 
 
 def _tags(attrs: Mapping[str, Any], skipped: list[str]) -> list[str]:
@@ -225,17 +212,56 @@ def _metadata(attrs: Mapping[str, Any], skipped: list[str]) -> dict[str, Any]:
     elif raw is not None:
         skipped.append("metadata")
     for key in attrs:
-        if key.startswith(_TRACELOOP_PROPS):
-            meta[key[len(_TRACELOOP_PROPS) :]] = attrs[key]
+        if key.startswith(TRACELOOP_PROPS):
+            meta[key[len(TRACELOOP_PROPS) :]] = attrs[key]
     return meta
 
 
-def _exclusive_to_inclusive(a: AgentSpan) -> None:
-    cached = (a.cached_input_tokens or 0) + (a.cache_write_tokens or 0)
-    if a.input_tokens is not None and cached and a.input_tokens < cached:
-        a.input_tokens += cached
-    if a.output_tokens is not None and a.reasoning_tokens and a.output_tokens < a.reasoning_tokens:
-        a.output_tokens += a.reasoning_tokens
+def _tokens_inclusive(a: AgentSpan, keys: Mapping[str, str]) -> str | None:
+    """Make input include cache reads/writes and output include reasoning; returns how it was decided.
+
+    A stated total decides: of the readings (as reported, cache added, reasoning added, both), the first whose
+    input + output equals the total wins. Without one (or when none matches), a part larger than its whole, or a
+    key whose producer reports it outside (``EXCLUSIVE_KEYS``), means exclusive.
+    """
+    read, write, reasoning = a.cached_input_tokens or 0, a.cache_write_tokens or 0, a.reasoning_tokens or 0
+    if a.input_tokens is None and a.output_tokens is None or not (read or write or reasoning):
+        return None
+    inp, out = a.input_tokens or 0, a.output_tokens or 0
+    if a.total_tokens is not None:
+        for add_in, add_out, rule in (
+            (0, 0, "total: inclusive"),
+            (read + write, 0, "total: input exclusive of cache"),
+            (0, reasoning, "total: output exclusive of reasoning"),
+            (read + write, reasoning, "total: both exclusive"),
+            (write, 0, "total: input exclusive of cache writes"),
+            (read, 0, "total: input exclusive of cache reads"),
+        ):
+            if inp + add_in + out + add_out == a.total_tokens:
+                if a.input_tokens is not None:
+                    a.input_tokens += add_in
+                if a.output_tokens is not None:
+                    a.output_tokens += add_out
+                return rule
+    rules = []
+    if a.input_tokens is not None and (read or write):
+        by_key = keys.get("cached_input_tokens") in EXCLUSIVE_KEYS or keys.get("cache_write_tokens") in EXCLUSIVE_KEYS
+        if inp < read + write or by_key:
+            a.input_tokens += read + write
+            rules.append("input exclusive of cache (" + ("by key" if by_key else "input < cache") + ")")
+    if a.output_tokens is not None and reasoning:
+        by_key = keys.get("reasoning_tokens") in EXCLUSIVE_KEYS
+        if out < reasoning or by_key:
+            a.output_tokens += reasoning
+            rules.append("output exclusive of reasoning (" + ("by key" if by_key else "output < reasoning") + ")")
+    return "; ".join(rules) or "inclusive"
+
+
+def _no_answer(a: AgentSpan, get: Any) -> bool:
+    return (
+        get("response_model") is None and get("openinference_model") is None and a.input_tokens is None
+        and a.output_tokens is None and a.total_tokens is None
+    )  # fmt: skip
 
 
 def _invocation_model(span: BridgeSpan) -> str | None:
@@ -270,23 +296,31 @@ def _error(span: BridgeSpan, error_type: str | None) -> tuple[bool, str | None, 
 
 def recognise(span: BridgeSpan) -> AgentSpan:
     """Read one span's agent semantics. Never raises on attribute content."""
-    attrs = pick(span.attributes, RECOGNISED_KEYS, _TRACELOOP_PROPS)
+    attrs = pick(span.attributes, RECOGNISED_KEYS, TRACELOOP_PROPS)
     skipped: list[str] = []
-    f = _route(attrs, skipped)
-    kind, operation = _kind(attrs)
+    f, keys = _route(attrs, skipped)
+    kind, operation, keys["kind"] = _kind(attrs)
+    if kind == "tool" and keys["kind"] != OPERATION_KEY and not (f.get("tool_name") or f.get("entity") or f.get("tool_call_id")):
+        # A tool is counted by its name: a TOOL span naming none (OpenInference's Agents-SDK handoffs) is a step.
+        kind, keys["kind"] = "chain", keys["kind"] + " (names no tool: a step)"
     failed, error_type, error_message = _error(span, f.get("error_type"))
     get = f.get
     request_model = get("request_model")
     model = get("response_model") or request_model or get("openinference_model")
-    if model is None and kind in ("llm", "embedding"):  # rare: a failed OpenInference call
+    if model is None and kind in MODEL_CALL_KINDS:  # rare: a failed OpenInference call
         model = request_model = _invocation_model(span)
+    provider = normalise_provider(get("provider"))
+    if provider is None and model is not None and kind in MODEL_CALL_KINDS:
+        provider = provider_from_model(model)
+        if provider is not None:
+            keys["provider"] = "(model name)"
     a = AgentSpan(
         span,
         kind,
         operation,
         model,
         request_model,
-        normalise_provider(get("provider")),
+        provider,
         get("input_tokens"),
         get("cached_input_tokens"),
         get("cache_write_tokens"),
@@ -294,7 +328,7 @@ def recognise(span: BridgeSpan) -> AgentSpan:
         get("reasoning_tokens"),
         get("total_tokens"),
         get("agent_id"),
-        get("agent_name") or (get("entity") if kind == "agent" else None),
+        get("agent_name") or ((get("entity") or get("graph_node")) if kind == "agent" else None),
         get("workflow_name"),
         error=failed,
         error_type=error_type,
@@ -303,13 +337,20 @@ def recognise(span: BridgeSpan) -> AgentSpan:
         conversation_id=get("conversation_id"),
         session_id=get("session_id"),
         user_id=get("user_id"),
+        framework=get("framework") or _scope_framework(span.scope_name, keys),
+        sources=keys,
     )
-    _exclusive_to_inclusive(a)
+    keys["tokens"] = _tokens_inclusive(a, keys)
+    if kind == "llm" and span.status_code == STATUS_OK and keys["kind"] == "openinference.span.kind" and _no_answer(a, get):
+        # OpenInference records the answering model (llm.model_name) for every completion; a span marked OK with
+        # neither it nor usage got no completion: a side request such as OpenAI's input-token count (CrewAI asks
+        # before every call), not a model call.
+        a.kind, keys["kind"] = "chain", keys["kind"] + " (OK, no answering model, no usage: not a model call)"
     if kind == "tool":
         a.tool_name = get("tool_name") or get("entity") or span.name
         a.tool_call_id, a.tool_type = get("tool_call_id"), get("tool_type")
-    elif kind == "chain" and a.workflow_name is None and operation in ("workflow", "invoke_workflow"):
-        a.workflow_name = get("entity") or span.name
+    elif kind == "chain" and a.workflow_name is None and operation in RUN_ROOT_OPERATIONS:
+        a.workflow_name = get("entity") or get("agent_name") or span.name
     if "tag.tags" in attrs:
         a.tags = _tags(attrs, skipped)
     a.metadata = _metadata(attrs, skipped)
@@ -329,6 +370,7 @@ def recognise_trace(spans: Iterable[BridgeSpan], logs: Iterable[BridgeLog] = ())
         if target is not None:
             target.attach_logs([record])
     inherit_context(agents)
+    bill_once(agents)
     return agents
 
 
@@ -350,6 +392,8 @@ def inherit_context(agents: Iterable[AgentSpan]) -> None:
             ctx = a.context()
             if above is not None:
                 own_agent = ctx.agent_id is not None or ctx.agent_name is not None
+                if a.kind != "agent" and (above.agent_id is not None or above.agent_name is not None):
+                    ctx.agent_id, ctx.agent_name, own_agent = above.agent_id, above.agent_name, True  # agents name agents
                 for name in Context.__slots__:
                     if own_agent and name in ("agent_id", "agent_name"):
                         continue  # an agent's identity is a pair: never half its own, half its parent's
@@ -362,3 +406,4 @@ def inherit_context(agents: Iterable[AgentSpan]) -> None:
     for key, a in by_id.items():
         if a.parent_span_id and (a.trace_id, a.parent_span_id) in by_id:
             a.inherit(down((a.trace_id, a.parent_span_id)))
+

@@ -14,8 +14,9 @@ from otel_bridge.inspect import agent_spans
 from otel_bridge.processors.runs import assemble
 from otel_bridge.semconv import AgentSpan
 
-FIXTURES = Path(__file__).parent / "fixtures" / "otlp"
-NAMES = sorted(p.name.split(".")[0] for p in FIXTURES.glob("*.expected.json"))
+from conftest import FIXTURES, REFERENCE_FIXTURES  # noqa: E402
+
+NAMES = sorted(REFERENCE_FIXTURES)
 
 # What each library reports of the usage block the server sent (checked against the library's own output):
 # the official openai-v2 instrumentation has no cached/reasoning token attributes; OpenLLMetry leaves reasoning

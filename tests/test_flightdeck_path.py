@@ -23,7 +23,7 @@ from otel_bridge.processors.flightdeck import FlightDeckMapping
 from otel_bridge.spans import span_from_sdk
 from otel_bridge.synthetic import MODELS, emit, plan_runs
 
-from conftest import FIXTURES
+from conftest import FIXTURES, REFERENCE_FIXTURES
 
 OPENAI_MODELS = tuple(m for m in MODELS if m[1] in ("gpt-4o-mini", "gpt-4o"))
 
@@ -107,7 +107,7 @@ def test_real_instrumentation_fixtures_become_runs(flightdeck_server):
     release = fd.register_release("support-agent", "gpt-4o-mini-2024-07-18", f"fixtures-{uuid.uuid4().hex[:6]}")
     mapping = FlightDeckMapping(release_map={"support-bot@1.4.0": release}, tenant_id="tenant_test")
     pipeline = _pipeline(fd, mapping)
-    names = sorted(p.name.split(".")[0] for p in FIXTURES.glob("*.expected.json"))
+    names = sorted(REFERENCE_FIXTURES)
     for name in names:
         spans, _ = read_otlp_file(FIXTURES / f"{name}.traces.pb")
         shift = time.time_ns() - 60_000_000_000 - max(s.end_ns for s in spans)

@@ -19,9 +19,9 @@ from otel_bridge.exporters.observatory import ObservatorySender
 from otel_bridge.inspect import agent_spans, read_otlp_file
 from otel_bridge.pipeline import Pipeline, PipelineOptions
 
-from conftest import FIXTURES
+from conftest import FIXTURES, REFERENCE_FIXTURES
 
-NAMES = sorted(p.name.split(".")[0] for p in FIXTURES.glob("*.expected.json"))
+NAMES = sorted(REFERENCE_FIXTURES)
 CHATS = [
     ("user", "What's the weather in Paris?"),
     ("assistant", "It is 18°C and partly cloudy in Paris right now."),

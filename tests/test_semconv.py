@@ -20,6 +20,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCod
 
 from otel_bridge.messages import Message, ToolCall
 from otel_bridge.semconv import CACHE_READ_KEYS, CACHE_WRITE_KEYS, REASONING_KEYS, recognise, recognise_trace, run_id
+from otel_bridge.semconv_tables import EXCLUSIVE_KEYS
 from otel_bridge.spans import DecodeError, logs_from_otlp_json, logs_from_otlp_proto, span_from_sdk
 from otel_bridge.spans import spans_from_otlp_json, spans_from_otlp_proto
 
@@ -87,11 +88,12 @@ KIND_CASES = [
         ("chat", "llm"), ("text_completion", "llm"), ("generate_content", "llm"), ("embeddings", "embedding"),
         ("retrieval", "retriever"), ("create_agent", "agent"), ("invoke_agent", "agent"),
         ("invoke_workflow", "chain"), ("execute_tool", "tool")]],
-    *[({"openinference.span.kind": oi}, kind, op) for oi, kind, op in [
+    ({"openinference.span.kind": "TOOL"}, "chain", "tool"),  # names no tool: a step (an Agents-SDK handoff)
+    *[({"openinference.span.kind": oi, "tool.name": "t"}, kind, op) for oi, kind, op in [
         ("LLM", "llm", "llm"), ("EMBEDDING", "embedding", "embedding"), ("CHAIN", "chain", "chain"),
         ("TOOL", "tool", "tool"), ("AGENT", "agent", "agent"), ("RETRIEVER", "retriever", "retriever"),
-        ("RERANKER", "retriever", "reranker"), ("GUARDRAIL", "other", None)]],
-    *[({"traceloop.span.kind": tl}, kind, tl) for tl, kind in [
+        ("RERANKER", "retriever", "reranker"), ("GUARDRAIL", "chain", "guardrail"), ("PROMPT", "other", None)]],
+    *[({"traceloop.span.kind": tl, "traceloop.entity.name": "e"}, kind, tl) for tl, kind in [
         ("workflow", "chain"), ("task", "chain"), ("agent", "agent"), ("tool", "tool")]],
     *[({"llm.request.type": rt}, kind, rt) for rt, kind in [
         ("chat", "llm"), ("completion", "llm"), ("embedding", "embedding"), ("rerank", "retriever")]],
@@ -139,11 +141,12 @@ WITHOUT_CURRENT = {k: v for k, v in TOKENS_ALL.items() if k not in ("gen_ai.usag
     (WITHOUT_CURRENT, {"input_tokens": 8, "output_tokens": 4}),
     ({"llm.token_count.prompt": 9, "llm.token_count.completion": 5}, {"input_tokens": 9, "output_tokens": 5}),
     *[({"gen_ai.usage.input_tokens": 1000, "gen_ai.usage.output_tokens": 1000, key: 42},
-       {field: 42, "input_tokens": 1000, "output_tokens": 1000})
+       {field: 42, "input_tokens": 1000, "output_tokens": 1000 + (42 if key in EXCLUSIVE_KEYS else 0)})
       for keys, field in ((CACHE_READ_KEYS, "cached_input_tokens"), (CACHE_WRITE_KEYS, "cache_write_tokens"),
                           (REASONING_KEYS, "reasoning_tokens")) for key in keys],
-    (dict(zip(CACHE_READ_KEYS + CACHE_WRITE_KEYS + REASONING_KEYS, range(1, 10), strict=True)),
-     {"cached_input_tokens": 1, "cache_write_tokens": 4, "reasoning_tokens": 7}),
+    (dict(zip(CACHE_READ_KEYS + CACHE_WRITE_KEYS + REASONING_KEYS, range(1, 100))),
+     {"cached_input_tokens": 1, "cache_write_tokens": 1 + len(CACHE_READ_KEYS),
+      "reasoning_tokens": 1 + len(CACHE_READ_KEYS) + len(CACHE_WRITE_KEYS)}),
 ])  # fmt: skip
 def test_precedence(attrs, want, path):
     a = one(attrs, path)
@@ -174,7 +177,8 @@ BASE = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o", "gen_
 
 @pytest.mark.parametrize(("bad", "field", "value"), [
     ({"gen_ai.usage.input_tokens": -5}, "input_tokens", None),
-    ({"gen_ai.usage.input_tokens": "12"}, "input_tokens", None),
+    ({"gen_ai.usage.input_tokens": "twelve"}, "input_tokens", None),
+    ({"gen_ai.usage.input_tokens": "-12"}, "input_tokens", None),
     ({"gen_ai.usage.output_tokens": True}, "output_tokens", None),
     ({"gen_ai.usage.input_tokens": -1, "llm.token_count.prompt": 5}, "input_tokens", 5),  # next convention used
 ])  # fmt: skip
@@ -415,7 +419,7 @@ AS_DICT_KEYS = [
     "trace_id", "span_id", "parent_span_id", "kind", "operation", "name", "agent", "agent_id", "model", "provider",
     "input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens", "tool_name",
     "tool_call_id", "conversation_id", "session_id", "user_id", "user_email", "service_name", "service_version",
-    "environment", "start_ns", "end_ns", "latency_ms", "status", "error_type", "tags",
+    "environment", "start_ns", "end_ns", "latency_ms", "status", "error_type", "tags", "framework", "billed_in",
 ]  # fmt: skip
 
 

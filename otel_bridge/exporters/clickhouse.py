@@ -51,6 +51,8 @@ def _attributes(a: AgentSpan) -> dict[str, str]:
         ("workflow.name", a.workflow_name),
         ("request.model", a.request_model),
         ("error.message", a.error_message),
+        ("framework", a.framework),
+        ("billed_in", a.billed_in),  # a framework step: the span billed for its model call
     ):
         if value:
             out[key] = _cut(str(value), _MAX_ATTR)

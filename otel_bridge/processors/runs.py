@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from otel_bridge.agentspan import AgentSpan
+from otel_bridge.billing import bill_once
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +241,12 @@ class RunAssembler:
 
 
 def assemble(spans: dict[str, AgentSpan], *, early: bool = False) -> list[Run]:
-    """Split one trace's spans into runs: outermost run-root spans, else LLM-bearing local roots."""
+    """Split one trace's spans into runs: outermost run-root spans, else LLM-bearing local roots.
+
+    The trace is complete here, so this is where a model call wrapped by a framework's own LLM span is resolved
+    to one billed span (``semconv.bill_once``) before anything counts usage.
+    """
+    bill_once(spans.values())
     parent_of = {sid: a.parent_span_id for sid, a in spans.items()}
 
     def top(sid: str) -> str:

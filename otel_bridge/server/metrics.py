@@ -31,6 +31,14 @@ class _Snapshot:
             if name != "in_flight":
                 assembled.add_metric([name], value)
         yield assembled
+        unknown = CounterMetricFamily(
+            "otel_bridge_unknown_operations",
+            "Spans whose gen_ai.operation.name the recogniser does not know (never billed as LLM calls), by name",
+            labels=["operation"],
+        )
+        for name, value in s.get("unknown_operations", {}).items():
+            unknown.add_metric([name], value)
+        yield unknown
         yield GaugeMetricFamily("otel_bridge_runs_in_flight", "Traces held for assembly", value=runs.get("in_flight", 0))
         items = CounterMetricFamily("otel_bridge_exporter_items", "Items per exporter and outcome", labels=["exporter", "outcome"])
         depth = GaugeMetricFamily("otel_bridge_exporter_queue_depth", "Items waiting in an exporter's queue", labels=["exporter"])
