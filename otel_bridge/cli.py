@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from otel_bridge import commands, config
+from otel_bridge import commands, config, deadletters
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -72,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.register(sub)
     config.register(sub)
+    deadletters.register(sub)
     return parser
 
 

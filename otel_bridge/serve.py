@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import os
 import signal
 import threading
 import time
@@ -121,6 +122,8 @@ class Service:
         if settings.grpc_endpoint:
             check_bind(settings.grpc_endpoint, settings.bearer_token, key="receivers.otlp.protocols.grpc.endpoint")
         store = Store.open(store_config(cfg))
+        if cfg.exporters.clickhouse.embedded:  # the data dir holds other people's prompts: owner only
+            os.chmod(Path(cfg.exporters.clickhouse.data_dir).expanduser(), 0o700)
         spool_cfg = cfg.receivers.otlp.spool
         ledger = Ledger() if spool_cfg.enabled else None
         service = cls(cfg, store, build(cfg, store, ledger=ledger), settings, ReceiverStats())

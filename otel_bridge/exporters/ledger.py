@@ -53,6 +53,8 @@ def open_dead_letter(path: str | os.PathLike[str]) -> Path:
     """The dead-letter file's directory 0700 and the file 0600: what lands there is other people's data."""
     p = Path(path).expanduser()
     p.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if p.parent.name == "dead-letters":  # our own directory (a configured path may sit anywhere)
+        os.chmod(p.parent, 0o700)
     fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     os.close(fd)
     return p

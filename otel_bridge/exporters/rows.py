@@ -85,7 +85,9 @@ def texts(value: Any) -> list[str]:
 
 
 def uints(value: Any, limit: int = UINT64_MAX) -> list[int]:
-    return [uint(v, limit) for v in (value or ())]
+    if not isinstance(value, list | tuple):
+        return [] if value is None else [uint(value, limit)]
+    return [uint(v, limit) for v in value]
 
 
 def text_map(value: Any) -> dict[str, str]:
