@@ -123,7 +123,7 @@ def event_row(event: Mapping[str, Any]) -> EventRow:
 
     The id is a uuid5 of the event's identifying fields, so a re-sent event replaces itself.
     """
-    meta = event.get("metadata") or {}
+    meta = event.get("metadata") if isinstance(event.get("metadata"), Mapping) else {}
     ts = _parse_ts(event.get("timestamp"))
     name = str(event.get("name") or "")
     key = orjson.dumps(

@@ -157,4 +157,9 @@ def rows_of(kind: str, events: Any, redactor: Any = None) -> list[tuple[str, Any
         from otel_bridge.processors.stages import redact_value
 
         events = redact_value(events, redactor)
-    return CONVERTERS[kind](events)
+    try:
+        return CONVERTERS[kind](events)
+    except IngestError:
+        raise
+    except (TypeError, ValueError, AttributeError, KeyError, OverflowError) as exc:  # a client's odd value, not ours
+        raise IngestError(f"events: a value could not be read ({type(exc).__name__}: {exc})") from None
