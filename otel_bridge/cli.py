@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from otel_bridge import cli_help, commands, config, doctor, grafana
+from otel_bridge import cli_help, commands, config, deadletters, doctor, grafana
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -82,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.register(sub)
     config.register(sub)
     grafana.register(sub)
+    deadletters.register(sub)
     cli_help.apply(parser)
     return parser
 

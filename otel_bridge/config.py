@@ -70,7 +70,7 @@ LogLevel = Annotated[str, _matching(r"debug|info|warning|error", "one of debug, 
 def _plain(field: str) -> property:
     """A read-only accessor for a SecretStr field: secrets stay out of repr(), logs and dumps, yet are one call away."""
     def get(self: BaseModel) -> str:
-        return getattr(self, field).get_secret_value()
+        return getattr(self, field).get_secret_value().strip()  # a credential never starts or ends with blanks
     return property(get, doc=f"The plain {field}, for the one place that sends it.")
 
 
@@ -197,6 +197,9 @@ class OtlpReceiver(_Model):
         endpoints = [p.endpoint for p in listeners.values()]
         exposed = {n: p for n, p in listeners.items() if not is_loopback(split_endpoint(p.endpoint)[0])}
         token, problems = self.auth.bearer_token_value, []
+        raw_token = self.auth.bearer_token.get_secret_value()
+        if raw_token and not raw_token.strip():
+            return [("auth.bearer_token", "is only whitespace; set a real token or leave it empty")]
         unauthenticated = [p.endpoint for p in exposed.values() if not (p.tls and p.tls.client_ca_file)]
         if unauthenticated and not token:
             problems.append(("auth.bearer_token", f"required when binding a non-loopback address ({', '.join(unauthenticated)}) "
@@ -259,6 +262,10 @@ class Batch(_Model):
     max_batch: int = Field(100, ge=1)
     interval: PositiveDuration = 1.0
     max_queue: int = Field(20_000, ge=1)
+    # Delivery ledger (issue 10): retry a failing batch this long, then dead-letter it; never drop it.
+    max_elapsed: PositiveDuration = 3600.0
+    initial_backoff: PositiveDuration = 0.5
+    max_backoff: PositiveDuration = 30.0
 
     def _problems(self) -> list[tuple[str, str]]:
         bad = self.max_queue < self.max_batch
@@ -284,6 +291,7 @@ class ClickHouseExporter(_Model):
     text_ttl: Duration = 30 * 86400.0  # 0s: message text lives as long as its row
     text_limit: int = Field(4096, ge=0)
     batch: ClickHouseBatch = ClickHouseBatch()
+    dead_letter: str = ""  # empty: <data_dir>/dead-letters/clickhouse.jsonl
     tls: ClientTLS = ClientTLS()
 
     def _problems(self) -> list[tuple[str, str]]:
@@ -320,7 +328,7 @@ class ClickHouseExporter(_Model):
 class _HttpExporter(_Model):
     url: Url = ""  # empty: exporter off
     batch: Batch = Batch()
-    dead_letter: str = ""
+    dead_letter: str = ""  # empty: <data_dir>/dead-letters/<exporter>.jsonl
     tls: ClientTLS = ClientTLS()
 
     def _problems(self) -> list[tuple[str, str]]:
@@ -337,7 +345,6 @@ class ObservatoryExporter(_HttpExporter):
 
 class FlightDeckExporter(_HttpExporter):
     token: SecretStr = SecretStr("")
-    dead_letter: str = "./.otel-bridge/flightdeck-dead-letter.jsonl"
 
     token_value = _plain("token")
 

@@ -81,13 +81,13 @@ def _json(value: Any, key: str, skipped: list[str]) -> Any:
 def _args(value: Any) -> str | None:
     if value is None or isinstance(value, str):
         return value
-    return orjson.dumps(value).decode()
+    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def _text_of(value: Any) -> str | None:
     if value is None or isinstance(value, str):
         return value
-    return orjson.dumps(value).decode()
+    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()  # any AnyValue (bytes too)
 
 
 def _genai_message(raw: Any) -> Message | None:

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from otel_bridge import admission
 from otel_bridge.exporters.batch import BatchExporter
+from otel_bridge.exporters.ledger import Ledger
+from otel_bridge.processors import stages
 from otel_bridge.processors.flightdeck import FlightDeckMapping, release_of, run_events
 from otel_bridge.processors.observatory import CUSTOM_EVENTS, ObservatoryConverter
 from otel_bridge.processors.redact import Redactor
@@ -38,14 +42,25 @@ class PipelineOptions:
     max_pending_logs: int = 50_000
     redact_secrets: bool = True
     redact_pii: bool = False
+    ttl_days: int | None = None  # ClickHouse's row TTL: a span it would drop at once is refused, not "stored"
 
 
 class Pipeline:
-    """Thread-safe entry points: ``submit_spans``, ``submit_started``, ``submit_logs``, ``track_event``."""
+    """Thread-safe entry points: ``submit_spans``, ``submit_started``, ``submit_logs``, ``track_event``,
+    ``submit_rows`` (vendor-format ingest).
 
-    def __init__(self, exporters: Mapping[str, BatchExporter], options: PipelineOptions | None = None) -> None:
+    Stages, in order: recognise → admission (out-of-range values refused per span) → run assembly → the
+    configured processors (``redact``) → each enabled exporter's conversion → its batching engine. With a
+    ``ledger`` (serve's spool) every span carries the spool position it came from until everything derived
+    from it was offered to the exporters, which hold it until delivered or dead-lettered.
+    """
+
+    def __init__(
+        self, exporters: Mapping[str, BatchExporter], options: PipelineOptions | None = None, *, ledger: Ledger | None = None
+    ) -> None:
         self.options = options or PipelineOptions()
         self.exporters = dict(exporters)
+        self.ledger = ledger
         self.observatory = ObservatoryConverter(self.options.app_id)
         self.assembler = RunAssembler(
             self._trace_done,
@@ -56,20 +71,34 @@ class Pipeline:
         )
         self.redactor = Redactor(secrets=self.options.redact_secrets, pii=self.options.redact_pii)
         self._lock = threading.Lock()  # converters keep state (chat de-dup, parents): one trace at a time
-        self._pending_logs: OrderedDict[tuple[str | None, str | None], list[BridgeLog]] = OrderedDict()
+        self._held_lock = threading.Lock()  # spool positions of buffered spans and logs (never held long)
+        self._span_pos: dict[tuple[str, str], int] = {}
+        self._pending_logs: OrderedDict[tuple[str | None, str | None], list[tuple[BridgeLog, int | None, float]]] = OrderedDict()
         self._started: OrderedDict[str, Context] = OrderedDict()  # spans whose _start went out → context handed down
-        self.counters = {"spans": 0, "started": 0, "logs": 0, "runs_without_release": 0, "late_spans": 0}
+        self.counters = {"spans": 0, "started": 0, "logs": 0, "runs_without_release": 0, "late_spans": 0,
+                         "refused_spans": 0, "conversion_errors": 0}  # fmt: skip
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick, name="otel-bridge-runs", daemon=True)
         self._ticker.start()
 
     # ------------------------------------------------------------------------------------------- entry points
 
-    def submit_spans(self, spans: Iterable[BridgeSpan]) -> int:
-        agents = [recognise(s) for s in spans]
+    def submit_spans(self, spans: Iterable[BridgeSpan], pos: int | None = None) -> list[str]:
+        """Recognise and buffer spans; returns one message per span refused (OTLP ``partial_success``)."""
+        agents, refused = [], []
+        for s in spans:
+            a = recognise(s)
+            problem = admission.check(a, self.options.ttl_days)
+            if problem is not None:
+                refused.append(f"span {s.span_id}: {problem}")
+            else:
+                agents.append(a)
         self.counters["spans"] += len(agents)
+        self.counters["refused_spans"] += len(refused)
+        if pos is not None and self.ledger is not None:
+            self._hold_spans(agents, pos)
         self.assembler.add(agents)
-        return len(agents)
+        return refused
 
     def submit_ended(self, span: BridgeSpan) -> None:
         """In-process: a span has ended (``submit_started`` saw it start)."""
@@ -83,7 +112,7 @@ class Pipeline:
         if not (span.local_root or _may_run_long(span.attributes)):
             return
         a = recognise(span)
-        a.redactor = self.redactor or None
+        stages.redact_span(a, self.redactor)
         self.assembler.started(a)
         self.counters["started"] += 1
         with self._lock:
@@ -99,28 +128,39 @@ class Pipeline:
             if "clickhouse" in self.exporters:
                 self._offer("clickhouse", [("spans", self._span_row(a, status="started"))])
 
-    def submit_logs(self, logs: Iterable[BridgeLog]) -> None:
-        with self._lock:
+    def submit_logs(self, logs: Iterable[BridgeLog], pos: int | None = None) -> None:
+        now = time.monotonic()
+        held = pos is not None and self.ledger is not None
+        with self._held_lock:
             for record in logs:
                 self.counters["logs"] += 1
-                self._pending_logs.setdefault((record.trace_id, record.span_id), []).append(record)
+                self._pending_logs.setdefault((record.trace_id, record.span_id), []).append((record, pos if held else None, now))
+                if held:
+                    self.ledger.hold(pos)  # type: ignore[union-attr]
             while len(self._pending_logs) > self.options.max_pending_logs:
-                self._pending_logs.popitem(last=False)
+                self._release_logs(self._pending_logs.popitem(last=False)[1])
 
     def track_event(self, name: str, fields: Mapping[str, Any], span: BridgeSpan | None, time_ns: int) -> dict[str, Any]:
+        """Custom events need no converter state: built on the caller's thread without the conversion lock."""
         a = recognise(span) if span is not None else None
-        fields = {k: self.redactor(v) if k in ("content", "comment") and isinstance(v, str) else v for k, v in fields.items()}
-        with self._lock:
-            event = self.observatory.custom_event(name, fields, a, time_ns)
+        if a is not None:
+            stages.redact_span(a, self.redactor)
+        event = self.observatory.custom_event(name, stages.redact_value(dict(fields), self.redactor), a, time_ns)
         self._offer("observatory", [event])
         if "clickhouse" in self.exporters:
             self._offer("clickhouse", [("events", self._event_row(event))])
         return event
 
+    def submit_rows(self, rows: list[tuple[str, Any]], pos: int | None = None) -> None:
+        """Vendor-format ingest: rows already in the store's shape, after the spool (and redaction upstream)."""
+        self._offer("clickhouse", rows, pos)
+
     # ------------------------------------------------------------------------------------------- lifecycle
 
     def has_room(self, n: int) -> bool:
-        """Backpressure for receivers: every exporter can take ``n`` more items."""
+        """Backpressure for receivers, checked before a request is acknowledged: every exporter's queue, in its
+        own units (events, rows), has room. What was acknowledged is never dropped after (``offer_many`` with a
+        position always takes it), so a queue may pass its bound by what was in flight."""
         return all(e.has_room(n) for e in self.exporters.values())
 
     def force_flush(self, timeout: float | None = None) -> bool:
@@ -128,11 +168,17 @@ class Pipeline:
         return all([e.force_flush(timeout) for e in self.exporters.values()])
 
     def shutdown(self, timeout: float | None = None) -> bool:
-        """Receivers first (the caller), then processors, then exporters — like the collector."""
+        """Receivers first (the caller), then processors, then exporters — like the collector. False when some
+        exporter could not deliver everything in time (the spool keeps it for the next start)."""
         self._stop.set()
         self._ticker.join(timeout=2)
         self.assembler.flush()
-        return all([e.shutdown(timeout) for e in self.exporters.values()])
+        deadline = None if timeout is None else time.monotonic() + timeout
+        results = []
+        for e in self.exporters.values():  # one shared deadline, not one per exporter
+            left = None if deadline is None else max(0.05, deadline - time.monotonic())
+            results.append(e.shutdown(left))
+        return all(results)
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -149,13 +195,48 @@ class Pipeline:
         while not self._stop.wait(period):
             try:
                 self.assembler.poll()
+                self._expire_logs()
             except Exception:
                 log.exception("run assembly failed")
 
-    def _offer(self, exporter: str, items: list[Any]) -> None:
+    def _offer(self, exporter: str, items: list[Any], pos: int | None = None) -> None:
         target = self.exporters.get(exporter)
         if target is not None and items:
-            target.offer_many(items)
+            target.offer_many(items, pos)
+
+    def _hold_spans(self, agents: list[AgentSpan], pos: int) -> None:
+        ledger = self.ledger
+        with self._held_lock:
+            for a in agents:
+                key = (a.trace_id, a.span_id)
+                old = self._span_pos.get(key)
+                if old is None or pos < old:  # a span sent twice keeps one hold, on its oldest position
+                    self._span_pos[key] = pos
+                    ledger.hold(pos)  # type: ignore[union-attr]
+                    if old is not None:
+                        ledger.release(old)  # type: ignore[union-attr]
+
+    def _take_positions(self, spans: list[AgentSpan]) -> list[int]:
+        if self.ledger is None:
+            return []
+        with self._held_lock:
+            return [p for a in spans if (p := self._span_pos.pop((a.trace_id, a.span_id), None)) is not None]
+
+    def _release_logs(self, entries: list[tuple[BridgeLog, int | None, float]]) -> None:
+        for _, pos, _ in entries:
+            if pos is not None:
+                self.ledger.release(pos)  # type: ignore[union-attr]
+
+    def _expire_logs(self) -> None:
+        """Log records whose span never came: given up after the longest a trace is held."""
+        cutoff = time.monotonic() - 2 * (self.options.max_wait + self.options.wait)
+        with self._held_lock:
+            while self._pending_logs:
+                key, entries = next(iter(self._pending_logs.items()))
+                if entries[-1][2] > cutoff:
+                    break
+                del self._pending_logs[key]
+                self._release_logs(entries)
 
     def _late_span(self, a: AgentSpan) -> None:
         """A span for a run already emitted: exported on its own, never merged into that run."""
@@ -163,24 +244,46 @@ class Pipeline:
         self._trace_done([a], [])
 
     def _trace_done(self, spans: list[AgentSpan], runs: list[Run]) -> None:
+        """One finished trace: everything derived from it is offered holding the oldest position it came from;
+        only then are the spans' own holds released."""
+        positions = self._take_positions(spans)
+        attached: list[tuple[BridgeLog, int | None, float]] = []
+        try:
+            with self._held_lock:
+                logs = [(a, self._pending_logs.pop((a.trace_id, a.span_id), None)) for a in spans]
+            for a, entries in logs:
+                if entries:
+                    a.attach_logs([record for record, _, _ in entries])
+                    attached.extend(entries)
+            pos = min(positions + [p for _, p, _ in attached if p is not None], default=None)
+            self._convert(spans, runs, pos)
+        except Exception as exc:  # noqa: BLE001 - a conversion bug: counted, logged, the spool holds the data
+            self.counters["conversion_errors"] += 1
+            log.exception("converting a trace of %d span(s) failed: %s", len(spans), exc)
+        finally:
+            if self.ledger is not None:
+                for p in positions:
+                    self.ledger.release(p)
+                self._release_logs(attached)
+
+    def _convert(self, spans: list[AgentSpan], runs: list[Run], pos: int | None) -> None:
+        for a in spans:
+            stages.redact_span(a, self.redactor)
+        to_clickhouse, to_observatory = "clickhouse" in self.exporters, "observatory" in self.exporters
+        events, rows = [], []
         with self._lock:
-            for a in spans:
-                a.redactor = self.redactor or None
-                logs = self._pending_logs.pop((a.trace_id, a.span_id), None)
-                if logs:
-                    a.attach_logs(logs)
             inherit_context(spans)
             release = {}
             for r in runs:
                 named = release_of(r, self.options.flightdeck)
                 release.update((a.span_id, named) for a in r.spans)
-            to_clickhouse, to_observatory = "clickhouse" in self.exporters, "observatory" in self.exporters
-            events, rows = [], []
             if to_observatory:
                 for a in spans:  # start order: parents are known before their children ask for them
                     self.observatory.note_span(a)
             for a in sorted(spans, key=lambda a: a.span.end_ns):  # events go out in the order things ended
                 started = self._started.pop(a.span_id, None) is not None
+                if not (to_observatory or to_clickhouse):
+                    continue  # nothing converted for a destination that is off
                 # ClickHouse keeps only the custom events (chat, feedback, saved) of the Observatory conversion.
                 converted = self.observatory.convert(a, started=started) if to_observatory else self.observatory.custom_events(a)
                 events.extend(converted)
@@ -188,21 +291,23 @@ class Pipeline:
                     rows.append(("spans", self._span_row(a, release_id=release.get(a.span_id))))
                     rows.extend(("events", self._event_row(e)) for e in converted if e["name"] in CUSTOM_EVENTS)
         fd_events = []
-        for run in runs if ("flightdeck" in self.exporters or to_clickhouse) else ():
+        to_flightdeck = "flightdeck" in self.exporters
+        for run in runs if (to_flightdeck or to_clickhouse) else ():
             converted = run_events(run, self.options.flightdeck)
             if not converted:
                 self.counters["runs_without_release"] += 1
-            fd_events.extend(converted)
+            if to_flightdeck:
+                fd_events.extend(converted)
             if to_clickhouse:
                 rows.append(("runs", self._run_row(run, converted[-1] if converted else {})))
-        self._offer("observatory", events)
-        self._offer("clickhouse", rows)
-        self._offer("flightdeck", fd_events)
+        self._offer("observatory", events, pos)
+        self._offer("clickhouse", rows, pos)
+        self._offer("flightdeck", fd_events, pos)
 
-    def _span_row(self, a: AgentSpan, **kwargs: Any) -> tuple:
+    def _span_row(self, a: AgentSpan, **kwargs: Any) -> Any:
         return _clickhouse().span_row(a, text_limit=self.options.text_limit, **kwargs)
 
-    def _run_row(self, run: Run, head: Mapping[str, Any]) -> tuple:
+    def _run_row(self, run: Run, head: Mapping[str, Any]) -> Any:
         """The runs row reuses what the FlightDeck mapping decided (release, tenant, task, environment)."""
         return _clickhouse().run_row(
             run,
@@ -213,7 +318,7 @@ class Pipeline:
         )
 
     @staticmethod
-    def _event_row(event: dict[str, Any]) -> tuple:
+    def _event_row(event: dict[str, Any]) -> Any:
         return _clickhouse().event_row(event)
 
 
@@ -312,41 +417,60 @@ def store_config(cfg: Any) -> Any:
     )
 
 
-def pipeline_from_config(cfg: Any, store: Any = None) -> Pipeline:
-    """The traces pipeline of a ``BridgeConfig``: its enabled exporters, its processors' settings.
+def dead_letter_path(cfg: Any, name: str) -> str:
+    """``exporters.<name>.dead_letter``, or by default one JSONL per destination under the data dir."""
+    configured = getattr(getattr(cfg.exporters, name), "dead_letter", "") or ""
+    if configured:
+        return configured
+    from pathlib import Path
 
-    ``store`` is the ClickHouse store the serving process already opened (the API queries share it).
-    """
-    from otel_bridge.exporters.clickhouse import ClickHouseSender
-    from otel_bridge.exporters.flightdeck import FlightDeckSender
-    from otel_bridge.exporters.observatory import ObservatorySender
+    return str(Path(cfg.exporters.clickhouse.data_dir).expanduser() / "dead-letters" / f"{name}.jsonl")
+
+
+def sender_for(cfg: Any, name: str, store: Any = None) -> Any:
+    """The sender of one configured destination (also used by ``otel-bridge dead-letters retry``)."""
+    ex = cfg.exporters
+    if name == "clickhouse":
+        from otel_bridge.exporters.clickhouse import ClickHouseSender
+
+        if store is not None:
+            return ClickHouseSender(store)
+        from otel_bridge.analytics.store import Store
+
+        return ClickHouseSender(Store.open(store_config(cfg)), owns_store=True)
     from otel_bridge.tls import client_context
 
+    if name == "observatory":
+        from otel_bridge.exporters.observatory import ObservatorySender
+
+        verify = client_context(ex.observatory.tls, "exporters.observatory.tls")
+        return ObservatorySender(ex.observatory.url, ex.observatory.api_key_value or None, verify=verify)
+    from otel_bridge.exporters.flightdeck import FlightDeckSender
+
+    verify = client_context(ex.flightdeck.tls, "exporters.flightdeck.tls")
+    return FlightDeckSender(ex.flightdeck.url, ex.flightdeck.token_value or None, verify=verify)
+
+
+def build(cfg: Any, store: Any = None, *, ledger: Ledger | None = None) -> Pipeline:
+    """The traces pipeline of a ``BridgeConfig``: its enabled exporters, its processors' settings, in the order
+    ``service.pipelines.traces.processors`` lists them. ``store`` is the ClickHouse store the serving process
+    already opened (the API queries share it); ``ledger`` the spool's delivery ledger (serve)."""
     traces = cfg.service.pipelines.traces
     ex, pr = cfg.exporters, cfg.processors
     exporters: dict[str, BatchExporter] = {}
     for name in cfg.enabled_exporters():
-        if name == "clickhouse":
-            sender: Any = ClickHouseSender(store) if store is not None else None
-            if sender is None:
-                from otel_bridge.analytics.store import Store
-
-                sender = ClickHouseSender(Store.open(store_config(cfg)), owns_store=True)
-        elif name == "observatory":
-            verify = client_context(ex.observatory.tls, "exporters.observatory.tls")
-            sender = ObservatorySender(ex.observatory.url, ex.observatory.api_key_value or None, verify=verify)
-        else:
-            verify = client_context(ex.flightdeck.tls, "exporters.flightdeck.tls")
-            sender = FlightDeckSender(ex.flightdeck.url, ex.flightdeck.token_value or None, verify=verify)
-        settings = getattr(ex, name)
+        batch = getattr(ex, name).batch
         exporters[name] = BatchExporter(
-            sender,
-            max_batch=settings.batch.max_batch,
-            interval=settings.batch.interval,
-            max_queue=settings.batch.max_queue,
-            dead_letter=getattr(settings, "dead_letter", None) or None,
+            sender_for(cfg, name, store),
+            max_batch=batch.max_batch,
+            interval=batch.interval,
+            max_queue=batch.max_queue,
+            max_elapsed=batch.max_elapsed,
+            initial_backoff=batch.initial_backoff,
+            max_backoff=batch.max_backoff,
+            dead_letter=dead_letter_path(cfg, name),
+            ledger=ledger,
         )
-    mapping = flightdeck_mapping(pr.flightdeck)
     redact = "redact" in traces.processors
     options = PipelineOptions(
         wait=pr.runs.wait,
@@ -354,8 +478,12 @@ def pipeline_from_config(cfg: Any, store: Any = None) -> Pipeline:
         max_traces=pr.runs.max_traces,
         text_limit=ex.clickhouse.text_limit,
         app_id=pr.observatory.app_id or None,
-        flightdeck=mapping,
+        flightdeck=flightdeck_mapping(pr.flightdeck),
         redact_secrets=redact and pr.redact.secrets,
         redact_pii=redact and pr.redact.pii,
+        ttl_days=ex.clickhouse.ttl_days if "clickhouse" in exporters else None,
     )
-    return Pipeline(exporters, options)
+    return Pipeline(exporters, options, ledger=ledger)
+
+
+pipeline_from_config = build  # the name serve used before ``build``

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import os
 import signal
 import threading
 import time
@@ -17,18 +18,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 import uvicorn
 
 from otel_bridge import client, tls
 from otel_bridge.analytics.store import Store
 from otel_bridge.config import BridgeConfig
-from otel_bridge.pipeline import Pipeline, pipeline_from_config, store_config
+from otel_bridge.exporters.ledger import Ledger
+from otel_bridge.pipeline import Pipeline, build, store_config
 from otel_bridge.price_library import snapshot_path
 from otel_bridge.pricing import PriceTable
 from otel_bridge.receivers.otlp import ReceiverSettings, ReceiverStats, check_listeners, decode
-from otel_bridge.receivers.spool import Spool
+from otel_bridge.receivers.spool import Spool, SpoolFull
 from otel_bridge.receivers.otlp_grpc import start_grpc_receiver
 from otel_bridge.receivers.otlp_http import otlp_router
+from otel_bridge.server import ingest
 from otel_bridge.server.app import Runtime, create_app
 
 log = logging.getLogger(__name__)
@@ -67,30 +71,39 @@ def receiver_settings(cfg: BridgeConfig) -> ReceiverSettings:
 
 
 class SpooledPipeline:
-    """The receivers' consumer in ``serve``: the pipeline, with each accepted request written ahead to the spool."""
+    """The receivers' consumer in ``serve``: the pipeline, with each accepted request written ahead to the spool
+    and every item derived from it carrying the request's spool position (the delivery ledger)."""
 
     def __init__(self, pipeline: Pipeline, spool: Spool) -> None:
         self.pipeline, self.spool = pipeline, spool
-        self.submit_spans, self.submit_logs, self.has_room = pipeline.submit_spans, pipeline.submit_logs, pipeline.has_room
+        self.has_room = pipeline.has_room
 
-    def persist(self, signal: str, fmt: str, body: bytes) -> None:
-        self.spool.append(signal, fmt, body)
+    def persist(self, signal: str, fmt: str, body: bytes) -> int:
+        return self.spool.append(signal, fmt, body)
+
+    def release(self, pos: int) -> None:
+        self.spool.ledger.release(pos)
+
+    def submit_spans(self, spans: list[Any], pos: int | None = None) -> list[str]:
+        return self.pipeline.submit_spans(spans, pos)
+
+    def submit_logs(self, logs: list[Any], pos: int | None = None) -> None:
+        self.pipeline.submit_logs(logs, pos)
+
+    def submit(self, signal: str, fmt: str, body: bytes, pos: int | None) -> None:
+        """One spooled record into the pipeline (replay uses it; receivers hand over already decoded data)."""
+        if signal in ingest.CONVERTERS:
+            self.pipeline.submit_rows(ingest.rows_of(signal, orjson.loads(body).get("events"), self.pipeline.redactor), pos)
+            return
+        decoded = decode(signal, body, fmt)
+        (self.submit_spans if signal == "traces" else self.submit_logs)(decoded.items, pos)
 
     def replay(self) -> int:
-        def submit(signal: str, fmt: str, body: bytes) -> None:
-            decoded = decode(signal, body, fmt)
-            (self.pipeline.submit_spans if signal == "traces" else self.pipeline.submit_logs)(decoded.items)
-
-        return self.spool.replay(submit)
+        return self.spool.replay(self.submit)
 
     def collect(self) -> int:
-        """Delete spool segments whose data has left the pipeline (see ``receivers.spool``)."""
-        exporters = self.pipeline.exporters
-        return self.spool.collect(
-            self.pipeline.assembler.oldest_first_seen,
-            lambda: {n: e.stats()["queued"] for n, e in exporters.items()},
-            lambda: {n: (lambda c: c["sent"] + c["failed"])(e.stats()) for n, e in exporters.items()},
-        )
+        """Delete spool segments whose every derived item was delivered or dead-lettered (``receivers.spool``)."""
+        return self.spool.collect()
 
 
 @dataclass
@@ -111,11 +124,15 @@ class Service:
         # Refuse a non-loopback bind without a token, a token in clear, or a bad certificate before touching anything.
         check_listeners(settings)
         store = Store.open(store_config(cfg))
-        service = cls(cfg, store, pipeline_from_config(cfg, store), settings, ReceiverStats())
+        if cfg.exporters.clickhouse.embedded:  # the data dir holds other people's prompts: owner only
+            os.chmod(Path(cfg.exporters.clickhouse.data_dir).expanduser(), 0o700)
         spool_cfg = cfg.receivers.otlp.spool
+        ledger = Ledger() if spool_cfg.enabled else None
+        service = cls(cfg, store, build(cfg, store, ledger=ledger), settings, ReceiverStats())
         if spool_cfg.enabled:
             data_dir = Path(cfg.exporters.clickhouse.data_dir).expanduser().resolve()
-            spool = Spool(data_dir.with_name(data_dir.name + ".spool"), max_bytes=spool_cfg.max_size, fsync=spool_cfg.fsync)
+            spool = Spool(data_dir.with_name(data_dir.name + ".spool"), max_bytes=spool_cfg.max_size, fsync=spool_cfg.fsync,
+                          ledger=ledger)  # fmt: skip
             service.spooled = SpooledPipeline(service.pipeline, spool)
             service.spooled.replay()  # what a crash left behind goes first, before new traffic
             threading.Thread(target=service._collect_spool, name="otel-bridge-spool", daemon=True).start()
@@ -142,17 +159,34 @@ class Service:
             snapshot["pipeline"] = {**snapshot["pipeline"], **{f"spool_{k}": v for k, v in self.spooled.spool.stats().items()}}
         return snapshot
 
-    def store_rows(self, rows: list[tuple[str, tuple]]) -> bool:
-        """Vendor-format ingest goes straight to the ClickHouse exporter's queue (backpressure: False when full)."""
-        exporter = self.pipeline.exporters["clickhouse"]
-        return exporter.has_room(len(rows)) and exporter.offer_many(rows) == len(rows)
+    def ingest(self, kind: str, body: bytes, events: Any) -> int | None:
+        """Vendor-format ingest as a receiver: validated (and redacted), checked for room, written ahead to the
+        spool, then handed to the pipeline holding its position like any OTLP request. None when full."""
+        pipeline = self.pipeline
+        if "clickhouse" not in pipeline.exporters:
+            raise ingest.IngestError("the clickhouse exporter is off: nothing stores vendor-format events")
+        rows = ingest.rows_of(kind, events, pipeline.redactor)
+        if not pipeline.has_room(len(rows)):
+            return None
+        if self.spooled is None:
+            pipeline.submit_rows(rows)
+            return len(rows)
+        try:
+            pos = self.spooled.persist(kind, "json", body)
+        except SpoolFull:
+            return None
+        try:
+            pipeline.submit_rows(rows, pos)
+        finally:
+            self.spooled.release(pos)
+        return len(rows)
 
     def app(self):  # noqa: ANN201
         runtime = Runtime(
             store=self.store,
             prices=PriceTable.load(snapshot=snapshot_path(self.cfg.exporters.clickhouse.data_dir)),
             stats=self.stats_snapshot,
-            store_rows=self.store_rows,
+            ingest=self.ingest,
             token=self.settings.bearer_token,
             routers=[otlp_router(self.consumer, self.settings, self.stats)],
             max_body=self.settings.max_request_body_size,
@@ -180,8 +214,11 @@ class Service:
             self.grpc.stop(grace=2).wait(3)
         self._stop.set()
         flushed = self.pipeline.shutdown(max(1.0, deadline - time.monotonic()))
-        if self.spooled is not None and flushed:
-            self.spooled.spool.close()  # everything made it out; a timed-out flush keeps the spool for next start
+        if self.spooled is not None:
+            left = self.spooled.spool.close()  # deletes what was delivered; the rest is replayed next start
+            flushed = flushed and not left
+        if not flushed:
+            log.warning("shutdown deadline: undelivered data stays in the spool for the next start")
         self.store.close()
         client.withdraw(self.cfg.exporters.clickhouse.data_dir)
 
@@ -192,7 +229,9 @@ def _tune_gc() -> None:
     (measured with bench/otlp.py). Freeze what start-up built and collect young objects far less often."""
     gc.collect()
     gc.freeze()
-    gc.set_threshold(50_000, 50, 100)
+    # Older generations still get collected (every ~25M allocations at most): rejected request bodies caught in
+    # a cycle must not live for hours (issue 10: +16 MB RSS per gzip bomb with (50_000, 50, 100)).
+    gc.set_threshold(50_000, 10, 10)
 
 
 def serve(cfg: BridgeConfig, *, ready: threading.Event | None = None) -> None:

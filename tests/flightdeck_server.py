@@ -251,10 +251,14 @@ class FlightDeckServer:
             self.cli("pricing", "import", str(path))
 
     # -------------------------------------------------------------- process
-    def _start(self) -> None:
+    def restart(self) -> None:
+        """Start again on the same port: a destination coming back at the same URL."""
+        self._start(port=self.port)
+
+    def _start(self, port: int | None = None) -> None:
         last_error = ""
         for _attempt in range(3):  # free-port races are rare; retry a couple of times
-            self.port = _free_port()
+            self.port = port or _free_port()
             self.base_url = f"http://{self.host}:{self.port}"
             log = self.log_path.open("ab")
             log.write(f"\n=== flightdeck serve --port {self.port} ===\n".encode())

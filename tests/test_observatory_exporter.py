@@ -59,7 +59,7 @@ def test_delivers_valid_events(observatory_sink):
     assert observatory_sink.events == events
     assert observatory_sink.requests == 3  # 14 events in batches of 5
     assert exp.shutdown(5)
-    assert exp.stats() == {"queued": 14, "sent": 14, "retried": 0, "dropped": 0, "failed": 0}
+    assert exp.stats() == {"queued": 14, "sent": 14, "retried": 0, "dropped": 0, "failed": 0, "abandoned": 0}
 
 
 def test_503_then_success_delivers_exactly_once(observatory_sink):
@@ -75,14 +75,15 @@ def test_503_then_success_delivers_exactly_once(observatory_sink):
 
 
 def test_400_is_not_retried(observatory_sink, tmp_path):
-    observatory_sink.fail_next(400)
+    """A 400 is bisected (one bad event must not take its batch with it), never retried as is."""
+    observatory_sink.fail_next(400, 3)
     dead = tmp_path / "dead.jsonl"
     exp = exporter_for(observatory_sink, dead_letter=dead)
     exp.offer_many(run_events()[:2])
     assert exp.force_flush(5)
-    assert observatory_sink.requests == 1 and observatory_sink.events == []
+    assert observatory_sink.requests == 3 and observatory_sink.events == []  # the pair, then each half
     exp.shutdown(5)
-    assert exp.stats() == {"queued": 2, "sent": 0, "retried": 0, "dropped": 0, "failed": 2}
+    assert exp.stats() == {"queued": 2, "sent": 0, "retried": 0, "dropped": 0, "failed": 2, "abandoned": 0}
     lines = [orjson.loads(x) for x in dead.read_bytes().splitlines()]
     assert [x["error"] for x in lines] == ["observatory: HTTP 400: scripted failure 400"] * 2
 
@@ -106,13 +107,13 @@ def test_sink_down_offer_stays_fast_and_shutdown_returns(observatory_sink):
     assert time.perf_counter() - start < 0.5
     assert accepted >= 100
     start = time.monotonic()
-    exp.shutdown(0.5)
+    assert not exp.shutdown(0.5)  # gave up: never reported as a success
     assert time.monotonic() - start < 2.0
     end = time.monotonic() + 2  # an in-flight batch may be counted a moment after shutdown returns
-    while exp.stats()["failed"] + exp.stats()["dropped"] < 1000 and time.monotonic() < end:
+    while exp.stats()["abandoned"] + exp.stats()["dropped"] < 1000 and time.monotonic() < end:
         time.sleep(0.005)
     s = exp.stats()
-    assert s["sent"] == 0 and s["failed"] == accepted and s["dropped"] == 1000 - accepted
+    assert s["sent"] == 0 and s["abandoned"] == accepted and s["dropped"] == 1000 - accepted
     assert s["retried"] > 0
 
 
@@ -291,7 +292,7 @@ def test_4xx_is_permanent_with_the_server_message():
     with pytest.raises(PermanentError) as info:
         sender.send(run_events()[:1])
     assert str(info.value) == "observatory: HTTP 422: events[0].timestamp: bad"
-    assert info.value.splittable is False
+    assert info.value.splittable is True  # the engine bisects to the one bad event
 
 
 def test_transport_errors_are_retryable_and_the_key_never_logged(caplog):

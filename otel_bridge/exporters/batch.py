@@ -1,8 +1,14 @@
-"""The one batching engine every exporter runs on (DESIGN decision 6).
+"""The one batching engine every exporter runs on (DESIGN decision 6), and its side of the delivery ledger.
 
 Shaped like the OTel Python SDK's generic batch processor (one daemon worker, a wake-up condition, a shutdown
 deadline) and the Collector's exporterhelper: *the exporter classifies, the engine decides*. A ``Sender`` turns
 a failure into ``RetryableError`` or ``PermanentError``; this module never looks at HTTP status codes.
+
+Nothing is "failed and forgotten" (issue 10): a batch is retried until ``max_elapsed`` has passed since its first
+attempt, then dead-lettered; a permanent failure is bisected down to the bad item, which alone is dead-lettered
+with the server's message. Items offered with a spool position (``offer_many(items, pos=...)``) are held in the
+``Ledger`` until delivered or dead-lettered; only then may the spool delete the segment they came from. Items
+still queued when the shutdown deadline passes stay held, so the spool keeps them for the next start.
 """
 
 from __future__ import annotations
@@ -13,9 +19,14 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, Protocol
 
 import orjson
+
+from otel_bridge.exporters.ledger import Ledger, open_dead_letter
+
+__all__ = ["BatchExporter", "Ledger", "PermanentError", "RetryableError", "Sender"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +60,11 @@ class Sender(Protocol):
 
 
 class _GiveUp(Exception):
-    """Internal: retries exhausted or the shutdown deadline passed."""
+    """Internal: the shutdown deadline passed; the batch stays undelivered (and held in the ledger)."""
+
+
+class _Exhausted(Exception):
+    """Internal: ``max_elapsed`` / ``max_attempts`` ran out; the batch is dead-lettered."""
 
 
 class BatchExporter:
@@ -66,26 +81,30 @@ class BatchExporter:
         max_queue: int = 10_000,
         max_batch: int = 100,
         interval: float = 1.0,
-        max_attempts: int = 6,
+        max_attempts: int | None = None,
+        max_elapsed: float | None = 3600.0,
         initial_backoff: float = 0.5,
         max_backoff: float = 30.0,
         dead_letter: str | os.PathLike[str] | None = None,
+        ledger: Ledger | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] | None = None,
         start: bool = True,
     ) -> None:
-        if max_queue < 1 or max_batch < 1 or max_attempts < 1:
+        if max_queue < 1 or max_batch < 1 or (max_attempts is not None and max_attempts < 1):
             raise ValueError("max_queue, max_batch and max_attempts must be >= 1")
         self._sender = sender
         self._name = getattr(sender, "name", type(sender).__name__)
         self._max_queue, self._max_batch, self._interval = max_queue, max_batch, interval
-        self._max_attempts = max_attempts
+        self._max_attempts, self._max_elapsed = max_attempts, max_elapsed
         self._initial_backoff, self._max_backoff = initial_backoff, max_backoff
-        self._dead_letter = os.fspath(dead_letter) if dead_letter is not None else None
+        self._dead_letter = open_dead_letter(dead_letter) if dead_letter else None
+        self._ledger = ledger
         self._clock = clock
         self._sleep = sleep if sleep is not None else self._interruptible_wait
         # A list, not a deque: the worker takes a whole batch in one slice (10_000 rows for ClickHouse).
         self._queue: list[Any] = []
+        self._positions: list[list] = []  # [pos, count] runs parallel to the queue (pos None: not spooled)
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)  # worker waits here for items / flush / shutdown
         self._done = threading.Condition(self._lock)  # force_flush waits here for the worker's progress
@@ -97,12 +116,24 @@ class BatchExporter:
         self._stopping = False
         self._deadline: float | None = None
         self._shut = False
-        self._counts = dict.fromkeys(("queued", "sent", "retried", "dropped", "failed"), 0)
+        self._counts = dict.fromkeys(("queued", "sent", "retried", "dropped", "failed", "abandoned"), 0)
         self._last_drop_warn = self._last_giveup_warn = -_DROP_WARN_EVERY
         self._traced: set[type] = set()  # exception types whose traceback was already logged
         self._thread: threading.Thread | None = None
         if start:
             self.start()
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def sender(self) -> Sender:
+        return self._sender
+
+    @property
+    def dead_letter_path(self) -> Path | None:
+        return self._dead_letter
 
     # ---- app side (hot path) -------------------------------------------------------------------------------
 
@@ -116,6 +147,7 @@ class BatchExporter:
                     if not n:
                         self._oldest = self._clock()
                     queue.append(item)
+                    self._add_run(None, 1)
                     self._accepted += 1
                     self._counts["queued"] += 1
                     if n + 1 == self._max_batch:
@@ -127,19 +159,30 @@ class BatchExporter:
             pass
         return False
 
-    def offer_many(self, items: Iterable[Any]) -> int:
-        """Queue as many items as fit; the rest are dropped and counted. Returns how many were accepted."""
+    def offer_many(self, items: Iterable[Any], pos: int | None = None) -> int:
+        """Queue items; returns how many were accepted.
+
+        Without ``pos`` (in-process) what does not fit is dropped and counted. With a spool position the items
+        were acknowledged already: the receiver checked ``has_room`` before, so they are always taken (the
+        queue may pass ``max_queue`` by what was in flight) and held in the ledger until they are done.
+        """
         try:
             items = items if isinstance(items, list) else list(items)
             with self._lock:
                 queue = self._queue
                 n = len(queue)
-                room = 0 if self._stopping else max(0, self._max_queue - n)
-                take = items if len(items) <= room else items[:room]
+                if pos is not None and not self._shut:
+                    take = items
+                else:
+                    room = 0 if self._stopping else max(0, self._max_queue - n)
+                    take = items if len(items) <= room else items[:room]
                 if take:
                     if not n:
                         self._oldest = self._clock()
                     queue.extend(take)
+                    self._add_run(pos, len(take))
+                    if self._ledger is not None:
+                        self._ledger.hold(pos, len(take))
                     self._accepted += len(take)
                     self._counts["queued"] += len(take)
                     if n < self._max_batch <= n + len(take):
@@ -150,7 +193,15 @@ class BatchExporter:
                 self._warn_dropped()
             return len(take)
         except Exception:  # noqa: BLE001
+            logger.exception("%s exporter: could not queue %d item(s)", self._name, len(items) if isinstance(items, list) else -1)
             return 0
+
+    def _add_run(self, pos: int | None, n: int) -> None:
+        runs = self._positions
+        if runs and runs[-1][0] == pos:
+            runs[-1][1] += n
+        else:
+            runs.append([pos, n])
 
     def has_room(self, n: int) -> bool:
         """Whether ``n`` more items would fit now (the OTLP server answers 503 before accepting otherwise)."""
@@ -160,8 +211,13 @@ class BatchExporter:
     def queue_depth(self) -> int:
         return len(self._queue)
 
+    @property
+    def max_queue(self) -> int:
+        return self._max_queue
+
     def stats(self) -> dict[str, int]:
-        """Counters in items (not batches): queued, sent, retried, dropped, failed."""
+        """Counters in items (not batches): queued, sent, retried, dropped, failed (dead-lettered), abandoned
+        (still undelivered at shutdown; spooled items among them are replayed at the next start)."""
         with self._lock:
             return dict(self._counts)
 
@@ -187,7 +243,7 @@ class BatchExporter:
         self._thread.start()
 
     def force_flush(self, timeout: float | None = None) -> bool:
-        """Send everything offered before this call; True when all of it was sent or counted as failed."""
+        """Send everything offered before this call; True when all of it was delivered or dead-lettered."""
         if not self._worker_alive():
             return self._drain_inline()
         end = None if timeout is None else time.monotonic() + timeout
@@ -203,10 +259,11 @@ class BatchExporter:
         return True
 
     def shutdown(self, timeout: float | None = None) -> bool:
-        """Flush what remains (giving up at the deadline), then close the sender. Idempotent."""
+        """Flush what remains until the deadline, then close the sender. True only when nothing was left
+        undelivered (what was left stays held in the ledger: the spool replays it next start). Idempotent."""
         with self._lock:
             if self._shut:
-                return True
+                return self._counts["abandoned"] == 0
             self._shut = self._stopping = True
             # The worker gives up a little before join() does, so it can still count what it gives up.
             margin = 0.0 if timeout is None else min(0.05, timeout / 10)
@@ -216,48 +273,71 @@ class BatchExporter:
         thread = self._thread
         if thread is not None and thread.is_alive():
             thread.join(timeout)
-            ok = not thread.is_alive()
-            if not ok:
+            if thread.is_alive():
                 self._abandon_queue()
         else:
-            ok = self._drain_inline()
+            self._drain_inline()
         try:
             self._sender.close()
         except Exception:  # noqa: BLE001
             logger.exception("%s exporter: closing the sender failed", self._name)
-        return ok
+        with self._lock:
+            return self._counts["abandoned"] == 0
 
     def _abandon_queue(self) -> None:
-        """Shutdown timed out with the worker still busy: what it never took counts as failed."""
+        """Shutdown timed out with the worker still busy: what it never took is left (and stays held)."""
         with self._lock:
-            left, self._queue = self._queue, []
-            self._counts["failed"] += len(left)
+            left, self._queue, self._positions = self._queue, [], []
+            self._counts["abandoned"] += len(left)
             self._finished += len(left)
             self._done.notify_all()
-        logger.warning("%s exporter: shutdown timed out; %d queued item(s) not delivered", self._name, len(left))
+        if left:
+            logger.warning("%s exporter: shutdown deadline; %d queued item(s) left for the next start", self._name, len(left))
 
     def _worker_alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
     def _drain_inline(self) -> bool:
         """Deliver on the caller's thread when no worker runs (``start=False``, or after shutdown)."""
-        while batch := self._take():
-            self._deliver(batch)
-            self._mark_finished(len(batch))
-        return True
+        while (taken := self._take())[0]:
+            self._finish(*taken, self._deliver_all(taken[0]))
+        return self._counts["abandoned"] == 0
 
     # ---- worker --------------------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        while (batch := self._next_batch()) is not None:
+        while (taken := self._next_batch()) is not None:
+            batch, runs = taken
             try:
-                self._deliver(batch)
+                done = self._deliver_all(batch)
             except Exception:  # noqa: BLE001 - defensive: nothing may kill the worker
                 logger.exception("%s exporter: unexpected error delivering a batch", self._name)
-                self._count("failed", len(batch))
-            self._mark_finished(len(batch))
+                done = False
+            self._finish(batch, runs, done)
 
-    def _next_batch(self) -> list[Any] | None:
+    def _deliver_all(self, batch: list[Any]) -> bool:
+        """True when every item was delivered or dead-lettered; False when the shutdown deadline cut it short."""
+        try:
+            self._deliver(batch)
+        except _GiveUp as exc:
+            now = time.monotonic()
+            if now - self._last_giveup_warn >= _DROP_WARN_EVERY:
+                self._last_giveup_warn = now
+                logger.warning("%s exporter: %d item(s) left undelivered (%s)", self._name, len(batch), exc)
+            return False
+        return True
+
+    def _finish(self, batch: list[Any], runs: list[list], done: bool) -> None:
+        if done and self._ledger is not None:
+            for pos, n in runs:
+                self._ledger.release(pos, n)
+        with self._lock:
+            if not done:
+                self._counts["abandoned"] += len(batch)
+            self._finished += len(batch)
+            self._done.notify_all()
+
+    def _next_batch(self) -> tuple[list[Any], list[list]] | None:
         """Block until a batch is due (size, interval, flush or shutdown); None once stopped and drained."""
         with self._lock:
             while True:
@@ -272,24 +352,32 @@ class BatchExporter:
                     return self._take_locked()
                 self._work.wait(due)
 
-    def _take(self) -> list[Any]:
+    def _take(self) -> tuple[list[Any], list[list]]:
         with self._lock:
-            return self._take_locked() if self._queue else []
+            return self._take_locked() if self._queue else ([], [])
 
-    def _take_locked(self) -> list[Any]:
+    def _take_locked(self) -> tuple[list[Any], list[list]]:
         # One slice (or a swap) under the lock: cheap even for 10_000-row ClickHouse batches.
         queue = self._queue
         if len(queue) <= self._max_batch:
-            self._queue = []
-            return queue
+            self._queue, runs, self._positions = [], self._positions, []
+            return queue, runs
         batch = queue[: self._max_batch]
         del queue[: self._max_batch]
-        return batch
+        return batch, self._take_runs(len(batch))
 
-    def _mark_finished(self, n: int) -> None:
-        with self._lock:
-            self._finished += n
-            self._done.notify_all()
+    def _take_runs(self, n: int) -> list[list]:
+        taken, runs = [], self._positions
+        while n:
+            pos, count = runs[0]
+            if count <= n:
+                taken.append(runs.pop(0))
+                n -= count
+            else:
+                taken.append([pos, n])
+                runs[0][1] = count - n
+                n = 0
+        return taken
 
     def _count(self, key: str, n: int) -> None:
         with self._lock:
@@ -298,7 +386,8 @@ class BatchExporter:
     # ---- delivery ------------------------------------------------------------------------------------------
 
     def _deliver(self, batch: list[Any]) -> None:
-        """Send with retries; bisect a splittable permanent failure to isolate the bad item(s)."""
+        """Send with retries; bisect a splittable permanent failure to isolate the bad item(s); dead-letter
+        what is refused for good or still failing after ``max_elapsed``. Raises _GiveUp at the shutdown deadline."""
         try:
             self._send_with_retry(batch)
         except PermanentError as exc:
@@ -308,22 +397,29 @@ class BatchExporter:
                 self._deliver(batch[mid:])
                 return
             logger.warning("%s exporter: %d item(s) rejected: %s", self._name, len(batch), exc)
-            self._count("failed", len(batch))
-            self._write_dead_letter(batch, str(exc))
-        except _GiveUp as exc:
-            self._count("failed", len(batch))
-            now = time.monotonic()
-            if now - self._last_giveup_warn >= _DROP_WARN_EVERY:  # a dead peer at shutdown: one line, not one per batch
-                self._last_giveup_warn = now
-                logger.warning("%s exporter: items not delivered (%s); %d failed so far", self._name, exc, self._counts["failed"])
+            self._dead(batch, str(exc))
+        except _Exhausted as exc:
+            logger.warning("%s exporter: %d item(s) dead-lettered: %s", self._name, len(batch), exc)
+            self._dead(batch, str(exc))
+        except _GiveUp:
+            raise
         except Exception as exc:  # noqa: BLE001 - a sender bug must not kill the worker
             self._log_unexpected(exc, len(batch))
-            self._count("failed", len(batch))
+            if len(batch) > 1:  # one unreadable item must not take its neighbours with it
+                mid = len(batch) // 2
+                self._deliver(batch[:mid])
+                self._deliver(batch[mid:])
+                return
+            self._dead(batch, f"{type(exc).__name__}: {exc}")
         else:
             self._count("sent", len(batch))
 
+    def _dead(self, batch: list[Any], message: str) -> None:
+        self._count("failed", len(batch))
+        self._write_dead_letter(batch, message)
+
     def _send_with_retry(self, batch: list[Any]) -> None:
-        attempt = 0
+        attempt, first = 0, self._clock()
         while True:
             if self._deadline is not None and self._clock() >= self._deadline:
                 raise _GiveUp("shutdown deadline passed")
@@ -332,10 +428,13 @@ class BatchExporter:
                 self._sender.send(batch)
                 return
             except RetryableError as exc:
-                if attempt >= self._max_attempts:
-                    raise _GiveUp(f"gave up after {attempt} attempts: {exc}") from exc
-                if not self._backoff(self._delay(attempt, exc.retry_after)):
-                    raise _GiveUp(f"shutdown deadline passed while retrying: {exc}") from exc
+                if self._max_attempts is not None and attempt >= self._max_attempts:
+                    raise _Exhausted(f"gave up after {attempt} attempts: {exc}") from None
+                delay = self._delay(attempt, exc.retry_after)
+                if self._max_elapsed is not None and self._clock() + delay - first > self._max_elapsed:
+                    raise _Exhausted(f"still failing after {self._clock() - first:.1f}s of retries: {exc}") from None
+                if not self._backoff(delay):
+                    raise _GiveUp(f"shutdown deadline passed while retrying: {exc}") from None
                 logger.info("%s exporter: retrying %d item(s) after: %s", self._name, len(batch), exc)
                 self._count("retried", len(batch))
 
@@ -375,8 +474,9 @@ class BatchExporter:
         if self._dead_letter is None:
             return
         opts = orjson.OPT_NON_STR_KEYS
+        at = time.time()
         lines = b"".join(
-            orjson.dumps({"exporter": self._name, "error": message, "item": item}, default=str, option=opts)
+            orjson.dumps({"exporter": self._name, "time": at, "error": message, "item": item}, default=str, option=opts)
             + b"\n"
             for item in items
         )

@@ -30,6 +30,8 @@ class ObservatorySender(JsonEventsSender):
     """Sends batches of Observatory events."""
 
     name = "observatory"
+    # A batch refused as a whole for one bad event: the engine bisects so only that event is dead-lettered.
+    splittable_statuses = frozenset({400, 413, 422})
 
     def __init__(
         self,

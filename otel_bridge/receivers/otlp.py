@@ -46,12 +46,13 @@ REASONS: dict[str, tuple[int, int]] = {
 class SpanConsumer(Protocol):
     """What a receiver hands its data to (``Pipeline`` is one); ``has_room`` is the backpressure signal.
 
-    A consumer may also have ``persist(signal, fmt, body)`` — a write-ahead spool — called before a request is
-    accepted."""
+    A consumer may also have ``persist(signal, fmt, body) -> pos`` — a write-ahead spool — called before a request
+    is accepted, and ``release(pos)`` called once the request was handed over with that position.
+    ``submit_spans`` returns the messages of spans it refused (reported in OTLP ``partial_success``)."""
 
-    def submit_spans(self, spans: list[Any]) -> int: ...
+    def submit_spans(self, spans: list[Any], pos: int | None = None) -> list[str]: ...
 
-    def submit_logs(self, logs: list[Any]) -> None: ...
+    def submit_logs(self, logs: list[Any], pos: int | None = None) -> None: ...
 
     def has_room(self, n: int) -> bool: ...
 
@@ -217,28 +218,42 @@ class ReceiverStats:
 
 
 def _export(
-    consumer: SpanConsumer, decoded: Decoded, submit: Callable[[list[Any]], Any], persist: Callable[[], None] | None
+    consumer: SpanConsumer, decoded: Decoded, submit: Callable[..., Any], persist: Callable[[], int] | None
 ) -> tuple[int, int, str | None]:
     items = decoded.items
     if items and not consumer.has_room(len(items)):
         # Checked before accepting anything: a retryable refusal must not leave half a request behind.
         raise Refused("unavailable", "pipeline is full, retry later", received=len(items) + decoded.rejected)
-    if items:
-        if persist is not None:
-            try:
-                persist()  # written ahead: once the client hears "accepted", a crash cannot lose it
-            except SpoolFull as exc:
-                raise Refused("unavailable", str(exc), received=len(items) + decoded.rejected) from None
-        submit(items)
-    return len(items), decoded.rejected, decoded.error
+    if not items:
+        return 0, decoded.rejected, decoded.error
+    pos = None
+    if persist is not None:
+        try:
+            pos = persist()  # written ahead: once the client hears "accepted", a crash cannot lose it
+        except SpoolFull as exc:
+            raise Refused("unavailable", str(exc), received=len(items) + decoded.rejected) from None
+    try:
+        refused = submit(items, pos) if pos is not None else submit(items)
+    finally:
+        if pos is not None:
+            consumer.release(pos)  # type: ignore[attr-defined]
+    messages = [m for m in (refused if isinstance(refused, list) else ()) if m]
+    rejected = decoded.rejected + len(messages)
+    message = "; ".join(([decoded.error] if decoded.error else []) + _summary(messages)) or None
+    return len(items) - len(messages), rejected, message
 
 
-def export_traces(consumer: SpanConsumer, decoded: Decoded, persist: Callable[[], None] | None = None) -> tuple[int, int, str | None]:
+def _summary(messages: list[str], limit: int = 5) -> list[str]:
+    """A few refusal messages, then how many more: partial_success carries one string."""
+    return messages[:limit] + ([f"... and {len(messages) - limit} more"] if len(messages) > limit else [])
+
+
+def export_traces(consumer: SpanConsumer, decoded: Decoded, persist: Callable[[], int] | None = None) -> tuple[int, int, str | None]:
     """(accepted, rejected, message); raises ``Refused("unavailable")`` when the consumer has no room."""
     return _export(consumer, decoded, consumer.submit_spans, persist)
 
 
-def export_logs(consumer: SpanConsumer, decoded: Decoded, persist: Callable[[], None] | None = None) -> tuple[int, int, str | None]:
+def export_logs(consumer: SpanConsumer, decoded: Decoded, persist: Callable[[], int] | None = None) -> tuple[int, int, str | None]:
     return _export(consumer, decoded, consumer.submit_logs, persist)
 
 
@@ -273,13 +288,15 @@ def receive(
     """Inflate, decode, export and count one request; raises ``Refused`` (already counted) instead of answering."""
     try:
         raw = inflate(body) if inflate else body
+        del body  # a refused body is freed with its request, not kept by a traceback (issue 10, memory)
         decoded = decode(signal, raw, fmt)
         spool = getattr(consumer, "persist", None)  # a consumer with a write-ahead spool (serve)
         persist = (lambda: spool(signal, fmt, raw)) if spool is not None else None
         accepted, rejected, message = (export_traces if signal == "traces" else export_logs)(consumer, decoded, persist)
     except Refused as r:
         stats.refuse(transport, signal, r)
-        raise
+        r.__traceback__ = None  # the frames above hold the body; the caller only needs reason and message
+        raise r from None
     except Exception:  # noqa: BLE001 - a consumer bug answers 500 / INTERNAL, the server keeps running
         log.exception("otlp %s %s: consumer failed", transport, signal)
         r = Refused("internal", "internal error")

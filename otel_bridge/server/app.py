@@ -37,7 +37,9 @@ class Runtime:
     store: Store
     prices: PriceTable
     stats: Callable[[], dict[str, Any]]
-    store_rows: Callable[[list[tuple[str, tuple]]], bool]  # offer rows to the ClickHouse exporter
+    # Vendor-format ingest (kind "observatory" | "flightdeck", raw body, its events): the inserted count, None when
+    # the pipeline is full (503); raises ingest.IngestError for a client's mistake (400).
+    ingest: Callable[[str, bytes, Any], int | None]
     token: str | None = None
     routers: list = field(default_factory=list)  # extra routers mounted on the same app (OTLP/HTTP)
     max_body: int = 16 << 20  # ingest bodies, like OTLP/HTTP's max_request_body_size
@@ -152,7 +154,7 @@ def _analytics_routes(app: FastAPI, rt: Runtime) -> None:
 
 
 def _ingest_routes(app: FastAPI, rt: Runtime) -> None:
-    async def store(request: Request, convert: Callable[[Any], list[tuple[str, tuple]]]) -> dict[str, Any]:
+    async def store(request: Request, kind: str) -> dict[str, Any]:
         try:
             body = await read_capped(request, rt.max_body)
         except Refused as exc:
@@ -164,19 +166,21 @@ def _ingest_routes(app: FastAPI, rt: Runtime) -> None:
         if not isinstance(doc, dict):
             raise HTTPException(400, 'body must be an object {"events": [...]}')
         try:
-            rows = await run_in_threadpool(convert, doc.get("events"))
+            inserted = await run_in_threadpool(rt.ingest, kind, body, doc.get("events"))
         except ingest.IngestError as exc:
             raise HTTPException(400, str(exc)) from None
-        if not rt.store_rows(rows):
+        finally:
+            del body, doc  # freed with the request (issue 10, memory)
+        if inserted is None:
             raise HTTPException(503, "ingest queue full, retry later", headers={"Retry-After": "1"})
-        return {"inserted": len(rows)}
+        return {"inserted": inserted}
 
     @app.post("/api/report", tags=["ingest"])
     async def observatory_report(request: Request) -> dict[str, Any]:
         """FlowX Observatory's wire protocol (``{"events": [...]}``) into the store."""
-        return await store(request, ingest.observatory_rows)
+        return await store(request, "observatory")
 
     @app.post("/v1/events", tags=["ingest"])
     async def flightdeck_events(request: Request) -> dict[str, Any]:
         """FlightDeck v1 RunEvents (``{"events": [...]}``), validated as FlightDeck validates them."""
-        return await store(request, ingest.flightdeck_rows)
+        return await store(request, "flightdeck")

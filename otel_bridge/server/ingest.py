@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from otel_bridge.exporters.clickhouse import event_row
+from otel_bridge.exporters.rows import RunRow, SpanRow
 from otel_bridge.flightdeck_schema import RunEvent
 from otel_bridge.processors.observatory import CUSTOM_EVENTS, EVENT_TYPES
 
@@ -52,6 +53,13 @@ def _int(event: Mapping[str, Any], key: str, where: str) -> int:
     return value
 
 
+def _seconds(event: Mapping[str, Any], key: str, where: str) -> float:
+    value = event.get(key) or 0
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1e9:
+        raise IngestError(f"{where}.{key}: expected a number of seconds >= 0")
+    return float(value)
+
+
 def observatory_rows(events: Any) -> list[tuple[str, tuple]]:
     """Observatory ``{"events": [...]}`` → rows; raises IngestError naming the first bad event."""
     if not isinstance(events, list):
@@ -75,11 +83,11 @@ def observatory_rows(events: Any) -> list[tuple[str, tuple]]:
     return rows
 
 
-def _observatory_span(event: Mapping[str, Any], where: str) -> tuple:
+def _observatory_span(event: Mapping[str, Any], where: str) -> SpanRow:
     meta = event.get("metadata") if isinstance(event.get("metadata"), Mapping) else {}
     at = _ns(event["timestamp"], where)
     ended = event["name"].endswith("_end")
-    latency_ms = float(event.get("latency") or 0) * 1000 if ended else 0.0
+    latency_ms = _seconds(event, "latency", where) * 1000 if ended else 0.0
     start = at - int(latency_ms * 1e6) if ended else at
     run = stable_uuid(str(event["run_id"]))
     parent = event.get("parent_run_id")
@@ -90,7 +98,7 @@ def _observatory_span(event: Mapping[str, Any], where: str) -> tuple:
     text = lambda v: "" if v is None else (v if isinstance(v, str) else str(v))  # noqa: E731
     status = ("error" if event.get("status") == "error" else "success") if ended else "started"
     error = event.get("error")
-    return (
+    return SpanRow.of(
         text(meta.get("trace_id")), text(meta.get("span_id")), run, "", stable_uuid(str(parent)) if parent else None,
         event["type"], "", text(meta.get("name") or event["type"]),
         text(meta.get("service.name")), text(meta.get("service.version")), text(meta.get("deployment.environment")),
@@ -120,7 +128,7 @@ def flightdeck_rows(events: Any) -> list[tuple[str, tuple]]:
     return rows
 
 
-def _run_row(e: RunEvent, where: str) -> tuple:
+def _run_row(e: RunEvent, where: str) -> RunRow:
     end = _ns(e.timestamp.isoformat() if isinstance(e.timestamp, datetime) else str(e.timestamp), where)
     latency = float(e.metrics.latency_ms or 0) if e.metrics else 0.0
     m = e.usage.model
@@ -128,7 +136,7 @@ def _run_row(e: RunEvent, where: str) -> tuple:
     labels = e.labels or {}
     tools = {t.tool_name: t.invocations for t in e.usage.tools}
     inclusive = m.input_tokens + m.cached_input_tokens  # FlightDeck's input excludes cache reads; ours includes them
-    return (
+    return RunRow.of(
         stable_uuid(e.run_id), (request.trace_id if request else None) or "", (request.span_id if request else None) or "",
         e.release_id, e.agent_id, e.tenant_id, e.task_id, e.environment,
         labels.get("service.name", ""), labels.get("service.version", ""),
@@ -138,3 +146,20 @@ def _run_row(e: RunEvent, where: str) -> tuple:
         [m.model], [m.provider], [1], [inclusive], [m.cached_input_tokens], [0], [m.output_tokens], [0],
         tools, end * 2 + 1,
     )  # fmt: skip
+
+
+CONVERTERS = {"observatory": observatory_rows, "flightdeck": flightdeck_rows}
+
+
+def rows_of(kind: str, events: Any, redactor: Any = None) -> list[tuple[str, Any]]:
+    """Validated rows of one vendor-format body's events, every text through the redaction stage first."""
+    if redactor:
+        from otel_bridge.processors.stages import redact_value
+
+        events = redact_value(events, redactor)
+    try:
+        return CONVERTERS[kind](events)
+    except IngestError:
+        raise
+    except (TypeError, ValueError, AttributeError, KeyError, OverflowError) as exc:  # a client's odd value, not ours
+        raise IngestError(f"events: a value could not be read ({type(exc).__name__}: {exc})") from None

@@ -1,0 +1,248 @@
+"""ClickHouse rows as dataclasses, one per table, whose fields are the schema's columns in order.
+
+Every value is coerced to its column's type when a row is built (``SpanRow.of(...)``): OTLP lets any attribute —
+``service.name``, a span name read from JSON, a token count — be any ``AnyValue``, and one non-string among 2,000
+spans must never fail an insert (issue 10, poison isolation). ``tests/test_rows.py`` holds these fields against
+the DDL of ``otel_bridge.analytics.schema``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from operator import attrgetter
+from typing import Any, ClassVar
+
+import orjson
+
+UINT64_MAX = (1 << 64) - 1
+UINT32_MAX = (1 << 32) - 1
+# DateTime64(9) holds 1900-01-01 .. 2262-04-11; nanoseconds since the epoch as a signed int64 cover the latter.
+TS_MAX_NS = (1 << 63) - 1
+Ts = int  # DateTime64(9, 'UTC'), epoch nanoseconds
+U32 = int  # UInt32
+
+
+def text(value: Any) -> str:
+    """Any value as a String column: None → "", bytes decoded, containers as JSON."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", "replace")
+    if isinstance(value, list | tuple | dict):
+        return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    return str(value)
+
+
+def opt_text(value: Any) -> str | None:
+    """A Nullable column: None stays None, anything else becomes text (empty → None)."""
+    return text(value) or None if value is not None else None
+
+
+def uint(value: Any, limit: int = UINT64_MAX) -> int:
+    """An unsigned integer column: a non-number, a negative, NaN or a value past ``limit`` → 0 (never raises)."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, float):
+        value = int(value) if math.isfinite(value) else 0
+    elif not isinstance(value, int):
+        try:
+            value = int(str(value).strip() or 0)
+        except ValueError:
+            return 0
+    return value if 0 <= value <= limit else 0
+
+
+def uint32(value: Any) -> int:
+    return uint(value, UINT32_MAX)
+
+
+def ts(value: Any) -> int:
+    """A DateTime64(9) column in epoch nanoseconds, clamped into what the type holds."""
+    return uint(value, TS_MAX_NS)
+
+
+def real(value: Any) -> float:
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return 0.0
+    return f if math.isfinite(f) else 0.0
+
+
+def flag(value: Any) -> bool:
+    return bool(value) if not isinstance(value, str) else value.strip().lower() not in ("", "0", "false", "no")
+
+
+def texts(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str | bytes) or not hasattr(value, "__iter__"):
+        return [text(value)]
+    return [text(v) for v in value]
+
+
+def uints(value: Any, limit: int = UINT64_MAX) -> list[int]:
+    if not isinstance(value, list | tuple):
+        return [] if value is None else [uint(value, limit)]
+    return [uint(v, limit) for v in value]
+
+
+def text_map(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict):
+        return {}
+    return {text(k): text(v) for k, v in value.items()}
+
+
+def count_map(value: Any) -> dict[str, int]:
+    if not isinstance(value, dict):
+        return {}
+    return {text(k): uint32(v) for k, v in value.items()}
+
+
+_COERCE = {
+    "str": text, "str | None": opt_text, "int": uint, "Ts": ts, "U32": uint32, "float": real, "bool": flag,
+    "list[str]": texts, "list[int]": uints, "list[U32]": lambda v: uints(v, UINT32_MAX),
+    "dict[str, str]": text_map, "dict[str, U32]": count_map,
+}  # fmt: skip
+
+
+class _Row:
+    """``of(*values)`` coerces each value to its field's type; ``values()`` is the insert tuple."""
+
+    TABLE: ClassVar[str]
+    _coercers: ClassVar[tuple]
+    _getter: ClassVar[Any]
+
+    @classmethod
+    def _prepare(cls) -> None:
+        fs = fields(cls)  # type: ignore[arg-type]
+        cls._coercers = tuple(_COERCE[f.type] for f in fs)
+        cls._getter = attrgetter(*(f.name for f in fs))
+
+    @classmethod
+    def of(cls, *values: Any) -> Any:
+        return cls(*(c(v) for c, v in zip(cls._coercers, values, strict=True)))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Any:
+        """A row read back (a dead letter being retried): missing or odd values are coerced like new ones."""
+        return cls.of(*(data.get(f.name) for f in fields(cls)))  # type: ignore[arg-type]
+
+    def values(self) -> tuple:
+        return self._getter(self)
+
+    @classmethod
+    def column_names(cls) -> tuple[str, ...]:
+        return tuple(f.metadata.get("column", f.name) for f in fields(cls))  # type: ignore[arg-type]
+
+
+def _col(name: str) -> Any:
+    return field(metadata={"column": name})
+
+
+@dataclass(slots=True)
+class SpanRow(_Row):
+    TABLE: ClassVar[str] = "spans"
+    trace_id: str
+    span_id: str
+    run_id: str
+    parent_span_id: str
+    parent_run_id: str | None
+    kind: str
+    operation: str
+    name: str
+    service_name: str
+    service_version: str
+    environment: str
+    release_id: str
+    agent: str
+    agent_id: str
+    model: str
+    provider: str
+    input_tokens: int
+    cached_input_tokens: int
+    cache_write_tokens: int
+    output_tokens: int
+    reasoning_tokens: int
+    start: Ts
+    end: Ts
+    duration_ms: float
+    status: str
+    error_type: str
+    user_id: str
+    user_email: str
+    conversation_id: str
+    session_id: str
+    tags: list[str]
+    attributes: dict[str, str]
+    input_text: str
+    output_text: str
+    version: int
+
+
+@dataclass(slots=True)
+class RunRow(_Row):
+    TABLE: ClassVar[str] = "runs"
+    run_id: str
+    trace_id: str
+    root_span_id: str
+    release_id: str
+    agent: str
+    tenant_id: str
+    task_id: str
+    environment: str
+    service_name: str
+    service_version: str
+    start: Ts
+    end: Ts
+    latency_ms: float
+    success: bool
+    error_type: str
+    spans: U32
+    input_tokens: int
+    cached_input_tokens: int
+    cache_write_tokens: int
+    output_tokens: int
+    reasoning_tokens: int
+    models: list[str]
+    usage_model: list[str] = _col("usage.model")
+    usage_provider: list[str] = _col("usage.provider")
+    usage_calls: list[U32] = _col("usage.calls")
+    usage_input: list[int] = _col("usage.input")
+    usage_cached: list[int] = _col("usage.cached")
+    usage_cache_write: list[int] = _col("usage.cache_write")
+    usage_output: list[int] = _col("usage.output")
+    usage_reasoning: list[int] = _col("usage.reasoning")
+    tools: dict[str, U32] = _col("tools")
+    version: int = _col("version")
+
+
+@dataclass(slots=True)
+class EventRow(_Row):
+    TABLE: ClassVar[str] = "events"
+    event_id: str
+    name: str
+    run_id: str | None
+    thread_id: str
+    role: str
+    content: str
+    rating: str
+    comment: str
+    timestamp: Ts
+    agent: str
+    user_email: str
+    metadata: str
+    version: int
+
+
+ROW_TYPES: dict[str, type[_Row]] = {"spans": SpanRow, "runs": RunRow, "events": EventRow}
+for _cls in ROW_TYPES.values():
+    _cls._prepare()
+
+
+def row_values(row: Any) -> tuple:
+    """The insert tuple of a row dataclass (a plain tuple passes through)."""
+    return row.values() if isinstance(row, _Row) else tuple(row)
