@@ -368,3 +368,16 @@ class SkillFlawReceiver:
         self.state.save()
         for kind, n in batch.counts.items():
             self._count(kind, "ok", n)
+
+
+def skillflaw_from_config(cfg: Any, consumer: SpanConsumer, stats: ReceiverStats) -> SkillFlawReceiver | None:
+    """The poller of a ``BridgeConfig`` (None when off); its state lives next to the ClickHouse data dir."""
+    if not cfg.skillflaw_enabled():
+        return None
+    sf = cfg.receivers.skillflaw
+    data_dir = Path(cfg.exporters.clickhouse.data_dir).expanduser().resolve()
+    settings = SkillFlawSettings(
+        sf.base_url, sf.api_key_value, tuple(sf.flows), sf.poll_interval, sf.edit_window,
+        state_dir=data_dir.with_name(data_dir.name + ".skillflaw"),
+    )  # fmt: skip
+    return SkillFlawReceiver(settings, consumer, stats)
