@@ -123,7 +123,8 @@ def _build_error(data: Any) -> str:
 def parse_message(d: Any, flow_id: str) -> ChatMessage:
     sender = _get(d, "sender")
     role = ROLES.get(str(sender).lower()) if isinstance(sender, str) else None
-    if role is None:
+    error = _get(d, "category") == "error"  # a component's failure shown in the chat (sender: the component)
+    if role is None and not error:
         raise Malformed(f"sender: expected User or Machine, got {str(sender)[:20]!r}")
     text = _get(d, "text")
     if not isinstance(text, str):
@@ -132,10 +133,10 @@ def parse_message(d: Any, flow_id: str) -> ChatMessage:
     props = props if isinstance(props, Mapping) else {}
     usage = props.get("usage") if isinstance(props.get("usage"), Mapping) else {}
     return ChatMessage(
-        _required(d, "id"), str(_get(d, "flow_id") or flow_id), _get(d, "session_id") or None, role,
+        _required(d, "id"), str(_get(d, "flow_id") or flow_id), _get(d, "session_id") or None, role or "assistant",
         _get(d, "sender_name"), text, _ts(d, "timestamp"),
         usage={k: v for k in ("input_tokens", "output_tokens", "total_tokens") if (v := _int(usage.get(k))) is not None},
-        edited=bool(_get(d, "edit") is True or props.get("edited") is True),
+        edited=bool(_get(d, "edit") is True or props.get("edited") is True), error=error,
     )  # fmt: skip
 
 
@@ -238,10 +239,16 @@ def merge(run: FlowRun, item: Item) -> None:
 
 
 def covering(runs: Iterable[FlowRun], item_flow: str, ns: int) -> FlowRun | None:
+    """The flow's run whose window holds ``ns``, else the nearest within ``WINDOW_SLACK_NS`` (runs a second apart
+    must not swallow each other's items)."""
+    best, best_gap = None, WINDOW_SLACK_NS + 1
     for run in runs:
-        if run.flow_id == item_flow and run.start_ns - WINDOW_SLACK_NS <= ns <= run.end_ns + WINDOW_SLACK_NS:
-            return run
-    return None
+        if run.flow_id != item_flow:
+            continue
+        gap = max(run.start_ns - ns, ns - run.end_ns, 0)
+        if gap < best_gap:
+            best, best_gap = run, gap
+    return best
 
 
 def synthetic_runs(items: list[Item], flow_name: str) -> list[FlowRun]:

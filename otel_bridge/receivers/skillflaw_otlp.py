@@ -146,6 +146,7 @@ class ChatMessage:
     run: FlowRun | None = None
     usage: dict[str, int] = field(default_factory=dict)
     edited: bool = False
+    error: bool = False  # Langflow shows a failed component's error as a chat message (category "error")
 
 
 # ------------------------------------------------------------------------------------------------ spans
@@ -200,6 +201,8 @@ def message_span(m: ChatMessage) -> Span:
         meta["usage"] = dict(m.usage)
     if m.edited:
         meta["edited"] = True
+    if m.error:
+        meta["error"] = True
     event: dict[str, Any] = {"role": m.role, "content": m.text, "thread_id": m.session_id, "event_id": m.id, "metadata": meta}
     if m.run is not None:
         event["run_id"] = run_id(m.run.trace_id.hex(), m.run.root_span_id.hex())
