@@ -10,10 +10,9 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 from bridge_server import start_bridge, wait_until
-from skillflaw.harness import ROLE, SERVE_CONFIG, local_pipeline, load, ns, recorded_messages, responses
+from skillflaw.harness import ROLE, SERVE_CONFIG, load, local_pipeline, ns, query_in_subprocess, recorded_messages, responses
 from skillflaw.replay import ReplayServer
 
-from otel_bridge.analytics.store import Store, StoreConfig
 from otel_bridge.receivers.skillflaw_client import Unauthorized, Unavailable, parse_timestamp
 
 SEED = load("seed.json")
@@ -165,8 +164,7 @@ def test_serve_polls_the_seed(tmp_path):
         finally:
             log = bridge.stop()
         assert "Traceback" not in log, log
-        with Store.open(StoreConfig(data_dir=str(bridge.data_dir))) as store:
-            chats = store.query(f"SELECT role, content FROM {store.table('events')} FINAL WHERE name = 'chat' ORDER BY timestamp")
+        chats = query_in_subprocess(bridge.data_dir, "SELECT role, content FROM {events} FINAL WHERE name = 'chat'")
         assert sorted((c["role"], c["content"]) for c in chats) == sorted((ROLE[m["sender"]], m["text"]) for m in exp["chats"].values())
         polled = len(srv.requests)
         bridge = start_bridge(tmp_path, env, config=SERVE_CONFIG)

@@ -337,8 +337,7 @@ class SkillFlawReceiver:
             if m.time_ns < stop or (prev is not None and prev[1] == digest):
                 continue
             m.revision = prev[2] + 1 if prev is not None else 0
-            m.run = next((r for r in runs if r.flow_id == m.flow_id and (r.synthetic or r.session_id == m.session_id)
-                          and covering([r], m.flow_id, m.time_ns)), None)  # fmt: skip
+            m.run = covering([r for r in runs if r.synthetic or r.session_id == m.session_id], m.flow_id, m.time_ns)
             out.append(m)
             marks.append((m.id, [m.time_ns, digest, m.revision]))
         batch.counts["messages"] = len(out)

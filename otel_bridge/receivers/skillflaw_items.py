@@ -103,7 +103,7 @@ def parse_build(vertex_id: str, d: Any, flow_id: str) -> Item:
     return Item(
         "builds", _required(d, "build_id", "id"), str(_get(d, "flow_id") or flow_id), str(_get(d, "id") or vertex_id),
         _ts(d, "timestamp"), duration, error, outputs=outputs,
-        attributes={"skillflaw.build.valid": valid, "skillflaw.build.params": params if params != "None" else None,
+        attributes={"skillflaw.build.id": _get(d, "build_id"), "skillflaw.build.valid": valid, "skillflaw.build.params": params if params != "None" else None,
                     "skillflaw.build.duration": data.get("duration") if isinstance(data, Mapping) else None},
     )  # fmt: skip
 

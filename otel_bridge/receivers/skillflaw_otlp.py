@@ -180,8 +180,9 @@ def run_spans(run: FlowRun, *, root: bool = True) -> list[Span]:
     for c in run.components.values():
         sid = span_id_of("component", run.key, c.vertex_id)
         kind = {"openinference.span.kind": "TOOL", "tool.name": c.name} if c.kind == "tool" else {"openinference.span.kind": "CHAIN"}
-        cattrs = {**kind, "input.value": text_of(c.inputs), "output.value": text_of(c.outputs),
-                  "skillflaw.vertex_id": c.vertex_id, **c.attributes}  # fmt: skip
+        # ``metadata`` is what the recogniser hands on to every destination (ClickHouse attributes, event metadata)
+        meta = {"skillflaw.vertex_id": c.vertex_id, **{k: v for k, v in c.attributes.items() if v is not None}}
+        cattrs = {**kind, "input.value": text_of(c.inputs), "output.value": text_of(c.outputs), "metadata": meta}
         spans.append(_span(tid, sid, root_id, c.name, c.start_ns, c.end_ns, cattrs, c.error))
         for call in c.calls:
             lattrs = {"gen_ai.operation.name": "chat", "gen_ai.response.model": call.model,

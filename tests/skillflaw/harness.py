@@ -97,3 +97,21 @@ def local_pipeline(tmp: Path) -> Local:
     exporter = clickhouse_exporter(store, interval=0.1)
     pipeline = Pipeline({"clickhouse": exporter}, PipelineOptions(wait=0.05, max_wait=0.2))
     return Local(pipeline, store, ReceiverStats(), tmp / "state")
+
+
+def query_in_subprocess(data_dir: Path, sql_template: str) -> list[dict[str, Any]]:
+    """Query a stopped bridge's chDB directory from a fresh process (chDB serves one data dir per process, and the
+    test process may hold another). ``{events}`` etc. in the template name the tables."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, orjson\n"
+        "from otel_bridge.analytics.store import Store, StoreConfig\n"
+        "with Store.open(StoreConfig(data_dir=sys.argv[1])) as s:\n"
+        "    sql = sys.argv[2].format(**{t: s.table(t) for t in ('spans', 'runs', 'events')})\n"
+        "    sys.stdout.write(orjson.dumps(s.query(sql), default=str).decode())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(data_dir), sql_template], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)

@@ -8,7 +8,7 @@ runs them in several sessions through the Playground build API and ``/api/v1/run
   ``after_edit`` taken after the message edit), a 401/403 answer to a wrong key, and ``expected``: what the fake
   OpenAI server answered (tokens per call) and which sessions/messages were sent;
 - ``tests/fixtures/skillflaw/phoenix.traces.pb`` (+ ``.json`` summary): the OTLP the Phoenix tracer sent.
-``--live`` leaves Langflow running and prints its URL and key (``make test-skillflaw-live`` uses it).
+``--live FILE`` keeps Langflow running for ``make test-skillflaw-live`` instead of writing the fixtures.
 """
 
 from __future__ import annotations
@@ -193,8 +193,7 @@ def record(args: argparse.Namespace) -> None:
                         sent.append({"flow": name, "flow_id": flows[name], "session": session, "text": text})
             time.sleep(3)
             if args.live:
-                print(f"LIVE {url} {key} {','.join(flows.values())}", flush=True)
-                signal.pause()
+                return _live(args.live, c, url, key, flows, fake, sent)
             before = snapshot(c, flows)
             edited = _edit_one(c, before, flows["openai"])
             after = snapshot(c, flows)
@@ -216,6 +215,21 @@ def record(args: argparse.Namespace) -> None:
                 proc.wait(30)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _live(path: str, c: httpx.Client, url: str, key: str, flows: dict[str, str], fake: FakeOpenAI, sent: list) -> None:
+    """``make test-skillflaw-live``: the test polls this running Langflow; the snapshot written to ``path`` is what
+    it must find. A line ``edit`` on stdin edits a message and adds ``after_edit``; end of input stops Langflow."""
+    rec = {"server": "langflow (live)", "api_key": key, "flows": flows, "exchanges": snapshot(c, flows),
+           "expected": {"openai_calls": fake.records, "sent": sent}}  # fmt: skip
+    Path(path).write_text(json.dumps(rec))
+    print(f"LIVE {url}", flush=True)
+    for line in sys.stdin:
+        if line.strip() == "edit":
+            rec["expected"]["edited"] = _edit_one(c, rec["exchanges"], flows["openai"])
+            rec["after_edit"] = snapshot(c, flows)
+            Path(path).write_text(json.dumps(rec))
+            print("EDITED", flush=True)
 
 
 def _edit_one(c: httpx.Client, exchanges: list[dict[str, Any]], flow_id: str) -> dict[str, str]:
@@ -242,5 +256,5 @@ def _merge(bodies: list[bytes]) -> bytes:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--live", action="store_true", help="leave Langflow running after the runs (no recording)")
+    parser.add_argument("--live", metavar="SNAPSHOT", help="keep Langflow running for a live test; write its snapshot here")
     record(parser.parse_args())
