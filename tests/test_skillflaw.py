@@ -176,3 +176,24 @@ def test_serve_polls_the_seed(tmp_path):
         finally:
             log = bridge.stop()
         assert "Traceback" not in log, log
+
+
+def test_secrets_in_messages_are_masked(tmp_path):
+    """Polled chat text goes through the pipeline's redaction like any OTLP content."""
+    import copy
+
+    rec = copy.deepcopy(SEED)
+    secret = "sk-proj-abcdefghijklmnopqrstuvwx"
+    for e in rec["exchanges"]:
+        if e["request"]["path"] == "/api/v1/monitor/messages" and e["response"]["body"]:
+            e["response"]["body"][0]["text"] = f"my key is {secret}, keep it"
+    local = local_pipeline(tmp_path)
+    try:
+        with ReplayServer(rec) as srv:
+            local.receiver(srv.url, "seed-key", tuple(SEED["flows"])).poll_once()
+            local.flush()
+        contents = [c["content"] for c in local.chats()]
+        assert any(c.startswith("my key is ") for c in contents) and not any(secret in c for c in contents)
+    finally:
+        local.pipeline.shutdown(5)
+        local.store.close()

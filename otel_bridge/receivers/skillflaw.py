@@ -115,6 +115,7 @@ class SkillFlawReceiver:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._names: dict[str, str] = {}
+        self._backoff = 0.0
 
     # ------------------------------------------------------------------------------------------- lifecycle
 
@@ -144,8 +145,6 @@ class SkillFlawReceiver:
             except Exception:  # noqa: BLE001 - a mapping bug must not end the receiver
                 delay = self._next_backoff()
                 log.exception("skillflaw: poll failed; retrying in %.0fs", delay)
-
-    _backoff = 0.0
 
     def _next_backoff(self) -> float:
         self.counters["poll_errors"] += 1

@@ -203,7 +203,9 @@ def record(args: argparse.Namespace) -> None:
                            "response": {"status": denied.status_code, "body": denied.json()}})  # fmt: skip
             version = subprocess.run([str(VENV / "bin" / "python"), "-c", "import importlib.metadata as m; print(m.version('langflow'))"],
                                      capture_output=True, text=True).stdout.strip()  # fmt: skip
-            rec = {"server": f"langflow {version}", "api_key": key, "flows": flows, "exchanges": before, "after_edit": after,
+            # The throwaway instance's key is not kept: the replay server enforces whichever key the recording names.
+            rec = {"server": f"langflow {version}", "api_key": "replay-key-not-secret", "flows": flows,
+                   "exchanges": before, "after_edit": after,
                    "expected": {"openai_calls": fake.records, "sent": sent, "edited": edited}}  # fmt: skip
             OUT.mkdir(parents=True, exist_ok=True)
             (OUT / "langflow.json").write_text(json.dumps(rec, indent=1, ensure_ascii=False))
