@@ -197,3 +197,40 @@ def test_secrets_in_messages_are_masked(tmp_path):
     finally:
         local.pipeline.shutdown(5)
         local.store.close()
+
+
+def test_items_wait_for_the_trace_of_a_running_flow(tmp_path):
+    """Langflow writes a run's trace when the run ends: its transactions, already listed, wait for it (not a
+    synthetic run of their own), then join it. The first snapshot is the recording without the last run's trace."""
+    import copy
+
+    from otel_bridge.pipeline import Pipeline
+    from otel_bridge.receivers.otlp import ReceiverStats
+    from otel_bridge.receivers.skillflaw import SkillFlawReceiver, SkillFlawSettings
+
+    rec = load("langflow.json")
+    fail_flow = rec["flows"]["openai_fail"]
+    ((_, traces),) = [r for r in responses(rec, "/api/v1/monitor/traces") if r[0]["flow_id"] == fail_flow]
+    (last,) = traces["traces"]
+    running = copy.deepcopy(rec)
+    running["exchanges"] = [e for e in running["exchanges"] if not e["request"]["path"].endswith(last["id"])]
+    for e in running["exchanges"]:
+        if e["request"]["path"] == "/api/v1/monitor/traces" and e["request"]["query"]["flow_id"] == fail_flow:
+            e["response"]["body"] = {"traces": [], "total": 0, "pages": 0}
+    ((_, tx),) = [r for r in responses(rec, "/api/v1/monitor/transactions") if r[0]["flow_id"] == fail_flow]
+    newest = max(ns(t["timestamp"]) for t in tx["items"])
+    pipeline = Pipeline({})
+    try:
+        with ReplayServer({**running, "full": rec["exchanges"]}) as srv:
+            settings = SkillFlawSettings(srv.url, rec["api_key"], state_dir=tmp_path)
+            receiver = SkillFlawReceiver(settings, pipeline, ReceiverStats(), clock=lambda: newest + 1_000_000_000)
+            first = receiver.poll_once()
+            srv.switch("full")
+            second = receiver.poll_once()
+        held = len(tx["items"])
+        assert second["runs"] == 1 and second["transactions"] == held
+        all_traces = sum(len(r[1]["traces"]) for r in responses(rec, "/api/v1/monitor/traces"))
+        assert first["runs"] == all_traces - 1  # no synthetic run for the waiting transactions
+        assert first["transactions"] + held == sum(len(r[1]["items"]) for r in responses(rec, "/api/v1/monitor/transactions"))
+    finally:
+        pipeline.shutdown(5)

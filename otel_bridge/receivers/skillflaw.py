@@ -201,7 +201,7 @@ class SkillFlawReceiver:
                 merge(run, item)
             elif (old := covering(recent, flow_id, item.end_ns)) is not None:
                 merge(late.setdefault(old.key, FlowRun(old.key, flow_id, name, old.start_ns, old.end_ns)), item)
-            elif now - item.end_ns >= self.settings.settle_ns or self.traces_offered is False:
+            elif now - item.end_ns >= self.settings.settle_ns:
                 uncovered.append(item)
             else:  # its run may still be going: wait for its trace, read it again next poll
                 held.append(item)

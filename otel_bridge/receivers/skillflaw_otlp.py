@@ -178,7 +178,8 @@ def run_spans(run: FlowRun, *, root: bool = True) -> list[Span]:
     }  # fmt: skip
     spans = [_span(tid, root_id, None, run.flow_name, run.start_ns, run.end_ns, attrs, run.error)] if root else []
     for c in run.components.values():
-        sid = span_id_of("component", run.key, c.vertex_id)
+        # a late component gets its own id: it must never replace the fuller span its run already sent
+        sid = span_id_of("component", run.key, c.vertex_id, *(() if root else ("late", str(c.end_ns))))
         kind = {"openinference.span.kind": "TOOL", "tool.name": c.name} if c.kind == "tool" else {"openinference.span.kind": "CHAIN"}
         # ``metadata`` is what the recogniser hands on to every destination (ClickHouse attributes, event metadata)
         meta = {"skillflaw.vertex_id": c.vertex_id, **{k: v for k, v in c.attributes.items() if v is not None}}
