@@ -234,3 +234,22 @@ def test_items_wait_for_the_trace_of_a_running_flow(tmp_path):
         assert first["transactions"] + held == sum(len(r[1]["items"]) for r in responses(rec, "/api/v1/monitor/transactions"))
     finally:
         pipeline.shutdown(5)
+
+
+def test_config_section():
+    from otel_bridge.config import ConfigError, parse_config
+
+    env = {"SKILLFLAW_BASE_URL": "http://127.0.0.1:7860", "SKILLFLAW_API_KEY": "k1", "SKILLFLAW_FLOWS": "a, b,"}
+    text = (FIXTURES_CONFIG := "receivers:\n  skillflaw:\n    base_url: ${env:SKILLFLAW_BASE_URL:-}\n"
+            "    api_key: ${env:SKILLFLAW_API_KEY:-}\n    flows: ${env:SKILLFLAW_FLOWS:-}\n    poll_interval: 2s\n")
+    cfg = parse_config(text, environ=env)
+    sf = cfg.receivers.skillflaw
+    assert (sf.base_url, sf.api_key_value, sf.flows, sf.poll_interval) == ("http://127.0.0.1:7860", "k1", ["a", "b"], 2.0)
+    assert cfg.skillflaw_enabled() and "k1" not in repr(cfg)
+    assert not parse_config(FIXTURES_CONFIG, environ={}).skillflaw_enabled()  # on only when base_url is set
+    with pytest.raises(ConfigError) as info:
+        parse_config("receivers: {skillflaw: {base_url: 'not a url', poll_interval: 0s}}")
+    assert info.value.errors == [
+        'receivers.skillflaw.base_url: expected an http(s) url like "http://127.0.0.1:8080", got "not a url"',
+        'receivers.skillflaw.poll_interval: expected a duration above zero like "1s", got "0s"',
+    ]
