@@ -100,7 +100,7 @@ def test_runs_latency_tokens_and_components(source, polled):
     for tid, w in want.items():
         r = got[tid]
         assert (r["agent"], r["success"], r["spans"]) == (w["agent"], w["success"], w["spans"])
-        assert abs(r["latency_ms"] - w["latency_ms"]) < 1  # Langflow truncates to whole ms
+        assert 0 <= r["latency_ms"] - w["latency_ms"] < 1  # Langflow truncates to whole ms
         assert (r["input_tokens"], r["output_tokens"], sorted(r["models"])) == (w["input_tokens"], w["output_tokens"], w["models"])
     spans = local.spans()
     for tid, w in want.items():
@@ -174,7 +174,8 @@ def test_serve_runs_chats_in_clickhouse_and_observatory(source, tmp_path, observ
             assert wait_until(lambda: len(c.get("/api/run/", params={"limit": 1000}).json()) >= total, 60)
             rows = c.get("/api/run/", params={"limit": 1000}).json()
             agents = [r for r in rows if r["type"] == "agent"]
-            assert sorted(round(a["latency_s"] * 1000) for a in agents) == sorted(round(w["latency_ms"]) for w in want.values())
+            got_ms, want_ms = sorted(a["latency_s"] * 1000 for a in agents), sorted(w["latency_ms"] for w in want.values())
+            assert len(got_ms) == len(want_ms) and all(0 <= g - w < 1 for g, w in zip(got_ms, want_ms))  # Langflow truncates
             llm = [r for r in rows if r["type"] == "llm"]
             assert sum(r["prompt_tokens"] for r in llm) == sum(w["input_tokens"] for w in want.values())
         chats = expected.chats(source.rec)
