@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test fixtures bench dashboard-assets
+.PHONY: run test fixtures bench dashboard-assets record-skillflaw test-skillflaw-live
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,3 +36,18 @@ dashboard-assets:
 	mkdir -p otel_bridge/server/static
 	sed '/sourceMappingURL/d' frontend/node_modules/chart.js/dist/chart.umd.min.js > otel_bridge/server/static/chart.umd.min.js
 	cp frontend/node_modules/chart.js/LICENSE.md otel_bridge/server/static/chart.js.LICENSE.md
+
+# SkillFlaw receiver: a real Langflow in its own venv (pip install takes minutes; not part of `make test`).
+LANGFLOW_VENV := .langflow-venv
+$(LANGFLOW_VENV)/.installed:
+	$(PYTHON) -m venv $(LANGFLOW_VENV)
+	$(LANGFLOW_VENV)/bin/pip install -q --disable-pip-version-check langflow==1.13.0
+	touch $@
+
+# Records Langflow's monitor API and its Phoenix tracer's OTLP into tests/fixtures/skillflaw/ (committed).
+record-skillflaw: $(STAMP) $(LANGFLOW_VENV)/.installed
+	$(PY) tests/skillflaw/record.py
+
+# The SkillFlaw tests against a live Langflow instead of the recording.
+test-skillflaw-live: $(STAMP) $(LANGFLOW_VENV)/.installed
+	SKILLFLAW_LIVE=1 $(VENV)/bin/pytest -q tests/test_skillflaw_langflow.py

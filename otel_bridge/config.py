@@ -214,8 +214,28 @@ class OtlpReceiver(_Model):
         return problems
 
 
+def _flow_list(value: Any) -> Any:
+    """``SKILLFLAW_FLOWS`` arrives as one comma-separated string; a YAML list works too."""
+    if isinstance(value, str):
+        return [f.strip() for f in value.split(",") if f.strip()]
+    return value
+
+
+class SkillFlawReceiver(_Model):
+    """Polls a SkillFlaw / Langflow monitor API (``/api/v1/monitor``); on when ``base_url`` is set."""
+
+    base_url: Url = ""
+    api_key: SecretStr = SecretStr("")  # sent as x-api-key
+    flows: Annotated[list[str], BeforeValidator(_flow_list)] = []  # empty: every flow GET /api/v1/flows/ lists
+    poll_interval: PositiveDuration = 10.0
+    edit_window: Duration = 3600.0  # how far back messages are re-read so that an edit is seen
+
+    api_key_value = _plain("api_key")
+
+
 class Receivers(_Model):
     otlp: OtlpReceiver = OtlpReceiver()
+    skillflaw: SkillFlawReceiver = SkillFlawReceiver()
 
 
 class RunsProcessor(_Model):
@@ -369,7 +389,7 @@ ExporterName = _component("exporter", Exporters)
 
 
 class Pipeline(_Model):
-    receivers: Annotated[list[ReceiverName], Field(min_length=1)] = ["otlp"]
+    receivers: Annotated[list[ReceiverName], Field(min_length=1)] = ["otlp", "skillflaw"]
     processors: list[ProcessorName] = ["runs", "observatory", "flightdeck", "redact"]
     exporters: Annotated[list[ExporterName], Field(min_length=1)] = ["clickhouse", "observatory", "flightdeck"]
 
@@ -396,6 +416,10 @@ class BridgeConfig(_Model):
     processors: Processors = Processors()
     exporters: Exporters = Exporters()
     service: Service = Service()
+
+    def skillflaw_enabled(self) -> bool:
+        """The SkillFlaw poller runs when the pipeline lists it and it has a base_url."""
+        return "skillflaw" in self.service.pipelines.traces.receivers and bool(self.receivers.skillflaw.base_url)
 
     def enabled_exporters(self) -> list[str]:
         """The pipeline's exporters that will run: ClickHouse always, Observatory/FlightDeck once they have a url."""

@@ -289,6 +289,7 @@ class Pipeline:
                 events.extend(converted)
                 if to_clickhouse and a.kind != "other":
                     rows.append(("spans", self._span_row(a, release_id=release.get(a.span_id))))
+                if to_clickhouse:  # custom events count whatever span carried them (a chat message's own span)
                     rows.extend(("events", self._event_row(e)) for e in converted if e["name"] in CUSTOM_EVENTS)
         fd_events = []
         to_flightdeck = "flightdeck" in self.exporters

@@ -32,6 +32,7 @@ from otel_bridge.receivers.otlp import ReceiverSettings, ReceiverStats, check_li
 from otel_bridge.receivers.spool import Spool, SpoolFull
 from otel_bridge.receivers.otlp_grpc import start_grpc_receiver
 from otel_bridge.receivers.otlp_http import otlp_router
+from otel_bridge.receivers.skillflaw import skillflaw_from_config
 from otel_bridge.server import ingest
 from otel_bridge.server.app import Runtime, create_app
 
@@ -114,6 +115,7 @@ class Service:
     settings: ReceiverSettings
     stats: ReceiverStats
     spooled: SpooledPipeline | None = None
+    skillflaw: Any = None  # the SkillFlaw poller, when receivers.skillflaw.base_url is set
     grpc: Any = None
     http: uvicorn.Server | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -136,6 +138,9 @@ class Service:
             service.spooled = SpooledPipeline(service.pipeline, spool)
             service.spooled.replay()  # what a crash left behind goes first, before new traffic
             threading.Thread(target=service._collect_spool, name="otel-bridge-spool", daemon=True).start()
+        service.skillflaw = skillflaw_from_config(cfg, service.consumer, service.stats)  # polled bodies take the OTLP path
+        if service.skillflaw is not None:
+            service.skillflaw.start()
         return service
 
     @property
@@ -212,6 +217,8 @@ class Service:
             self.http.should_exit = True
         if self.grpc is not None:
             self.grpc.stop(grace=2).wait(3)
+        if self.skillflaw is not None:
+            self.skillflaw.stop()
         self._stop.set()
         flushed = self.pipeline.shutdown(max(1.0, deadline - time.monotonic()))
         if self.spooled is not None:
@@ -264,6 +271,8 @@ def _announce(service: Service) -> None:
         f"  OTLP/HTTP  {service.http_url}/v1/traces   OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf OTEL_EXPORTER_OTLP_ENDPOINT={service.http_url}",
         f"  API        {service.http_url}/docs   metrics {service.http_url}/metrics",
         f"  exporters  {', '.join(ex)}; data {service.cfg.exporters.clickhouse.data_dir}",
+        *([f"  SkillFlaw  polling {service.cfg.receivers.skillflaw.base_url} every {service.cfg.receivers.skillflaw.poll_interval:g}s"]
+          if service.skillflaw is not None else []),
         "  try: otel-bridge demo   (in another terminal), then otel-bridge costs / latency / runs",
     ]
     print("\n".join(lines), flush=True)

@@ -123,22 +123,27 @@ def _parse_ts(value: Any) -> int:
 def event_row(event: Mapping[str, Any]) -> EventRow:
     """One ``events`` row from an Observatory custom event (chat / feedback / saved).
 
-    The id is a uuid5 of the event's identifying fields, so a re-sent event replaces itself.
+    The id is a uuid5 of the event's identifying fields, so a re-sent event replaces itself; an event that names
+    its own ``event_id`` (a chat message with a source id) keeps one row, and ``metadata.revision`` (a source's
+    edit count) makes the newest edit win in ReplacingMergeTree.
     """
     meta = event.get("metadata") if isinstance(event.get("metadata"), Mapping) else {}
     ts = _parse_ts(event.get("timestamp"))
     name = str(event.get("name") or "")
     key = orjson.dumps(
+        [name, event.get("event_id")] if event.get("event_id") else
         [name, event.get("run_id"), event.get("thread_id"), event.get("role"), event.get("content"), ts],
         default=str,
     ).decode()
+    revision = meta.get("revision")
     return EventRow.of(
         str(uuid.uuid5(_EVENT_NAMESPACE, key)), name, event.get("run_id") or None,
         event.get("thread_id"), event.get("role"), event.get("content"),
         event.get("rating"), event.get("comment"), ts,
         meta.get("agent") or event.get("agent"),
         meta.get("user_email") or event.get("user_email"),
-        orjson.dumps(meta, default=str, option=orjson.OPT_NON_STR_KEYS).decode(), 0,
+        orjson.dumps(meta, default=str, option=orjson.OPT_NON_STR_KEYS).decode(),
+        revision if isinstance(revision, int) and revision > 0 else 0,
     )  # fmt: skip
 
 

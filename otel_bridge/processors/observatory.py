@@ -204,8 +204,17 @@ class ObservatoryConverter:
         return event
 
     def span_custom_events(self, a: AgentSpan) -> list[dict[str, Any]]:
-        """``feedback`` and ``saved`` recorded as span events; ``run_id`` defaults to the span's own."""
-        return [self.custom_event(e.name, dict(e.attributes), a, e.time_ns) for e in a.span.events if e.name in ("feedback", "saved")]
+        """Custom events recorded as span events (``track_event``'s fields as attributes); ``run_id`` defaults to
+        the span's own. A ``chat`` span event names its own ``event_id`` (a source's message id), so a message
+        edited at its source and sent again replaces its event instead of adding one."""
+        redact = a.redactor or (lambda v: v)
+        out = [
+            self.custom_event(e.name, {k: redact(v) if k in ("content", "comment") and isinstance(v, str) else v
+                                       for k, v in e.attributes.items()}, a, e.time_ns)
+            for e in a.span.events if e.name in CUSTOM_EVENTS
+        ]  # fmt: skip
+        self.counters["chat"] += sum(1 for e in out if e["name"] == "chat")
+        return out
 
     def custom_event(self, name: str, fields: Mapping[str, Any], a: AgentSpan | None, ns: int) -> dict[str, Any]:
         event: dict[str, Any] = {"name": name, "type": name, "timestamp": iso_ms(ns)}
