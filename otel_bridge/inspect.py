@@ -13,7 +13,7 @@ import orjson
 
 from otel_bridge.agentspan import AgentSpan
 from otel_bridge.messages import CONTENT_KEYS, CONTENT_PREFIXES
-from otel_bridge.semconv import MODEL_CALL_KINDS, RECOGNISED_KEYS, recognise_trace
+from otel_bridge.semconv import MODEL_CALL_KINDS, RECOGNISED_KEYS, recognise_trace, source
 from otel_bridge.semconv_tables import GENAI_PREFIXES, TRACELOOP_PROPS
 from otel_bridge.spans import BridgeLog, BridgeSpan, DecodeError, Decoded
 from otel_bridge.spans import logs_from_otlp_json, logs_from_otlp_proto, spans_from_otlp_json, spans_from_otlp_proto
@@ -136,7 +136,7 @@ def ignored_attributes(a: AgentSpan) -> list[str]:
 
 def explain(a: AgentSpan, billed_for: dict[str, str]) -> dict[str, object]:
     """Which attribute decided each field of one span, whether it was billed, and what was ignored."""
-    src = a.sources
+    src = {k: source(a.sources, k) for k in a.sources}
     model_key = next((src[k] for k in ("model", "response_model", "request_model", "openinference_model") if k in src), None)
     if a.model and model_key is None:
         model_key = "(llm.invocation_parameters)" if a.kind in MODEL_CALL_KINDS else "(the wrapped call)"

@@ -78,9 +78,10 @@ def _as_tokens(value: Any) -> int | None:
     return None
 
 
-def _route(attrs: Mapping[str, Any], skipped: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
-    """One pass over the picked attributes: each field gets its highest-precedence valid value, and the key it
-    came from. A provider attribute naming a framework (``FRAMEWORKS``) fills ``framework`` instead."""
+def _route(attrs: Mapping[str, Any], skipped: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One pass over the picked attributes: each field gets its highest-precedence valid value, and (rank, value,
+    key it came from) for ``inspect --explain``. A provider attribute naming a framework (``FRAMEWORKS``) fills
+    ``framework`` instead."""
     best: dict[str, tuple[int, Any, str]] = {}
     for key, value in attrs.items():
         route = _ROUTES.get(key)
@@ -99,7 +100,14 @@ def _route(attrs: Mapping[str, Any], skipped: list[str]) -> tuple[dict[str, Any]
         current = best.get(name)
         if current is None or rank < current[0]:
             best[name] = (rank, value, key)
-    return {n: v for n, (_, v, _) in best.items()}, {n: k for n, (_, _, k) in best.items()}
+    return {n: v for n, (_, v, _) in best.items()}, best
+
+
+def source(sources: Mapping[str, Any], name: str) -> str | None:
+    """The attribute (or derivation) that decided field ``name`` (``AgentSpan.sources``; routed fields keep
+    their (rank, value, key) to spare the hot path a second dict)."""
+    v = sources.get(name)
+    return v[2] if isinstance(v, tuple) else v
 
 
 def normalise_provider(value: str | None) -> str | None:
@@ -139,7 +147,7 @@ def framework_of_scope(scope: str) -> str | None:
 _SCOPE_CACHE: dict[str, str | None] = {}
 
 
-def _scope_framework(scope: str, keys: dict[str, str]) -> str | None:
+def _scope_framework(scope: str, keys: dict[str, Any]) -> str | None:
     framework = framework_of_scope(scope)
     if framework is not None:
         keys["framework"] = f"(scope {scope})"
@@ -217,7 +225,7 @@ def _metadata(attrs: Mapping[str, Any], skipped: list[str]) -> dict[str, Any]:
     return meta
 
 
-def _tokens_inclusive(a: AgentSpan, keys: Mapping[str, str]) -> str | None:
+def _tokens_inclusive(a: AgentSpan, keys: Mapping[str, Any]) -> str | None:
     """Make input include cache reads/writes and output include reasoning; returns how it was decided.
 
     A stated total decides: of the readings (as reported, cache added, reasoning added, both), the first whose
@@ -245,12 +253,12 @@ def _tokens_inclusive(a: AgentSpan, keys: Mapping[str, str]) -> str | None:
                 return rule
     rules = []
     if a.input_tokens is not None and (read or write):
-        by_key = keys.get("cached_input_tokens") in EXCLUSIVE_KEYS or keys.get("cache_write_tokens") in EXCLUSIVE_KEYS
+        by_key = source(keys, "cached_input_tokens") in EXCLUSIVE_KEYS or source(keys, "cache_write_tokens") in EXCLUSIVE_KEYS
         if inp < read + write or by_key:
             a.input_tokens += read + write
             rules.append("input exclusive of cache (" + ("by key" if by_key else "input < cache") + ")")
     if a.output_tokens is not None and reasoning:
-        by_key = keys.get("reasoning_tokens") in EXCLUSIVE_KEYS
+        by_key = source(keys, "reasoning_tokens") in EXCLUSIVE_KEYS
         if out < reasoning or by_key:
             a.output_tokens += reasoning
             rules.append("output exclusive of reasoning (" + ("by key" if by_key else "output < reasoning") + ")")
