@@ -62,15 +62,19 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
         ("otel-bridge prices check", "models seen without a price row (their calls cost $0)"),
         ("otel-bridge prices check --prices my-prices.yaml", "against your own price table"),
     ],
+    "prices sync": [
+        ("otel-bridge prices sync", "model_prices (what Grafana joins) equal to the price table for every model seen"),
+        ("otel-bridge prices sync --prices my-prices.yaml", "after editing overrides, with serve stopped"),
+    ],
     "schema": [("otel-bridge schema print --cluster prod", "the ClickHouse DDL for a cluster")],
     "schema print": [
         ("otel-bridge schema print", "the DDL the embedded store runs"),
         ("otel-bridge schema print --cluster prod --ttl-days 30", "ON CLUSTER, Replicated and Distributed tables"),
     ],
-    "grafana": [("otel-bridge grafana dashboard > otel-bridge.json", "the Grafana dashboard with today's prices")],
+    "grafana": [("otel-bridge grafana dashboard > otel-bridge.json", "the Grafana dashboard (costs from model_prices)")],
     "grafana dashboard": [
         ("otel-bridge grafana dashboard > otel-bridge.json", "import it, or drop it in a provisioned folder"),
-        ("otel-bridge grafana dashboard --prices my-prices.yaml", "with your own price table"),
+        ("otel-bridge grafana dashboard --database obs", "for tables in another ClickHouse database"),
     ],
     "config": [("otel-bridge config check my-bridge.yaml", "validate a config file")],
     "config check": [

@@ -20,6 +20,7 @@ from typing import Any
 import uvicorn
 
 from otel_bridge import client, tls
+from otel_bridge.analytics.price_sync import SyncLoop
 from otel_bridge.analytics.store import Store
 from otel_bridge.config import BridgeConfig
 from otel_bridge.pipeline import Pipeline, pipeline_from_config, store_config
@@ -103,6 +104,8 @@ class Service:
     spooled: SpooledPipeline | None = None
     grpc: Any = None
     http: uvicorn.Server | None = None
+    prices: PriceTable | None = None
+    price_sync: SyncLoop | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
@@ -112,6 +115,9 @@ class Service:
         check_listeners(settings)
         store = Store.open(store_config(cfg))
         service = cls(cfg, store, pipeline_from_config(cfg, store), settings, ReceiverStats())
+        # One price table for the API and for model_prices (what Grafana joins), written at start and for new models.
+        service.prices = PriceTable.load(snapshot=snapshot_path(cfg.exporters.clickhouse.data_dir))
+        service.price_sync = SyncLoop(store, service.prices).start()
         spool_cfg = cfg.receivers.otlp.spool
         if spool_cfg.enabled:
             data_dir = Path(cfg.exporters.clickhouse.data_dir).expanduser().resolve()
@@ -150,7 +156,7 @@ class Service:
     def app(self):  # noqa: ANN201
         runtime = Runtime(
             store=self.store,
-            prices=PriceTable.load(snapshot=snapshot_path(self.cfg.exporters.clickhouse.data_dir)),
+            prices=self.prices or PriceTable.load(snapshot=snapshot_path(self.cfg.exporters.clickhouse.data_dir)),
             stats=self.stats_snapshot,
             store_rows=self.store_rows,
             token=self.settings.bearer_token,
@@ -182,6 +188,8 @@ class Service:
         flushed = self.pipeline.shutdown(max(1.0, deadline - time.monotonic()))
         if self.spooled is not None and flushed:
             self.spooled.spool.close()  # everything made it out; a timed-out flush keeps the spool for next start
+        if self.price_sync is not None:
+            self.price_sync.stop()
         self.store.close()
         client.withdraw(self.cfg.exporters.clickhouse.data_dir)
 
