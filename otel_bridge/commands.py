@@ -269,7 +269,7 @@ _TITLES = {
     "costs": "cost at current prices",
     "latency": "latency",
     "diff": "release diff",
-    "prices check": "models without a price (their calls cost $0)",
+    "prices check": "models seen and what priced them (unpriced calls cost $0)",
 }
 
 
