@@ -54,7 +54,7 @@ NARROW: dict[str, list[Col]] = {
     "prices check": [
         _c("model", max_width=36), _c("provider"), _c("source"), _c("priced_as", "priced as", max_width=36),
         _c("spans"), _c("llm_spans", "llm spans"), _c("input_tokens", "input"),
-        _c("output_tokens", "output"), _c("first_seen", "first seen"), _c("last_seen", "last seen"),
+        _c("output_tokens", "output"), _c("last_seen", "last seen"),
     ],
     # prices show: USD per 1M tokens (per call for per_call); model and source are on the line above the table
     "prices show": [
