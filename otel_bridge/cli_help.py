@@ -57,20 +57,35 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
     "diff": [
         ("otel-bridge diff 1.4.0 1.5.0", "cost, tokens, latency and error rate per run, with confidence"),
     ],
-    "prices": [("otel-bridge prices check", "models seen in traces that have no price")],
+    "prices": [
+        ("otel-bridge prices check", "each model seen and what priced it: override, library or unpriced"),
+        ("otel-bridge prices show gpt-4o", "the price rows of a model, with their dates and tiers"),
+    ],
     "prices check": [
-        ("otel-bridge prices check", "models seen without a price row (their calls cost $0)"),
-        ("otel-bridge prices check --prices my-prices.yaml", "against your own price table"),
+        ("otel-bridge prices check", "each model seen and its source; unpriced ones first (their calls cost $0)"),
+        ("otel-bridge prices check --prices my-prices.yaml", "with your own overrides"),
+    ],
+    "prices show": [
+        ("otel-bridge prices show claude-sonnet-4-5-20250929", "rows that apply, the one in force marked *"),
+        ("otel-bridge prices show o3 --at 2025-06-01T00:00:00Z", "the price in force at a date"),
+        ("otel-bridge prices show gemini-2.5-pro --input-tokens 300000", "a long prompt's tier"),
+    ],
+    "prices update": [
+        ("otel-bridge prices update", "fetch genai-prices' current data beside the data dir; the next start uses it"),
+    ],
+    "prices sync": [
+        ("otel-bridge prices sync", "model_prices (what Grafana joins) equal to the price table for every model seen"),
+        ("otel-bridge prices sync --prices my-prices.yaml", "after editing overrides, with serve stopped"),
     ],
     "schema": [("otel-bridge schema print --cluster prod", "the ClickHouse DDL for a cluster")],
     "schema print": [
         ("otel-bridge schema print", "the DDL the embedded store runs"),
         ("otel-bridge schema print --cluster prod --ttl-days 30", "ON CLUSTER, Replicated and Distributed tables"),
     ],
-    "grafana": [("otel-bridge grafana dashboard > otel-bridge.json", "the Grafana dashboard with today's prices")],
+    "grafana": [("otel-bridge grafana dashboard > otel-bridge.json", "the Grafana dashboard (costs from model_prices)")],
     "grafana dashboard": [
         ("otel-bridge grafana dashboard > otel-bridge.json", "import it, or drop it in a provisioned folder"),
-        ("otel-bridge grafana dashboard --prices my-prices.yaml", "with your own price table"),
+        ("otel-bridge grafana dashboard --database obs", "for tables in another ClickHouse database"),
     ],
     "config": [("otel-bridge config check my-bridge.yaml", "validate a config file")],
     "config check": [

@@ -1,5 +1,5 @@
-"""CLI sub-commands over the analytics: ``runs``, ``costs``, ``latency``, ``diff``, ``prices check``, ``schema print``
-(``prices show`` and ``prices update`` live in ``price_commands``).
+"""CLI sub-commands over the analytics: ``runs``, ``costs``, ``latency``, ``diff``, ``prices check``, ``prices sync``,
+``schema print`` (``prices show`` and ``prices update`` live in ``price_commands``).
 
 ``cli.py`` calls ``register(subparsers)`` and then ``args.func(args)``. Output is a rich table, or with ``--json`` a
 JSON array of objects with the same keys as the query functions return. The password is read from an environment
@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from otel_bridge.analytics import queries
+from otel_bridge.analytics.price_sync import INTERVAL_S, sync_prices
 from otel_bridge.analytics.schema import render_ddl
 from otel_bridge.analytics.totals import TOTAL_FILTERS
 from otel_bridge.analytics.store import DEFAULT_DATA_DIR, Store, StoreConfig, StoreError
@@ -123,6 +124,8 @@ def register(subparsers: Any) -> None:
     prices = subparsers.add_parser("prices", help="price table tools").add_subparsers(dest="prices_cmd", required=True)
     p = prices.add_parser("check", parents=[conn], help="each model seen and its source: override, library, unpriced")
     p.set_defaults(func=_with_store(lambda s, pr, a: queries.prices_check(s, pr), "/api/prices/check", lambda a: {}))
+    p = prices.add_parser("sync", parents=[conn], help="write the price rows of every model seen to model_prices (Grafana)")
+    p.set_defaults(func=_prices_sync)
     price_commands.register(prices)
 
     schema = subparsers.add_parser("schema", help="ClickHouse schema").add_subparsers(dest="schema_cmd", required=True)
@@ -218,7 +221,39 @@ def _fetch(server: ServerClient | None, query: Callable, path: str, params: Call
             server.close()
     prices = PriceTable.load(a.prices, snapshot=snapshot_path(a.data_dir))
     with Store.open(store_config(a)) as store:
+        if a.prices is None:  # the configured table, as `serve` would write it; a what-if --prices writes nothing
+            _sync_quietly(store, prices)
         return query(store, prices, a)
+
+
+def _sync_quietly(store: Store, prices: PriceTable) -> None:
+    """Keep model_prices (what Grafana joins) current for the models seen; a read-only user just can't."""
+    try:
+        sync_prices(store, prices)
+    except Exception as exc:  # noqa: BLE001 - the query the user asked for still runs
+        logger.warning("model_prices not updated: %s", exc)
+
+
+def _prices_sync(a: argparse.Namespace) -> int:
+    """``prices sync``: open the store and write what differs. A running server owns the chDB directory and its
+    table already: it syncs at start and writes new models as they appear."""
+    try:
+        _tls_from_config(a)
+        server = ServerClient.find(a.data_dir, verify=client_context(_client_tls(a), "tls")) if a.host is None else None
+        if server is not None:
+            server.close()
+            print(f"otel-bridge prices sync: the server at {server.url} owns this data dir and keeps model_prices in "
+                  f"sync with its price table (at start, new models within {INTERVAL_S:.0f} s); restart it to apply "
+                  "a price edit", file=sys.stderr)  # fmt: skip
+            return 0 if a.prices is None else 2
+        prices = PriceTable.load(a.prices, snapshot=snapshot_path(a.data_dir))
+        with working("prices sync: opening the store"), Store.open(store_config(a)) as store:
+            rows = sync_prices(store, prices)
+    except (StoreError, PriceError, ValueError, OSError) as exc:
+        print(f"otel-bridge prices sync: {exc}", file=sys.stderr)
+        return 2
+    emit(rows, a.json, title=f"model_prices: {len(rows)} model(s) written (the rest were current)", wide=a.wide)
+    return 0
 
 
 def working(message: str) -> Any:
@@ -234,7 +269,7 @@ _TITLES = {
     "costs": "cost at current prices",
     "latency": "latency",
     "diff": "release diff",
-    "prices check": "models without a price (their calls cost $0)",
+    "prices check": "models seen and what priced them (unpriced calls cost $0)",
 }
 
 

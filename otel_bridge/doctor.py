@@ -200,6 +200,7 @@ def _unpriced(cfg: Any, server: ServerClient | None) -> list[Check]:
     from otel_bridge.analytics import queries
     from otel_bridge.analytics.store import Store, StoreError
     from otel_bridge.pipeline import store_config
+    from otel_bridge.price_library import snapshot_path
     from otel_bridge.pricing import PriceTable
 
     try:
@@ -207,9 +208,11 @@ def _unpriced(cfg: Any, server: ServerClient | None) -> list[Check]:
             rows = server.get("/api/prices/check", {})
         else:
             with Store.open(store_config(cfg)) as store:
-                rows = queries.prices_check(store, PriceTable.load())
+                prices = PriceTable.load(snapshot=snapshot_path(cfg.exporters.clickhouse.data_dir))
+                rows = queries.prices_check(store, prices)
     except (StoreError, ValueError, OSError, httpx.HTTPError) as exc:
         return [Check("prices", WARN, f"could not list models: {exc}")]
+    rows = [r for r in rows if r["source"] == "unpriced"]  # prices check lists every model seen and its source
     if not rows:
         return [Check("prices", OK, "every model seen has a price")]
     names = ", ".join(f"{r['model']} ({r['llm_spans']} calls)" for r in rows[:5]) + (" …" if len(rows) > 5 else "")

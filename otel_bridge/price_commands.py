@@ -61,7 +61,7 @@ def _show(a: argparse.Namespace) -> int:
         where = table.path if priced.source == "override" else _label(table)
         print(f"{a.model} → {priced.provider}/{priced.model} ({priced.source}: {where}); match: {rows[0]['match']}")
         rows = [{k: v for k, v in row.items() if k != "match"} for row in rows]
-    emit(rows, a.json, title=f"prices of {a.model}")
+    emit(rows, a.json, title=f"prices of {a.model}", kind="prices show")
     return 0
 
 

@@ -22,6 +22,7 @@ import orjson
 import uvicorn
 
 from otel_bridge import client, tls
+from otel_bridge.analytics.price_sync import SyncLoop
 from otel_bridge.analytics.store import Store
 from otel_bridge.config import BridgeConfig
 from otel_bridge.exporters.ledger import Ledger
@@ -118,6 +119,8 @@ class Service:
     skillflaw: Any = None  # the SkillFlaw poller, when receivers.skillflaw.base_url is set
     grpc: Any = None
     http: uvicorn.Server | None = None
+    prices: PriceTable | None = None
+    price_sync: SyncLoop | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
@@ -131,6 +134,9 @@ class Service:
         spool_cfg = cfg.receivers.otlp.spool
         ledger = Ledger() if spool_cfg.enabled else None
         service = cls(cfg, store, build(cfg, store, ledger=ledger), settings, ReceiverStats())
+        # One price table for the API and for model_prices (what Grafana joins), written at start and for new models.
+        service.prices = PriceTable.load(snapshot=snapshot_path(cfg.exporters.clickhouse.data_dir))
+        service.price_sync = SyncLoop(store, service.prices).start()
         if spool_cfg.enabled:
             data_dir = Path(cfg.exporters.clickhouse.data_dir).expanduser().resolve()
             spool = Spool(data_dir.with_name(data_dir.name + ".spool"), max_bytes=spool_cfg.max_size, fsync=spool_cfg.fsync,
@@ -189,7 +195,7 @@ class Service:
     def app(self):  # noqa: ANN201
         runtime = Runtime(
             store=self.store,
-            prices=PriceTable.load(snapshot=snapshot_path(self.cfg.exporters.clickhouse.data_dir)),
+            prices=self.prices or PriceTable.load(snapshot=snapshot_path(self.cfg.exporters.clickhouse.data_dir)),
             stats=self.stats_snapshot,
             ingest=self.ingest,
             token=self.settings.bearer_token,
@@ -226,6 +232,8 @@ class Service:
             flushed = flushed and not left
         if not flushed:
             log.warning("shutdown deadline: undelivered data stays in the spool for the next start")
+        if self.price_sync is not None:
+            self.price_sync.stop()
         self.store.close()
         client.withdraw(self.cfg.exporters.clickhouse.data_dir)
 

@@ -52,8 +52,15 @@ NARROW: dict[str, list[Col]] = {
         _c("mean_ms", "mean"), _c("p50_ms", "p50"), _c("p90_ms", "p90"), _c("p95_ms", "p95"), _c("p99_ms", "p99"),
     ],
     "prices check": [
-        _c("model", max_width=40), _c("spans"), _c("llm_spans", "llm spans"), _c("input_tokens", "input"),
-        _c("output_tokens", "output"), _c("first_seen", "first seen"), _c("last_seen", "last seen"),
+        _c("model", max_width=36), _c("provider"), _c("source"), _c("priced_as", "priced as", max_width=36),
+        _c("spans"), _c("llm_spans", "llm spans"), _c("input_tokens", "input"),
+        _c("output_tokens", "output"), _c("last_seen", "last seen"),
+    ],
+    # prices show: USD per 1M tokens (per call for per_call); model and source are on the line above the table
+    "prices show": [
+        _c("in_force", "now"), _c("effective_from", "from"), _c("time_of_day_from", "time of day"), _c("tier"),
+        _c("input"), _c("cached_input", "cached"), _c("cache_write", "cache write"), _c("output"), _c("reasoning"),
+        _c("per_call", "per call"),
     ],
 }  # fmt: skip
 

@@ -177,7 +177,8 @@ def test_doctor_lists_unpriced_models(tmp_path: Path, capsys: pytest.CaptureFixt
     Path(cfg).write_text(text)
     code, checks = _doctor(cfg, capsys)
     assert code == 0 and checks["prices"]["status"] == "warn"
-    assert "mystery-model-1 (4 calls)" in checks["prices"]["detail"] and "prices check" in checks["prices"]["fix"]
+    assert checks["prices"]["detail"] == "1 model(s) without a price, their calls cost $0: mystery-model-1 (4 calls)"
+    assert "prices check" in checks["prices"]["fix"]
     assert re.search(r"\d+ span rows", checks["clickhouse"]["detail"])
 
 

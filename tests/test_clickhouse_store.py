@@ -107,7 +107,7 @@ def test_schema_is_versioned_and_idempotent(store: Store) -> None:
     for stmt in render_ddl(None, store.database):  # the printed single-node DDL runs as is, again
         store.client.command(stmt)
     tables = {r[0] for r in store.client.query(f"SHOW TABLES FROM `{store.database}`").result_rows}
-    assert {"spans", "runs", "events", "schema_migrations"} <= tables
+    assert {"spans", "runs", "events", "schema_migrations", "model_prices"} <= tables
     engine = store.client.query(
         "SELECT engine, partition_key, sorting_key FROM system.tables WHERE database = {db:String} AND name = 'spans'",
         parameters={"db": store.database},
@@ -123,6 +123,9 @@ def test_cluster_ddl_rendered() -> None:
     assert "ENGINE = Distributed(`prod`, `obs`, `spans_local`, cityHash64(trace_id))" in text
     assert "`obs`.`runs_local`" in text and "`obs`.`events_local`" in text
     assert "INTERVAL 30 DAY" in text and "output_text String CODEC(ZSTD(3)) TTL toDateTime(start) + INTERVAL 7 DAY" in text
+    # the price table is whole on every node (no shard in its path), so a shard's join reads it locally
+    assert ("ReplicatedReplacingMergeTree('/clickhouse/tables/all/obs/model_prices', '{shard}-{replica}', p_version)"
+            in text and "Distributed(`prod`, `obs`, `model_prices" not in text)  # fmt: skip
     single = "\n".join(render_ddl(None))
     assert "ON CLUSTER" not in single and "Distributed" not in single and "Replicated" not in single
 

@@ -1,5 +1,6 @@
 """Every panel of the Grafana dashboard runs on chDB with the plugin's macros substituted, returns the columns it
-promises, and its figures equal the analytics queries' (cost through the in-SQL price matching included)."""
+promises, and its figures equal the analytics queries': cost by model and by agent through the ``model_prices``
+table that ``analytics.price_sync`` writes, and the unpriced list."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from ch_data import BASE, make_dataset
 
 from otel_bridge import grafana
 from otel_bridge.analytics import queries as q
+from otel_bridge.analytics.price_sync import sync_prices
 from otel_bridge.analytics.store import Store, StoreConfig
 from otel_bridge.exporters.clickhouse import ClickHouseSender, run_row, spans_items
 from otel_bridge.pricing import PriceTable
@@ -26,7 +28,7 @@ COLUMNS = {
     2: ["time", "p50", "p95", "p99"],
     3: ["time", "kind", "error_rate"],
     4: ["agent", "runs", "errors", "error_rate", "p95_ms", "llm_calls", "cost"],
-    5: ["model", "spans", "llm_spans", "input_tokens", "output_tokens", "first_seen", "last_seen"],
+    5: ["model", "provider", "spans", "llm_spans", "input_tokens", "output_tokens", "first_seen", "last_seen"],
 }
 FROM_S, TO_S = int((BASE - timedelta(days=1)).timestamp()), int((BASE + timedelta(days=6)).timestamp())
 INTERVAL_S = 3600
@@ -50,27 +52,31 @@ def prices() -> PriceTable:
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory):
+def store(tmp_path_factory: pytest.TempPathFactory, prices: PriceTable):
     data = make_dataset(n_traces=36, seed=5)
     s = Store.open(StoreConfig(data_dir=str(tmp_path_factory.mktemp("grafana") / "data")))
     ClickHouseSender(s).send(spans_items(data.spans) + [("runs", run_row(r)) for r in data.runs])
+    assert sync_prices(s, prices)  # what serve and the CLI write when they open the store
     yield s
     s.close()
 
 
-@pytest.fixture(scope="module")
-def results(store: Store, prices: PriceTable) -> dict[int, list[dict]]:
-    doc = grafana.dashboard(prices)
+def panel_results(store: Store) -> dict[int, list[dict]]:
     out = {}
-    for panel in doc["panels"]:
-        sql = expand(panel["targets"][0]["rawSql"], {"database": "otel_bridge", "kind": "llm"})
+    for panel in grafana.dashboard()["panels"]:
+        sql = expand(panel["targets"][0]["rawSql"], {"database": store.database, "kind": "llm"})
         out[panel["id"]] = store.query(sql)
     return out
 
 
-def test_committed_dashboard_is_the_generated_one(prices: PriceTable) -> None:
+@pytest.fixture(scope="module")
+def results(store: Store) -> dict[int, list[dict]]:
+    return panel_results(store)
+
+
+def test_committed_dashboard_is_the_generated_one() -> None:
     committed = orjson.loads((CONFIG / "dashboards" / "otel-bridge.json").read_bytes())
-    assert committed == grafana.dashboard(prices), (
+    assert committed == grafana.dashboard(), (
         "config/grafana/dashboards/otel-bridge.json is stale: regenerate it with "
         "`otel-bridge grafana dashboard > config/grafana/dashboards/otel-bridge.json`"
     )
@@ -80,12 +86,13 @@ def test_committed_dashboard_is_the_generated_one(prices: PriceTable) -> None:
         assert target["editorType"] == "sql" and target["rawSql"]
     names = {v["name"] for v in committed["templating"]["list"]}
     assert names == {"datasource", "database", "kind"}
+    assert "arrayJoin" not in orjson.dumps(committed).decode()  # no price table inside the SQL any more
 
 
 def test_provisioning_files() -> None:
     ds = yaml.safe_load((CONFIG / "provisioning" / "datasources" / "otel-bridge-clickhouse.yaml").read_text())
     assert ds["datasources"][0]["type"] == "grafana-clickhouse-datasource"
-    assert ds["datasources"][0]["uid"] == grafana.dashboard(PriceTable.load())["templating"]["list"][0]["current"]["value"]
+    assert ds["datasources"][0]["uid"] == grafana.dashboard()["templating"]["list"][0]["current"]["value"]
     dash = yaml.safe_load((CONFIG / "provisioning" / "dashboards" / "otel-bridge.yaml").read_text())
     assert dash["providers"][0]["type"] == "file" and dash["providers"][0]["options"]["path"]
 
@@ -96,18 +103,50 @@ def test_every_panel_returns_its_columns(results: dict[int, list[dict]]) -> None
         assert list(results[pid][0]) == columns, pid
 
 
-def test_cost_panels_equal_the_analytics(results: dict, store: Store, prices: PriceTable) -> None:
+def assert_same_cost(got: float, want: float, what: str) -> None:
+    """The same rows and formula, summed in another order: equal to float rounding, and to the cent."""
+    assert math.isclose(got, want, rel_tol=1e-12, abs_tol=1e-12) and round(got, 2) == round(want, 2), (what, got, want)
+
+
+def assert_panels_equal_the_analytics(results: dict, store: Store, prices: PriceTable) -> None:
     by_model: dict[str, float] = defaultdict(float)
     for row in results[1]:
         by_model[row["model"]] += row["cost"]
     expected = {r["model"]: r["cost"] for r in q.costs(store, prices, by="model")}
     assert by_model.keys() == expected.keys()
     for model, cost in expected.items():
-        assert math.isclose(by_model[model], cost, rel_tol=1e-9, abs_tol=1e-12), model
+        assert_same_cost(by_model[model], cost, model)
     agents = {r["agent"]: r["cost"] for r in q.costs(store, prices, by="agent") if r["agent"]}
-    assert {r["agent"]: pytest.approx(r["cost"], rel=1e-9) for r in results[4]} == agents
-    unpriced = {r["model"]: r["llm_spans"] for r in q.prices_check(store, prices)}
-    assert {r["model"]: r["llm_spans"] for r in results[5]} == unpriced and unpriced
+    assert {r["agent"] for r in results[4]} == agents.keys()
+    for row in results[4]:
+        assert_same_cost(row["cost"], agents[row["agent"]], row["agent"])
+    unpriced = {(r["model"], r["provider"]): r["llm_spans"] for r in q.prices_check(store, prices)
+                if r["source"] == "unpriced"}  # fmt: skip
+    assert {(r["model"], r["provider"]): r["llm_spans"] for r in results[5]} == unpriced
+
+
+def test_cost_panels_equal_the_analytics(results: dict, store: Store, prices: PriceTable) -> None:
+    assert_panels_equal_the_analytics(results, store, prices)
+    assert [r["model"] for r in results[5]] == ["mystery-model-1"]
+    assert sum(r["cost"] for r in results[1]) > 0
+
+
+def test_an_override_change_reaches_the_panels(store: Store, tmp_path: Path) -> None:
+    """After an override prices the unknown model and changes a library price, one sync and the panels follow."""
+    data = make_dataset(n_traces=20, seed=8)
+    config = StoreConfig(data_dir=store.config.data_dir, database="grafana_override")  # chDB: one directory a process
+    with Store.open(config) as s:
+        ClickHouseSender(s).send(spans_items(data.spans))
+        sync_prices(s, PriceTable.load())
+        overrides = tmp_path / "prices.yaml"
+        overrides.write_text("providers:\n  mine:\n    models:\n      mystery-model: {input: 4, output: 16}\n"
+                             "      gpt-4o: {input: 1, cached_input: 0.5, output: 3}\n")  # fmt: skip
+        edited = PriceTable.load(overrides)
+        assert {(r["provider"], r["model"]) for r in sync_prices(s, edited)} == {
+            ("acme", "mystery-model-1"), ("openai", "gpt-4o-2024-08-06")}  # fmt: skip
+        results = panel_results(s)
+        assert_panels_equal_the_analytics(results, s, edited)
+        assert results[5] == []
 
 
 def test_latency_and_errors_follow_the_spans(results: dict) -> None:
@@ -128,15 +167,3 @@ def test_latency_and_errors_follow_the_spans(results: dict) -> None:
     errors = {(int(r["time"].timestamp()), r["kind"]): r["error_rate"] for r in results[3]}
     assert errors == {k: pytest.approx(e / n, abs=1e-12) for k, (e, n) in counts.items()}
     assert any(errors.values())
-
-
-def test_price_matching_in_sql_follows_the_price_table(store: Store, prices: PriceTable) -> None:
-    """Names that exercise every rule of PriceTable.family: exact, case, provider prefixes, dated, unknown."""
-    names = ["gpt-4o", "GPT-4o", "openai/gpt-4o-2024-08-06", "us.anthropic.claude-sonnet-4-5-20250929-v1:0",
-             "gpt-4o-mini-2024-07-18", "o3", "o3-mini", "gpt-4omni", "mystery-model-1", "claude-sonnet-4-5@20250929"]  # fmt: skip
-    arr = "[" + ", ".join(grafana._lit(n) for n in names) + "]"
-    sql = grafana.families_sql(prices, "1").replace(
-        "SELECT DISTINCT model FROM ${database}.spans WHERE model != '' AND 1", f"SELECT arrayJoin({arr}) AS model"
-    )
-    got = {r["m_model"]: r["family"] for r in store.query(sql)}
-    assert got == {n: prices.family(n) or "" for n in names}

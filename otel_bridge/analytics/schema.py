@@ -11,13 +11,19 @@ cost per day, release diff), and the key must hold only what is identical in a s
 Replacement also only happens inside a partition, and ``toDate(start)`` is the same for both rows.
 Cluster mode: Replicated* local tables sharded by ``cityHash64(trace_id)``, so every copy of a span lands on one
 shard and ``FINAL`` (which runs per shard) still sees them together.
+
+``model_prices`` (version 2) holds each (provider, model) seen with its resolved price rows, as the parallel arrays
+``analytics.cost.PRICES_SQL`` ships as query parameters, so a client that talks to ClickHouse directly (Grafana)
+prices spans with the same ``SPAN_COST`` expression; ``analytics.price_sync`` keeps it current. On a cluster it is
+a small dimension table replicated whole to every node (no shard in its path), so a join next to a shard's spans
+reads it locally.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SPAN_COLUMNS = (
     "trace_id", "span_id", "run_id", "parent_span_id", "parent_run_id", "kind", "operation", "name",
@@ -37,7 +43,11 @@ EVENT_COLUMNS = (
     "event_id", "name", "run_id", "thread_id", "role", "content", "rating", "comment", "timestamp", "agent",
     "user_email", "metadata", "version",
 )  # fmt: skip
-COLUMNS = {"spans": SPAN_COLUMNS, "runs": RUN_COLUMNS, "events": EVENT_COLUMNS}
+PRICE_COLUMNS = (
+    "p_provider", "p_model", "p_source", "p_priced_as", "p_from", "p_tod", "p_tier", "p_in", "p_cached", "p_write",
+    "p_out", "p_reason", "p_req", "p_version", "p_updated",
+)  # fmt: skip
+COLUMNS = {"spans": SPAN_COLUMNS, "runs": RUN_COLUMNS, "events": EVENT_COLUMNS, "model_prices": PRICE_COLUMNS}
 
 _TS = "DateTime64(9, 'UTC')"
 _LC = "LowCardinality(String)"
@@ -151,10 +161,30 @@ def migrations_table_ddl(o: DDLOptions) -> list[str]:
     return out
 
 
+def _prices_ddl(o: DDLOptions) -> list[str]:
+    """One row per (provider, model) seen: ``p_source`` (override, library, unpriced), ``p_priced_as`` and the
+    price rows sorted by (effective_from, time-of-day slot, tier); empty arrays = unpriced. Newest ``p_version``
+    wins; read it with ``FINAL``."""
+    engine = "ReplacingMergeTree(p_version)"
+    if o.cluster:  # every node holds all of it: one replication path, replica names unique across shards
+        engine = (f"ReplicatedReplacingMergeTree('/clickhouse/tables/all/{o.database}/model_prices', "
+                  "'{shard}-{replica}', p_version)")  # fmt: skip
+    ints, floats = "Array(Int64)", "Array(Float64)"
+    return [
+        f"CREATE TABLE IF NOT EXISTS {_ident(o.database)}.{_ident('model_prices')}{_on_cluster(o)} (\n"
+        f"    p_provider String, p_model String, p_source {_LC}, p_priced_as String,\n"
+        f"    p_from {ints}, p_tod {ints}, p_tier {ints},\n"
+        f"    p_in {floats}, p_cached {floats}, p_write {floats}, p_out {floats}, p_reason {floats}, p_req {floats},\n"
+        f"    p_version UInt64, p_updated DateTime64(3, 'UTC') DEFAULT now64(3)\n)\n"
+        f"ENGINE = {engine}\nORDER BY (p_provider, p_model)"
+    ]
+
+
 # version → (description, statements). Append new versions; never edit a shipped one.
 def migrations(o: DDLOptions) -> list[tuple[int, str, list[str]]]:
     return [
         (1, "spans, runs and events tables", [s for t in _TABLES for s in _table_ddl(o, t)]),
+        (2, "model_prices: resolved price rows per (provider, model) seen, for clients like Grafana", _prices_ddl(o)),
     ]
 
 

@@ -91,7 +91,8 @@ def overview(store: Store, prices: PriceTable, range_key: str) -> dict[str, Any]
         "error_rate": errors / runs if runs else None,
         "cost_per_run": sum(r["cost"] for r in costs) / runs if runs else None,
     }  # fmt: skip
-    return {"charts": charts, "tiles": tiles, "unpriced": q.prices_check(store, prices),
+    unpriced = [r for r in q.prices_check(store, prices) if r["source"] == "unpriced"]  # check lists every model
+    return {"charts": charts, "tiles": tiles, "unpriced": unpriced,
             "top_agents": [a for a in agents if a["agent"]][:8]}  # fmt: skip
 
 
