@@ -4,6 +4,7 @@ serve's loop, by the CLI when it opens the store and by ``otel-bridge prices syn
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from pathlib import Path
@@ -140,3 +141,32 @@ def test_cli_writes_when_it_opens_the_store(data_dir: str, tmp_path: Path, capsy
         ("acme", "mystery-model-1", "override"), ("openai", "o3", "override")}  # fmt: skip
     with Store.open(StoreConfig(data_dir=data_dir, database=database)) as store:
         assert _table(store).keys() == set(span_pairs(store))
+
+
+def test_serve_owns_the_sync(data_dir: str, tmp_path: Path) -> None:
+    """``serve``'s service (built, listeners not started): its price table is the API's and it fills model_prices
+    for the spans that reach its store, then stops the loop before the store closes."""
+    from otel_bridge.config import load_config
+    from otel_bridge.serve import Service
+
+    cfg_path = tmp_path / "bridge.yaml"
+    grpc, http = _free(), _free()  # not listened on: only the service is built
+    cfg_path.write_text(f"""
+receivers: {{otlp: {{protocols: {{grpc: {{endpoint: "{grpc}"}}, http: {{endpoint: "{http}"}}}}}}}}
+exporters:
+  clickhouse: {{data_dir: "{data_dir}", database: sync_serve}}
+""")
+    service = Service.build(load_config(str(cfg_path)))
+    try:
+        assert service.price_sync is not None and service.prices is not None
+        ClickHouseSender(service.store).send(spans_items(make_dataset(n_traces=6, seed=7).spans))
+        _wait(lambda: _table(service.store).keys() == set(span_pairs(service.store)) != set())
+    finally:
+        service.stop(timeout=10)
+    assert not service.price_sync._thread.is_alive()
+
+
+def _free() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{s.getsockname()[1]}"
