@@ -87,6 +87,16 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
         ("otel-bridge grafana dashboard > otel-bridge.json", "import it, or drop it in a provisioned folder"),
         ("otel-bridge grafana dashboard --database obs", "for tables in another ClickHouse database"),
     ],
+    "dead-letters": [("otel-bridge dead-letters list", "what each destination refused, counted")],
+    "dead-letters list": [("otel-bridge dead-letters list --data-dir ./.otel-bridge/data", "count per destination")],
+    "dead-letters show": [
+        ("otel-bridge dead-letters show observatory --limit 5", "the server's message and the refused item"),
+    ],
+    "dead-letters retry": [
+        ("otel-bridge dead-letters retry observatory", "re-send once the destination is fixed"),
+        ("otel-bridge dead-letters retry clickhouse --config my-bridge.yaml", "with serve stopped (it owns chDB)"),
+    ],
+    "dead-letters purge": [("otel-bridge dead-letters purge flightdeck", "delete what you have read and given up on")],
     "config": [("otel-bridge config check my-bridge.yaml", "validate a config file")],
     "config check": [
         ("otel-bridge config check", "the packaged config"),

@@ -16,12 +16,16 @@ from otel_bridge.pricing import PriceTable
 from otel_bridge.server.app import Runtime, create_app
 
 
+def _no_ingest(kind: str, body: bytes, events: object) -> int:
+    raise AssertionError("the dashboard pages never ingest")
+
+
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory):
     data = make_dataset(n_traces=12, seed=3)
     store = Store.open(StoreConfig(data_dir=str(tmp_path_factory.mktemp("dashpages") / "data")))
     ClickHouseSender(store).send(spans_items(data.spans) + [("runs", run_row(r)) for r in data.runs])
-    rt = Runtime(store=store, prices=PriceTable.load(), stats=dict, store_rows=lambda rows: True, token="t0ken")
+    rt = Runtime(store=store, prices=PriceTable.load(), stats=dict, ingest=_no_ingest, token="t0ken")
     with TestClient(create_app(rt), headers={"authorization": "Bearer t0ken"}) as c:
         c.rt = rt
         yield c

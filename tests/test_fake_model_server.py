@@ -105,7 +105,8 @@ def test_fail_model_is_a_500_in_every_protocol(server, path):
 def test_without_a_plan_the_reference_numbers_are_served(server):
     """The reference fixtures were generated from these answers: they must not move."""
     msgs = [{"role": "user", "content": "What's the weather in Paris?"}]
-    _post(server, "/v1/chat/completions", {"model": "gpt-4o-mini", "messages": msgs})
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    _post(server, "/v1/chat/completions", {"model": "gpt-4o-mini", "messages": msgs, "tools": tools})
     _post(server, "/v1/chat/completions", {"model": "gpt-4o-mini", "messages": msgs + [{"role": "tool", "content": "x"}]})
     _post(server, "/v1/chat/completions", {"model": "gpt-4o", "stream": True, "stream_options": {"include_usage": True},
                                            "messages": msgs})

@@ -4,6 +4,7 @@ serve's loop, by the CLI when it opens the store and by ``otel-bridge prices syn
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 import threading
 import time
@@ -48,7 +49,7 @@ def _new_model_rows(provider: str, model: str, first_trace: int) -> list:
     """LLM spans of traces not stored yet, carrying a model not seen yet."""
     data = make_dataset(n_traces=3, seed=9, first_trace=first_trace)
     rows = [span_row(a) for a in data.stored if a.kind == "llm"]
-    return [("spans", (*r[:14], model, provider, *r[16:])) for r in rows]
+    return [("spans", dataclasses.replace(r, model=model, provider=provider)) for r in rows]
 
 
 def test_sync_writes_exactly_the_pairs_seen(data_dir: str, prices: PriceTable) -> None:

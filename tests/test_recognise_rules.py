@@ -305,16 +305,15 @@ def test_cli_explain_on_a_fixture():
 
 
 def test_clickhouse_rows_keep_framework_and_the_billed_span():
-    from otel_bridge.analytics.schema import SPAN_COLUMNS
     from otel_bridge.exporters.clickhouse import span_row
 
     spans = trace(bspan("2", None, ADK_CALL, name="call_llm"), bspan("3", "2", GENAI_CALL))
     assemble(spans)
     outer, inner = spans["2".rjust(16, "0")], spans["3".rjust(16, "0")]
-    row = dict(zip(SPAN_COLUMNS, span_row(outer), strict=True))
-    assert (row["kind"], row["attributes"]["framework"], row["attributes"]["billed_in"]) == ("chain", "google-adk", inner.span_id)
-    row = dict(zip(SPAN_COLUMNS, span_row(inner), strict=True))
-    assert (row["kind"], row["provider"], row["input_tokens"], row["attributes"]["framework"]) == ("llm", "gcp.gemini", 300, "google-adk")
+    row = span_row(outer)
+    assert (row.kind, row.attributes["framework"], row.attributes["billed_in"]) == ("chain", "google-adk", inner.span_id)
+    row = span_row(inner)
+    assert (row.kind, row.provider, row.input_tokens, row.attributes["framework"]) == ("llm", "gcp.gemini", 300, "google-adk")
 
 
 @pytest.mark.parametrize(("inner_out", "billed_out"), [(61, 94), (94, 94), (70, 70)])
