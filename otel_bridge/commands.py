@@ -1,4 +1,5 @@
-"""CLI sub-commands over the analytics: ``runs``, ``costs``, ``latency``, ``diff``, ``prices check``, ``schema print``.
+"""CLI sub-commands over the analytics: ``runs``, ``costs``, ``latency``, ``diff``, ``prices check``, ``schema print``
+(``prices show`` and ``prices update`` live in ``price_commands``).
 
 ``cli.py`` calls ``register(subparsers)`` and then ``args.func(args)``. Output is a rich table, or with ``--json`` a
 JSON array of objects with the same keys as the query functions return. The password is read from an environment
@@ -20,6 +21,8 @@ from otel_bridge.analytics import queries
 from otel_bridge.analytics.schema import render_ddl
 from otel_bridge.analytics.store import DEFAULT_DATA_DIR, Store, StoreConfig, StoreError
 from otel_bridge.client import ServerClient
+from otel_bridge import price_commands
+from otel_bridge.price_library import snapshot_path
 from otel_bridge.pricing import PriceError, PriceTable
 
 logger = logging.getLogger(__name__)
@@ -99,8 +102,9 @@ def register(subparsers: Any) -> None:
     )
 
     prices = subparsers.add_parser("prices", help="price table tools").add_subparsers(dest="prices_cmd", required=True)
-    p = prices.add_parser("check", parents=[conn], help="models seen without a price row")
+    p = prices.add_parser("check", parents=[conn], help="each model seen and its source: override, library, unpriced")
     p.set_defaults(func=_with_store(lambda s, pr, a: queries.prices_check(s, pr), "/api/prices/check", lambda a: {}))
+    price_commands.register(prices)
 
     schema = subparsers.add_parser("schema", help="ClickHouse schema").add_subparsers(dest="schema_cmd", required=True)
     p = schema.add_parser("print", help="print the DDL (nothing is executed)")
@@ -158,7 +162,7 @@ def _with_store(
                 finally:
                     server.close()
             else:
-                prices = PriceTable.load(a.prices)
+                prices = PriceTable.load(a.prices, snapshot=snapshot_path(a.data_dir))
                 with Store.open(store_config(a)) as store:
                     rows = query(store, prices, a)
         except (StoreError, PriceError, ValueError, OSError) as exc:

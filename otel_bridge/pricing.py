@@ -1,11 +1,15 @@
-"""Price table, model-name matching and the cost of one LLM call (DESIGN decision 5).
+"""Price table: ``prices.yaml`` overrides over genai-prices' rows, model matching, one LLM call's cost (DESIGN 5).
 
-Cost follows FlowX Observatory's rules: only ``llm`` spans that carry tokens, a model and a matching price row
+Two sources, overrides first: ``config/prices.yaml`` (contract prices, fine-tuned and self-hosted models at 0,
+models the library lacks; matched by exact name, provider prefix stripped, then longest family) wins over the
+genai-prices snapshot (``price_library``: its own match rules, dated prices, time-of-day windows, long-context
+tiers). Cost follows FlowX Observatory's rules: only ``llm`` spans that carry tokens, a model and a row in force
 cost anything; everything else costs 0 and its model is reported as unpriced. Token counts are inclusive, like
-``AgentSpan``: input includes cache reads and writes, output includes reasoning, so each token is charged once.
+``AgentSpan`` and genai-prices' ``Usage``: input includes cache reads and writes, output includes reasoning, so
+each token is charged once.
 
 Analytics never store a cost: they hand ``PriceTable.rows_for`` to ClickHouse at query time, so an edit of
-``prices.yaml`` changes every answer at once.
+``prices.yaml`` or a ``prices update`` changes every answer at once.
 """
 
 from __future__ import annotations
@@ -21,10 +25,14 @@ from typing import Any
 
 import yaml
 
+from otel_bridge import price_library
+from otel_bridge.price_library import Library, PriceRow, select
+
 logger = logging.getLogger(__name__)
 
-PER = 1_000_000  # prices are USD per 1M tokens
-_FAMILY_BOUNDARY = "-@:_"  # what may follow a family name in a dated/versioned model name
+# What may follow a family name in a versioned model name: `@…`/`:…`, or `-`/`_` then a digit (a date, a version)
+# or a release word. Not `-mini`: an override wins over the library, so `gpt-4o` must not capture `gpt-4o-mini`.
+_VERSION_SUFFIX = re.compile(r"[@:]|[-_](?:\d|v\d|latest|preview|exp|beta|alpha|rc)")
 _VENDOR_PREFIX = re.compile(r"^(?:[a-z]{2}(?:-[a-z]+)?\.)?(?:anthropic|meta|mistral|cohere|amazon|google)\.")
 _FIELDS = ("input", "output", "cached_input", "cache_write", "reasoning")
 
@@ -34,45 +42,31 @@ class PriceError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class PriceRow:
-    """One model's prices (USD per 1M tokens) from ``effective_from`` (ns since epoch, 0 = always) on."""
+class Priced:
+    """What a (provider, model) seen in spans resolves to: ``source`` override or library, and its rows."""
 
-    model: str
+    source: str
     provider: str
-    input: float
-    output: float
-    cached_input: float
-    cache_write: float
-    reasoning: float
-    effective_from_ns: int = 0
-
-    def cost(
-        self, input_tokens: int, cached: int = 0, cache_write: int = 0, output_tokens: int = 0, reasoning: int = 0
-    ) -> float:
-        """USD for inclusive counts; the uncached/non-reasoning parts are clamped at 0 for inconsistent spans."""
-        uncached = max(0, input_tokens - cached - cache_write)
-        plain_out = max(0, output_tokens - reasoning)
-        return (
-            uncached * self.input
-            + cached * self.cached_input
-            + cache_write * self.cache_write
-            + plain_out * self.output
-            + reasoning * self.reasoning
-        ) / PER
+    model: str
+    rows: list[PriceRow]
 
 
 @dataclass(slots=True)
 class PriceTable:
-    """Rows grouped by canonical model name, each group sorted by ``effective_from``."""
+    """Overrides (``prices.yaml``, grouped by canonical model name, sorted by date) over the library's rows."""
 
     rows: dict[str, list[PriceRow]] = field(default_factory=dict)
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)  # provider → {source, as_of, list_prices}
     path: str | None = None
+    library: Library | None = field(default=None, repr=False)
 
     # ------------------------------------------------------------------------------------------------ loading
     @classmethod
-    def load(cls, path: str | Path | None = None) -> PriceTable:
-        """Read a prices.yaml; without a path the packaged default (``otel_bridge/config/prices.yaml``)."""
+    def load(
+        cls, path: str | Path | None = None, *, snapshot: str | Path | None = None, library: bool = True
+    ) -> PriceTable:
+        """Overrides from a prices.yaml (without a path the packaged ``otel_bridge/config/prices.yaml``) over
+        genai-prices: the snapshot file ``prices update`` wrote when it exists, else the bundled one."""
         if path is None:
             text = resources.files("otel_bridge").joinpath("config/prices.yaml").read_text(encoding="utf-8")
             where = "otel_bridge/config/prices.yaml"
@@ -80,14 +74,17 @@ class PriceTable:
             text, where = Path(path).read_text(encoding="utf-8"), str(path)
         table = cls.from_mapping(yaml.safe_load(text) or {})
         table.path = where
+        if library:
+            table.library = price_library.load(snapshot)
         return table
 
     @classmethod
-    def from_mapping(cls, doc: Mapping[str, Any]) -> PriceTable:
+    def from_mapping(cls, doc: Mapping[str, Any], library: Library | None = None) -> PriceTable:
+        """Overrides only, unless a library is given."""
         providers = doc.get("providers")
         if not isinstance(providers, Mapping):
             raise PriceError("providers: must be a mapping of provider → {source, as_of, models}")
-        table = cls()
+        table = cls(library=library)
         for provider, block in providers.items():
             if not isinstance(block, Mapping) or not isinstance(block.get("models"), Mapping):
                 raise PriceError(f"providers.{provider}.models: must be a mapping")
@@ -100,7 +97,8 @@ class PriceTable:
 
     # ----------------------------------------------------------------------------------------------- matching
     def family(self, model: str | None) -> str | None:
-        """The price-table name a model resolves to: exact, provider prefix stripped, then longest family."""
+        """The override a model resolves to: exact, provider prefix stripped, then the longest family followed by
+        a version (``claude-sonnet-4-5-20250929`` → claude-sonnet-4-5, ``mistral-large-latest`` → mistral-large)."""
         if not model:
             return None
         name = model.strip().lower()
@@ -110,26 +108,43 @@ class PriceTable:
         name = _strip_provider(name)
         best = None
         for fam in self.rows:
-            if name.startswith(fam) and name[len(fam)] in _FAMILY_BOUNDARY and (best is None or len(fam) > len(best)):
+            versioned = name.startswith(fam) and _VERSION_SUFFIX.match(name, len(fam))
+            if versioned and (best is None or len(fam) > len(best)):
                 best = fam
         return best
 
-    def match(self, model: str | None, at_ns: int | None = None) -> PriceRow | None:
-        """The row in force for ``model`` at ``at_ns`` (the latest when ``at_ns`` is None)."""
-        fam = self.family(model)
-        if fam is None:
+    def resolve(self, model: str | None, provider: str | None = None) -> Priced | None:
+        """Override first (it wins), then the library's match rules; None = unpriced."""
+        if not model:
             return None
-        group = self.rows[fam]
-        if at_ns is None:
-            return group[-1]
-        in_force = [r for r in group if r.effective_from_ns <= at_ns]
-        return in_force[-1] if in_force else None
+        fam = self.family(model)
+        if fam is not None:
+            rows = self.rows[fam]
+            return Priced("override", rows[0].provider, fam, rows)
+        if self.library is None:
+            return None
+        found = self.library.find(provider or None, model)
+        if found is None:
+            return None
+        provider_id, info = found
+        return Priced("library", provider_id, info.id, self.library.rows(provider_id, info))
+
+    def source(self, model: str | None, provider: str | None = None) -> str:
+        priced = self.resolve(model, provider)
+        return priced.source if priced else "unpriced"
+
+    def match(
+        self, model: str | None, at_ns: int | None = None, provider: str | None = None, input_tokens: int = 0
+    ) -> PriceRow | None:
+        """The row in force for ``model`` at ``at_ns`` (now when None) for a prompt of ``input_tokens``."""
+        priced = self.resolve(model, provider)
+        return select(priced.rows, at_ns, input_tokens) if priced else None
 
     def cost(self, span: Any) -> float:
         """Observatory's rule for one AgentSpan: llm kind, tokens, model and a row — else 0."""
         if span.kind != "llm" or not span.model or not (span.input_tokens or span.output_tokens):
             return 0.0
-        row = self.match(span.model, span.span.start_ns)
+        row = self.match(span.model, span.span.start_ns, span.provider, span.input_tokens or 0)
         if row is None:
             return 0.0
         return row.cost(
@@ -140,16 +155,14 @@ class PriceTable:
             span.reasoning_tokens or 0,
         )
 
-    def rows_for(self, models: Iterable[str]) -> list[tuple[str, int, float, float, float, float, float]]:
-        """Price rows keyed by the model names *as seen* in the data, for a query-time join.
-
-        Each tuple: (seen model, effective_from ns, input, cached_input, cache_write, output, reasoning).
-        """
+    def rows_for(self, pairs: Iterable[tuple[str | None, str]]) -> list[tuple[str, str, list[PriceRow]]]:
+        """(provider, model) pairs *as seen* in the data → their rows (sorted by ``sort_key``), for the
+        query-time join; unpriced pairs are left out."""
         out = []
-        for seen in sorted(set(models)):
-            fam = self.family(seen)
-            for r in self.rows.get(fam, []) if fam else []:
-                out.append((seen, r.effective_from_ns, r.input, r.cached_input, r.cache_write, r.output, r.reasoning))
+        for provider, seen in sorted(set(pairs), key=lambda p: (p[0] or "", p[1])):
+            priced = self.resolve(seen, provider)
+            if priced is not None:
+                out.append((provider or "", seen, sorted(priced.rows, key=lambda r: r.sort_key)))
         return out
 
 
@@ -178,6 +191,7 @@ def _row(provider: str, model: str, spec: Any, index: int) -> PriceRow:
         if key not in values:
             raise PriceError(f"{where}.{key}: required")
     return PriceRow(
+        match=f"override {model.lower()!r}",
         model=model.lower(),
         provider=provider,
         input=values["input"],

@@ -26,6 +26,7 @@ from otel_bridge.analytics.store import Store
 from otel_bridge.config import BridgeConfig
 from otel_bridge.exporters.ledger import Ledger
 from otel_bridge.pipeline import Pipeline, build, store_config
+from otel_bridge.price_library import snapshot_path
 from otel_bridge.pricing import PriceTable
 from otel_bridge.receivers.otlp import ReceiverSettings, ReceiverStats, check_bind, decode
 from otel_bridge.receivers.spool import Spool, SpoolFull
@@ -182,7 +183,7 @@ class Service:
     def app(self):  # noqa: ANN201
         runtime = Runtime(
             store=self.store,
-            prices=PriceTable.load(),
+            prices=PriceTable.load(snapshot=snapshot_path(self.cfg.exporters.clickhouse.data_dir)),
             stats=self.stats_snapshot,
             ingest=self.ingest,
             token=self.settings.bearer_token,

@@ -174,21 +174,29 @@ def test_latency_by_model_and_kind(store: Store, data: Dataset) -> None:
 
 def test_prices_check_lists_unpriced_models(store: Store, prices: PriceTable, data: Dataset) -> None:
     rows = q.prices_check(store, prices)
-    assert [r["model"] for r in rows] == ["mystery-model-1"]
+    assert [r["model"] for r in rows if r["source"] == "unpriced"] == ["mystery-model-1"]
+    assert rows[0]["model"] == "mystery-model-1"  # unpriced first: that is what needs action
     mystery = [a for a in data.stored if a.model == "mystery-model-1"]
     assert rows[0]["spans"] == rows[0]["llm_spans"] == len(mystery)
     assert rows[0]["input_tokens"] == sum(a.input_tokens for a in mystery)
+    # every other model seen is priced by the library (the packaged overrides are empty), under its library id
+    by_model = {r["model"]: r for r in rows}
+    assert {m for m, r in by_model.items() if r["source"] == "library"} == {m for _, m in MODELS} - {"mystery-model-1"}
+    assert by_model["gpt-4o-2024-08-06"]["priced_as"] == "openai/gpt-4o"
 
 
 def test_price_edit_changes_answers_at_once(store: Store, tmp_path: Path, data: Dataset) -> None:
     path = tmp_path / "prices.yaml"
     path.write_text("providers:\n  acme:\n    models:\n      mystery-model: {input: 1.0, output: 2.0}\n")
     before = {r["model"]: r["cost"] for r in q.costs(store, PriceTable.load(path))}
-    assert before["mystery-model-1"] > 0 and before["gpt-4o-2024-08-06"] == 0
+    library_only = {r["model"]: r["cost"] for r in q.costs(store, PriceTable.load())}
+    assert before["mystery-model-1"] > 0 and library_only["mystery-model-1"] == 0
+    assert before["gpt-4o-2024-08-06"] == library_only["gpt-4o-2024-08-06"] > 0  # the library still prices the rest
     path.write_text("providers:\n  acme:\n    models:\n      mystery-model: {input: 2.0, output: 4.0}\n")
     after = {r["model"]: r["cost"] for r in q.costs(store, PriceTable.load(path))}
     assert after["mystery-model-1"] == pytest.approx(2 * before["mystery-model-1"])
-    assert q.prices_check(store, PriceTable.load(path))[0]["model"] != "mystery-model-1"
+    checked = {r["model"]: r["source"] for r in q.prices_check(store, PriceTable.load(path))}
+    assert checked["mystery-model-1"] == "override" and checked["gpt-4o-2024-08-06"] == "library"
 
 
 def test_effective_from_boundary(store: Store) -> None:

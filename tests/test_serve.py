@@ -138,7 +138,13 @@ def test_vendor_ingest(tmp_path):
             huge = c.post("/v1/events", content=b"[" + b" " * (5 << 20) + b"]")  # the test config caps bodies at 4 MiB
             assert huge.status_code == 413 and "larger than" in huge.json()["detail"]
             assert wait_until(lambda: len(c.get("/api/run/", params={"limit": 100}).json()) == len(spans))
-            diff = {r["metric"]: r for r in wait_until(lambda: c.get("/api/diff", params={"baseline": "rel_base", "candidate": "rel_cand"}).json())}
+
+            def release_diff() -> dict | None:  # the run rows may land in a later insert than the spans
+                rows = {r["metric"]: r for r in c.get("/api/diff", params={"baseline": "rel_base", "candidate": "rel_cand"}).json()}
+                return rows if rows["runs"]["baseline"] == 2 and rows["runs"]["candidate"] == 1 else None
+
+            diff = wait_until(release_diff)
+            assert diff, "the vendor-ingested runs never reached the release diff"
             assert diff["runs"]["baseline"] == 2 and diff["latency_mean_ms"]["candidate"] == 900
     finally:
         bridge.stop()

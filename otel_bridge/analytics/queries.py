@@ -1,10 +1,9 @@
 """Analytics over the ClickHouse tables: Observatory's run filters, cost and latency rollups, release diff.
 
-Cost is never stored. Each query first reads the distinct model names it will see (cheap: ``model`` is
-LowCardinality), resolves them to rows of the *current* price table in Python (exact → provider stripped → longest
-family), and passes those rows as array parameters; ClickHouse joins them with ``ASOF LEFT JOIN`` on
-(model, start ≥ effective_from), so each span is priced with the row in force when it started. Cost follows
-Observatory: only ``llm`` spans with a matching row cost anything (an unmatched row joins as zeros).
+Cost is never stored: every query prices at query time against the *current* price table (``prices.yaml``
+overrides, else genai-prices) through the one cost expression of ``analytics/cost.py``, so each span is priced
+with the row in force at its start for its prompt size. Cost follows Observatory: only ``llm`` spans with a row in
+force cost anything (an unmatched (provider, model) joins as empty arrays: index 0, cost 0).
 Every read uses ``FINAL`` so a re-sent span or run is counted once even before ClickHouse merges parts.
 """
 
@@ -15,6 +14,9 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
+from otel_bridge.analytics.cost import (
+    DAY_NS, SPAN_COST, bucket, cost_sql, price_index, price_join, price_parameters, span_cost, span_pairs,
+)  # fmt: skip
 from otel_bridge.analytics.store import Store
 from otel_bridge.pricing import PriceTable
 
@@ -35,7 +37,7 @@ _ORDERS = {
     "completion_tokens": "output_tokens",
 }
 _RUN_COLUMNS = (
-    "run_id, trace_id, parent_run_id, kind, name, agent, model, status, duration_ms, input_tokens, "
+    "run_id, trace_id, parent_run_id, kind, name, agent, model, provider, status, duration_ms, input_tokens, "
     "cached_input_tokens, cache_write_tokens, output_tokens, reasoning_tokens, user_email, tags, start, end"
 )
 _COST_KEYS = {
@@ -47,33 +49,6 @@ _COST_KEYS = {
     "day": "toString(toDate(start))",
 }
 _LATENCY_KEYS = {"model": "model", "agent": "agent", "kind": "kind", "release": RELEASE}
-
-# Inclusive token counts (input ⊇ cache read + write, output ⊇ reasoning): every token is charged exactly once.
-_COST_EXPR = """if({kind} AND p_model != '',
-    (greatest(toInt64({i}) - toInt64({c}) - toInt64({w}), 0) * p_in + {c} * p_cached + {w} * p_write
-     + greatest(toInt64({o}) - toInt64({r}), 0) * p_out + {r} * p_reason) / 1e6, 0)"""
-SPAN_COST = _COST_EXPR.format(
-    kind="kind = 'llm'", i="input_tokens", c="cached_input_tokens", w="cache_write_tokens", o="output_tokens",
-    r="reasoning_tokens",
-)  # fmt: skip
-USAGE_COST = _COST_EXPR.format(kind="1", i="u_in", c="u_cached", w="u_write", o="u_out", r="u_reason")
-PRICES_SQL = """(SELECT p.1 AS p_model, p.2 AS p_from, p.3 AS p_in, p.4 AS p_cached, p.5 AS p_write, p.6 AS p_out,
-        p.7 AS p_reason
-    FROM (SELECT arrayJoin(arrayZip({pm:Array(String)}, {pf:Array(Int64)}, {pi:Array(Float64)},
-          {pc:Array(Float64)}, {pw:Array(Float64)}, {po:Array(Float64)}, {pr:Array(Float64)})) AS p))"""
-
-
-def price_parameters(prices: PriceTable, models: list[str]) -> dict[str, list]:
-    """The current price rows for the models seen, as the array parameters of ``PRICES_SQL``."""
-    rows = prices.rows_for(m for m in models if m) or [("", 0, 0.0, 0.0, 0.0, 0.0, 0.0)]
-    cols = list(zip(*rows, strict=True))
-    return dict(zip(("pm", "pf", "pi", "pc", "pw", "po", "pr"), (list(c) for c in cols), strict=True))
-
-
-def span_models(store: Store) -> list[str]:
-    rows = store.client.query(f"SELECT DISTINCT model FROM {store.table('spans')} WHERE model != ''").result_rows
-    return [r[0] for r in rows]
-
 
 def to_ns(value: str | datetime | int | None) -> int | None:
     """An ISO timestamp (``Z`` or offset; naive = UTC), datetime or ns → ns since epoch."""
@@ -138,7 +113,7 @@ def runs(
     key = _ORDERS.get(order.lstrip("-+"))
     if key is None:
         raise ValueError(f"order: must be one of {sorted(_ORDERS)} (prefix - for descending)")
-    params |= price_parameters(prices, span_models(store)) | {"limit": int(limit), "offset": int(offset)}
+    params |= price_parameters(prices, span_pairs(store)) | {"limit": int(limit), "offset": int(offset)}
     sort = f"{key} {'DESC' if desc else 'ASC'}, toString(run_id)"
     page = "LIMIT {limit:UInt64} OFFSET {offset:UInt64}"
     # Without a cost filter or cost order, the page is cut before pricing: only `limit` rows join the prices.
@@ -153,7 +128,7 @@ def runs(
         FROM {store.table('spans')} FINAL WHERE {' AND '.join(where)}
         {f'ORDER BY {sort} {page}' if early else ''}
     ) AS s
-    ASOF LEFT JOIN {PRICES_SQL} AS pr ON s.model = pr.p_model AND s.start_ns >= pr.p_from
+    {price_join()}
     {('WHERE ' + ' AND '.join(after)) if after else ''}
     ORDER BY {sort} {'' if early else page}
     {SETTINGS}"""
@@ -173,43 +148,41 @@ def costs(
         raise ValueError(f"by: must be one of {sorted(_COST_KEYS)}")
     where, params = ["kind = 'llm'", "status != 'started'"], {}
     _window(where, params, from_, to)
-    params |= price_parameters(prices, span_models(store))
-    bounds = sorted({int(f) for f in params["pf"] if f > 0})
-    epoch = _epoch_expr(bounds)
-    # Aggregate before pricing: between two effective_from boundaries (an "epoch") every model has one price,
-    # so spans are summed per (key, model, epoch) and only those few groups are joined with the price rows.
-    # The clamps of the cost formula are applied per span, before summing.
+    params |= price_parameters(prices, span_pairs(store))
+    ns = "toUnixTimestamp64Nano(start)"
+    epoch = bucket(ns, ">=", {f for fs in params["pf"] for f in fs if f > 0}, 0)
+    tod = bucket(f"{ns} % {DAY_NS}", ">=", {d for ds in params["pd"] for d in ds if d > 0}, 0)
+    tier = bucket("toInt64(input_tokens)", ">", {t for ts in params["pt"] for t in ts if t >= 0}, -1)
+    # Aggregate before pricing: within one (date epoch, time-of-day slot, input tier) of the boundaries of *all*
+    # rows every model has one price, so spans are summed per (key, provider, model, bucket) and only those few
+    # groups are joined with the price rows. A bucket is named by its lower boundary; the tier bucket `t` holds
+    # prompts of more than t tokens, priced as a prompt of t + 1. The cost formula's clamps apply per span.
     sql = f"""
     SELECT key AS {by}, sum(n) AS calls, sum(i) AS input_tokens, sum(c) AS cached_input_tokens,
         sum(w) AS cache_write_tokens, sum(o) AS output_tokens, sum(r) AS reasoning_tokens,
-        sum(if(p_model != '', (ui * p_in + c * p_cached + w * p_write + uo * p_out + r * p_reason) / 1e6, 0)) AS cost,
-        sumIf(n, p_model = '') AS unpriced_calls
+        sum(group_cost) AS cost, sumIf(n, p_idx = 0) AS unpriced_calls
     FROM (
-        SELECT key, model, epoch_ns, count() AS n,
-            sum(input_tokens) AS i, sum(cached_input_tokens) AS c, sum(cache_write_tokens) AS w,
-            sum(output_tokens) AS o, sum(reasoning_tokens) AS r,
-            sum(greatest(toInt64(input_tokens) - toInt64(cached_input_tokens) - toInt64(cache_write_tokens), 0)) AS ui,
-            sum(greatest(toInt64(output_tokens) - toInt64(reasoning_tokens), 0)) AS uo
+        SELECT key, n, i, c, w, o, r, {price_index("epoch_ns", "tod_ns", "tier_ns + 1")} AS p_idx,
+            {cost_sql("p_idx", "ui", "c", "w", "uo", "r", "n")} AS group_cost
         FROM (
-            SELECT {expr} AS key, model, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens,
-                reasoning_tokens, {epoch} AS epoch_ns
-            FROM {store.table('spans')} FINAL WHERE {' AND '.join(where)}
-        )
-        GROUP BY key, model, epoch_ns
-    ) AS s
-    ASOF LEFT JOIN {PRICES_SQL} AS pr ON s.model = pr.p_model AND s.epoch_ns >= pr.p_from
+            SELECT key, provider, model, epoch_ns, tod_ns, tier_ns, count() AS n,
+                sum(input_tokens) AS i, sum(cached_input_tokens) AS c, sum(cache_write_tokens) AS w,
+                sum(output_tokens) AS o, sum(reasoning_tokens) AS r,
+                sum(greatest(toInt64(input_tokens) - toInt64(cached_input_tokens) - toInt64(cache_write_tokens), 0))
+                    AS ui,
+                sum(greatest(toInt64(output_tokens) - toInt64(reasoning_tokens), 0)) AS uo
+            FROM (
+                SELECT {expr} AS key, provider, model, input_tokens, cached_input_tokens, cache_write_tokens,
+                    output_tokens, reasoning_tokens, {epoch} AS epoch_ns, {tod} AS tod_ns, {tier} AS tier_ns
+                FROM {store.table('spans')} FINAL WHERE {' AND '.join(where)}
+            )
+            GROUP BY key, provider, model, epoch_ns, tod_ns, tier_ns
+        ) AS s
+        {price_join()}
+    )
     GROUP BY key ORDER BY cost DESC, key
     {SETTINGS}"""
     return store.query(sql, params)
-
-
-def _epoch_expr(bounds: list[int]) -> str:
-    """Start of the price epoch a span falls in: the latest effective_from boundary ≤ its start (ints only)."""
-    if not bounds:
-        return "toInt64(0)"
-    ns = "toUnixTimestamp64Nano(start)"
-    arms = ", ".join(f"{ns} >= {b}, toInt64({b})" for b in reversed(bounds))
-    return f"multiIf({arms}, toInt64(0))"
 
 
 def latency(
@@ -240,25 +213,37 @@ def latency(
 
 
 def prices_check(store: Store, prices: PriceTable) -> list[dict[str, Any]]:
-    """Models seen in spans without any price row (their LLM calls cost 0), with span and token counts."""
+    """Each (provider, model) seen in spans and what priced it: override, library or unpriced (LLM calls cost 0),
+    with span and token counts; unpriced first."""
     sql = f"""
-    SELECT model, count() AS spans, countIf(kind = 'llm') AS llm_spans, sum(input_tokens) AS input_tokens,
+    SELECT model, provider, count() AS spans, countIf(kind = 'llm') AS llm_spans, sum(input_tokens) AS input_tokens,
         sum(output_tokens) AS output_tokens, toUnixTimestamp64Milli(min(start)) AS first_ms,
         toUnixTimestamp64Milli(max(start)) AS last_ms
-    FROM {store.table('spans')} FINAL WHERE model != '' GROUP BY model ORDER BY spans DESC, model
+    FROM {store.table('spans')} FINAL WHERE model != '' GROUP BY model, provider ORDER BY spans DESC, model, provider
     {SETTINGS}"""
     out = []
     for row in store.query(sql):
-        if prices.family(row["model"]) is None:
-            row["first_seen"], row["last_seen"] = iso_ms(row.pop("first_ms")), iso_ms(row.pop("last_ms"))
-            out.append(row)
-    return out
+        priced = prices.resolve(row["model"], row["provider"])
+        out.append({
+            "model": row["model"], "provider": row["provider"], "source": priced.source if priced else "unpriced",
+            "priced_as": f"{priced.provider}/{priced.model}" if priced else "", "spans": row["spans"],
+            "llm_spans": row["llm_spans"], "input_tokens": row["input_tokens"], "output_tokens": row["output_tokens"],
+            "first_seen": iso_ms(row["first_ms"]), "last_seen": iso_ms(row["last_ms"]),
+        })  # fmt: skip
+    order = {"unpriced": 0, "override": 1, "library": 2}
+    return sorted(out, key=lambda r: order[r["source"]])
 
 
 def _release_stats(store: Store, prices: PriceTable, releases: list[str]) -> dict[str, dict[str, Any]]:
     runs_t = store.table("runs")
-    models = [r[0] for r in store.client.query(f"SELECT DISTINCT arrayJoin(models) FROM {runs_t}").result_rows]
-    params = price_parameters(prices, models) | {"releases": releases}
+    pairs_sql = f"SELECT DISTINCT arrayJoin(arrayZip(usage.provider, usage.model)) FROM {runs_t}"
+    pairs = [tuple(r[0]) for r in store.client.query(pairs_sql).result_rows]
+    params = price_parameters(prices, pairs) | {"releases": releases}
+    # A run's usage is summed per model, so the tier is judged on the mean prompt of its calls.
+    usage_cost = span_cost(
+        "1", i="u_in", c="u_cached", w="u_write", o="u_out", r="u_reason", calls="u_calls",
+        tier_input="intDiv(toInt64(u_in), greatest(toInt64(u_calls), 1))",
+    )
     sql = f"""
     SELECT release, count() AS n, avg(cost) AS cost_mean, stddevSamp(cost) AS cost_sd,
         avg(tokens) AS tokens_mean, stddevSamp(tokens) AS tokens_sd,
@@ -267,16 +252,18 @@ def _release_stats(store: Store, prices: PriceTable, releases: list[str]) -> dic
         countIf(NOT success) AS errors
     FROM (
         SELECT run_id, any(release) AS release, any(latency_ms) AS latency_ms, any(success) AS success,
-            any(tokens) AS tokens, sum({USAGE_COST}) AS cost
+            any(tokens) AS tokens, sum({usage_cost}) AS cost
         FROM (
             SELECT run_id, {RELEASE} AS release, latency_ms, success, input_tokens + output_tokens AS tokens,
-                toUnixTimestamp64Nano(start) AS start_ns, u_model, u_in, u_cached, u_write, u_out, u_reason
+                toUnixTimestamp64Nano(start) AS start_ns, u_provider, u_model, u_calls, u_in, u_cached, u_write,
+                u_out, u_reason
             FROM {runs_t} FINAL
-            LEFT ARRAY JOIN usage.model AS u_model, usage.input AS u_in, usage.cached AS u_cached,
-                usage.cache_write AS u_write, usage.output AS u_out, usage.reasoning AS u_reason
+            LEFT ARRAY JOIN usage.provider AS u_provider, usage.model AS u_model, usage.calls AS u_calls,
+                usage.input AS u_in, usage.cached AS u_cached, usage.cache_write AS u_write, usage.output AS u_out,
+                usage.reasoning AS u_reason
             WHERE {RELEASE} IN {{releases:Array(String)}}
         ) AS r
-        ASOF LEFT JOIN {PRICES_SQL} AS pr ON r.u_model = pr.p_model AND r.start_ns >= pr.p_from
+        {price_join("r", "u_provider", "u_model")}
         GROUP BY run_id
     ) GROUP BY release
     {SETTINGS}"""
