@@ -84,8 +84,9 @@ _ROW_ATTRS = (
 
 
 def span_pairs(store: Store) -> list[tuple[str, str]]:
-    """Distinct (provider, model) of stored spans (cheap: both are LowCardinality)."""
-    sql = f"SELECT DISTINCT provider, model FROM {store.table('spans')} WHERE model != ''"
+    """Distinct (provider, model) of stored spans, from the small table a materialised view keeps (schema v2)
+    instead of a scan of every span."""
+    sql = f"SELECT DISTINCT provider, model FROM {store.table('span_models')}"
     return [(r[0], r[1]) for r in store.client.query(sql).result_rows]
 
 
