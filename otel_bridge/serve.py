@@ -34,6 +34,7 @@ from otel_bridge.receivers.otlp_grpc import start_grpc_receiver
 from otel_bridge.receivers.otlp_http import otlp_router
 from otel_bridge.server import ingest
 from otel_bridge.server.app import Runtime, create_app
+from otel_bridge.server.metrics import process_memory
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +154,7 @@ class Service:
         return f"http://{self.settings.http_endpoint}"
 
     def stats_snapshot(self) -> dict[str, Any]:
-        snapshot = {**self.pipeline.stats(), "receivers": self.stats.snapshot()}
+        snapshot = {**self.pipeline.stats(), "receivers": self.stats.snapshot(), "processes": {"serve": process_memory()}}
         if self.spooled is not None:
             snapshot["pipeline"] = {**snapshot["pipeline"], **{f"spool_{k}": v for k, v in self.spooled.spool.stats().items()}}
         return snapshot

@@ -50,6 +50,7 @@ class BridgeSpan:
     scope_name: str = ""
     scope_version: str = ""
     parent_remote: bool = False  # the parent lives in another process (W3C context propagated in)
+    size: int = 0  # encoded bytes as received (OTLP protobuf), 0 when unknown: what run assembly bounds
 
     @property
     def local_root(self) -> bool:
@@ -199,6 +200,7 @@ def spans_from_otlp_proto(request: ExportTraceServiceRequest | bytes) -> Decoded
                         scope_name,
                         scope_version,
                         s.flags & _REMOTE_FLAGS == _REMOTE_FLAGS,
+                        s.ByteSize(),
                     )
                 )
     return Decoded(out, rejected, error)
