@@ -141,10 +141,13 @@ class ProtoAttributes(Mapping[str, Any]):
     def pick(self, keys: frozenset[str], prefix: str | tuple[str, ...]) -> dict[str, Any]:
         """One pass converting only the wanted keys (and those under ``prefix``): the recogniser's hot path."""
         out: dict[str, Any] = {}
+        scalars = _SCALARS
         for kv in self._kvs:
             key = kv.key
             if key in keys or key.startswith(prefix):
-                out[key] = _proto_value(kv.value)
+                v = kv.value
+                kind = v.WhichOneof("value")  # scalars inline: most values are, and a call per value shows
+                out[key] = getattr(v, kind) if kind in scalars else _proto_value(v)
         return out
 
 
