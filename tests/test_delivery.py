@@ -37,7 +37,7 @@ def test_poison_span_among_2000_good_ones_loses_nothing(tmp_path):
         accepted, rejected, message = send(svc, request(refused + [llm_span(6004)]))
         assert (accepted, rejected) == (1, 4)
         assert "out of range" in message and "retention" in message and "0 or missing" in message
-        assert wait_until(lambda: count(svc, SPANS) >= 2002, timeout=60)
+        assert wait_until(lambda: count(svc, SPANS) >= 2002, timeout=120)
         time.sleep(0.5)
         assert count(svc, SPANS) == 2002  # 2000 + the coerced poison + the good neighbour of the refused
         row = svc.store.query("SELECT name, service_name, service_version, environment FROM otel_bridge.spans FINAL "
@@ -58,14 +58,14 @@ def test_observatory_503_past_the_retry_budget_then_back(tmp_path, observatory_s
         for i in range(0, 200, 50):
             send(svc, request([llm_span(i + j) for j in range(50)]))
         expected = 400  # each span: llm_start + llm_end
-        assert wait_until(lambda: obs.stats()["failed"] == expected, timeout=60), obs.stats()
+        assert wait_until(lambda: obs.stats()["failed"] == expected, timeout=120), obs.stats()
         path = obs.dead_letter_path
         assert path.stat().st_mode & 0o777 == 0o600 and path.parent.stat().st_mode & 0o777 == 0o700
         lines = dead_letters(path)
         assert len(lines) == expected and all("503" in e["error"] for e in lines)
         assert observatory_sink.events == [] and obs.stats()["dropped"] == 0
         # every segment is done once everything derived from it was delivered (ClickHouse) or dead-lettered
-        assert wait_until(lambda: svc.spooled.collect() >= 0 and svc.spooled.spool.stats()["segments"] == 0, timeout=30)
+        assert wait_until(lambda: svc.spooled.collect() >= 0 and svc.spooled.spool.stats()["segments"] == 0, timeout=90)
     finally:
         svc.stop(10)
     observatory_sink._script.clear()
@@ -93,7 +93,7 @@ def test_observatory_down_under_sustained_load_answers_503_and_drops_nothing(tmp
                 accepted += n
         assert accepted >= 150  # the queue (300 events) filled before the first 503
         observatory_sink.start()
-        assert observatory_sink.wait_for(2 * accepted, timeout=60), (len(observatory_sink.events), 2 * accepted)
+        assert observatory_sink.wait_for(2 * accepted, timeout=120), (len(observatory_sink.events), 2 * accepted)
         time.sleep(0.3)
         assert len(observatory_sink.events) == 2 * accepted
         assert obs.stats()["dropped"] == 0 and obs.stats()["failed"] == 0

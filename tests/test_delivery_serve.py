@@ -47,11 +47,11 @@ def test_sigterm_during_an_outage_then_restart_delivers_everything(tmp_path, obs
     try:
         expected = {(f"{i + 1:032x}", name) for i in range(40) for name in ("llm_start", "llm_end")}
         got = lambda: {(e["metadata"]["trace_id"], e["name"]) for e in list(observatory_sink.events)}  # noqa: E731
-        assert wait_until(lambda: got() >= expected, timeout=60), len(got())
+        assert wait_until(lambda: got() >= expected, timeout=120), len(got())
         assert got() == expected  # at least once: a replay may repeat an event, never lose one
         with bridge.client() as c:
-            assert wait_until(lambda: _stored(c) == 40, timeout=30)
-        assert wait_until(lambda: not _segments(bridge), timeout=30), "delivered segments are deleted"
+            assert wait_until(lambda: _stored(c) == 40, timeout=90)
+        assert wait_until(lambda: not _segments(bridge), timeout=90), "delivered segments are deleted"
     finally:
         bridge.stop()
 
@@ -66,7 +66,7 @@ def test_flightdeck_stopped_and_started_mid_stream(tmp_path):
             with bridge.client() as c:
                 for i in range(0, 30, 10):
                     assert _post(c, request([llm_span(i + j) for j in range(10)])).status_code == 200
-                assert wait_until(lambda: len(fd.runs(release)) == 30, timeout=30)
+                assert wait_until(lambda: len(fd.runs(release)) == 30, timeout=90)
                 fd.stop()
                 for i in range(30, 60, 10):
                     assert _post(c, request([llm_span(i + j) for j in range(10)])).status_code == 200
@@ -74,7 +74,7 @@ def test_flightdeck_stopped_and_started_mid_stream(tmp_path):
                 fd.restart()
                 for i in range(60, 90, 10):
                     assert _post(c, request([llm_span(i + j) for j in range(10)])).status_code == 200
-                assert wait_until(lambda: len(fd.runs(release)) == 90, timeout=60), len(fd.runs(release))
+                assert wait_until(lambda: len(fd.runs(release)) == 90, timeout=120), len(fd.runs(release))
         finally:
             bridge.stop()
         assert len(fd.runs(release)) == 90
@@ -97,7 +97,7 @@ def test_kill_9_during_replay_loses_nothing(tmp_path):
     try:
         with bridge.client() as c:
             assert wait_until(lambda: _stored(c) == 3000, timeout=90), _stored(c)
-        assert wait_until(lambda: not _segments(bridge), timeout=30)
+        assert wait_until(lambda: not _segments(bridge), timeout=90)
     finally:
         bridge.stop()
 

@@ -75,12 +75,13 @@ def test_503_then_success_delivers_exactly_once(observatory_sink):
 
 
 def test_400_is_not_retried(observatory_sink, tmp_path):
-    observatory_sink.fail_next(400)
+    """A 400 is bisected (one bad event must not take its batch with it), never retried as is."""
+    observatory_sink.fail_next(400, 3)
     dead = tmp_path / "dead.jsonl"
     exp = exporter_for(observatory_sink, dead_letter=dead)
     exp.offer_many(run_events()[:2])
     assert exp.force_flush(5)
-    assert observatory_sink.requests == 1 and observatory_sink.events == []
+    assert observatory_sink.requests == 3 and observatory_sink.events == []  # the pair, then each half
     exp.shutdown(5)
     assert exp.stats() == {"queued": 2, "sent": 0, "retried": 0, "dropped": 0, "failed": 2, "abandoned": 0}
     lines = [orjson.loads(x) for x in dead.read_bytes().splitlines()]
@@ -291,7 +292,7 @@ def test_4xx_is_permanent_with_the_server_message():
     with pytest.raises(PermanentError) as info:
         sender.send(run_events()[:1])
     assert str(info.value) == "observatory: HTTP 422: events[0].timestamp: bad"
-    assert info.value.splittable is False
+    assert info.value.splittable is True  # the engine bisects to the one bad event
 
 
 def test_transport_errors_are_retryable_and_the_key_never_logged(caplog):

@@ -40,9 +40,9 @@ def test_a_secret_in_every_field_reaches_no_destination(tmp_path, observatory_si
                               "metadata": {"session_id": SECRET, "tags": [SECRET]}}]}  # fmt: skip
         body = orjson.dumps(report)
         assert svc.ingest("observatory", body, report["events"]) == 2
-        assert observatory_sink.wait_for(6, timeout=30)
-        assert wait_until(lambda: len(fd.runs(release)) == 3, timeout=30)
-        assert wait_until(lambda: len(svc.store.query("SELECT span_id FROM otel_bridge.spans FINAL")) >= 4, timeout=30)
+        assert observatory_sink.wait_for(6, timeout=90)
+        assert wait_until(lambda: len(fd.runs(release)) == 3, timeout=90)
+        assert wait_until(lambda: len(svc.store.query("SELECT span_id FROM otel_bridge.spans FINAL")) >= 4, timeout=90)
         assert svc.pipeline.force_flush(10)
         sent = {
             "observatory": orjson.dumps(observatory_sink.events).decode(),
