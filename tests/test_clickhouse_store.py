@@ -132,6 +132,7 @@ def test_v1_store_upgrades_with_its_models_backfilled(store: Store, prices: Pric
         old.insert("spans", [span_row(a).values() for a in spans], column_names=SPAN_COLUMNS)
 
     put(901, "gpt-4o")
+    assert span_pairs(old) == [("openai", "gpt-4o")]  # a v1 schema (managed by hand): read from the spans
     assert old.migrate() == 1 and old.schema_version() == SCHEMA_VERSION
     put(902, "gpt-4o-mini")
     assert set(span_pairs(old)) == {("openai", "gpt-4o"), ("openai", "gpt-4o-mini")}
