@@ -185,7 +185,9 @@ class Pipeline:
     def stats(self) -> dict[str, Any]:
         return {
             "pipeline": {**self.counters, "redacted": self.redactor.redacted},
-            "runs": {**self.assembler.counters, "in_flight": self.assembler.in_flight, "held_bytes": self.assembler.held_bytes},
+            "runs": {
+                **self.assembler.counters, "in_flight": self.assembler.in_flight, "held_bytes": self.assembler.held_bytes
+            },
             "exporters": {name: {**e.stats(), "queue_depth": e.queue_depth} for name, e in self.exporters.items()},
         }
 

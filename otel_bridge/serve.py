@@ -154,7 +154,8 @@ class Service:
         return f"http://{self.settings.http_endpoint}"
 
     def stats_snapshot(self) -> dict[str, Any]:
-        snapshot = {**self.pipeline.stats(), "receivers": self.stats.snapshot(), "processes": {"serve": process_memory()}}
+        snapshot = {**self.pipeline.stats(), "receivers": self.stats.snapshot()}
+        snapshot["processes"] = {"serve": process_memory()}  # one process today; workers would add theirs
         if self.spooled is not None:
             snapshot["pipeline"] = {**snapshot["pipeline"], **{f"spool_{k}": v for k, v in self.spooled.spool.stats().items()}}
         return snapshot
