@@ -27,6 +27,7 @@ from otel_bridge.analytics import queries as q  # noqa: E402
 from otel_bridge.analytics.schema import SPAN_COLUMNS  # noqa: E402
 from otel_bridge.analytics.store import Store, StoreConfig  # noqa: E402
 from otel_bridge.exporters.clickhouse import clickhouse_exporter, span_row  # noqa: E402
+from otel_bridge.exporters.rows import row_values  # noqa: E402
 from otel_bridge.pricing import PriceTable  # noqa: E402
 from otel_bridge.semconv import recognise  # noqa: E402
 from otel_bridge.spans import BridgeSpan  # noqa: E402
@@ -59,7 +60,8 @@ def make_rows(n: int, base_ns: int) -> list[tuple]:
     return rows
 
 
-def _bare(store: Store, rows: list[tuple]) -> float:
+def _bare(store: Store, rows: list) -> float:
+    rows = [row_values(r) for r in rows]  # span_row gives a SpanRow; a bare insert takes tuples
     t0 = time.perf_counter()
     for i in range(0, len(rows), BATCH):
         store.client.insert(store.table("spans"), rows[i : i + BATCH], column_names=list(SPAN_COLUMNS))
@@ -167,8 +169,8 @@ def main() -> None:
         table.add_row("exporter (BatchExporter + sender)", f"{exported:,.0f} rows/s", "")
         table.add_row("exporter / bare", f"{exported / bare:.2f}", "≥ 0.8")
         table.add_row(f"generate {args.spans:,} spans + 1% copies", f"{gen_s:.1f} s", "")
-        table.add_row("costs by model (FINAL, price join)", f"{t_costs * 1000:.0f} ms", "< 1000 ms")
-        table.add_row("latency p50–p99 by model (FINAL)", f"{t_lat * 1000:.0f} ms", "< 1000 ms")
+        table.add_row("costs by model (FINAL, price join)", f"{t_costs * 1000:.0f} ms", "< 500 ms")
+        table.add_row("latency p50–p99 by model (FINAL)", f"{t_lat * 1000:.0f} ms", "< 500 ms")
         table.add_row("runs: model + min_latency filter, limit 100", f"{t_runs * 1000:.0f} ms", "")
         table.add_row("same aggregation without FINAL", f"{t_nofinal * 1000:.0f} ms", "(cost of dedup)")
         table.add_row("llm calls counted / raw llm rows", f"{distinct:,} / {llm_raw:,}", "copies hidden")

@@ -242,6 +242,7 @@ class RunsProcessor(_Model):
     wait: Duration = 5.0
     max_wait: Duration = 30.0
     max_traces: int = Field(10_000, ge=1)
+    max_bytes: Size = 256 * 1024**2  # encoded size of the spans held for open traces (memory, not only count)
 
     def _problems(self) -> list[tuple[str, str]]:
         if self.max_wait < self.wait:

@@ -36,6 +36,7 @@ class PipelineOptions:
     wait: float = 5.0  # quiet time after a trace's root before its runs are assembled
     max_wait: float = 30.0  # ... while the root has not been seen
     max_traces: int = 10_000
+    max_bytes: int | None = None  # of the spans run assembly holds (``processors.runs.max_bytes``)
     text_limit: int = 4096
     app_id: str | None = None
     flightdeck: FlightDeckMapping = field(default_factory=FlightDeckMapping)
@@ -68,6 +69,7 @@ class Pipeline:
             wait=self.options.wait,
             max_wait=self.options.max_wait,
             max_traces=self.options.max_traces,
+            max_bytes=self.options.max_bytes,
         )
         self.redactor = Redactor(secrets=self.options.redact_secrets, pii=self.options.redact_pii)
         self._lock = threading.Lock()  # converters keep state (chat de-dup, parents): one trace at a time
@@ -183,7 +185,9 @@ class Pipeline:
     def stats(self) -> dict[str, Any]:
         return {
             "pipeline": {**self.counters, "redacted": self.redactor.redacted},
-            "runs": {**self.assembler.counters, "in_flight": self.assembler.in_flight},
+            "runs": {
+                **self.assembler.counters, "in_flight": self.assembler.in_flight, "held_bytes": self.assembler.held_bytes
+            },
             "unknown_operations": unknown_operations(),
             "exporters": {name: {**e.stats(), "queue_depth": e.queue_depth} for name, e in self.exporters.items()},
         }
@@ -477,6 +481,7 @@ def build(cfg: Any, store: Any = None, *, ledger: Ledger | None = None) -> Pipel
         wait=pr.runs.wait,
         max_wait=pr.runs.max_wait,
         max_traces=pr.runs.max_traces,
+        max_bytes=pr.runs.max_bytes,
         text_limit=ex.clickhouse.text_limit,
         app_id=pr.observatory.app_id or None,
         flightdeck=flightdeck_mapping(pr.flightdeck),

@@ -36,6 +36,7 @@ from otel_bridge.receivers.otlp_http import otlp_router
 from otel_bridge.receivers.skillflaw import skillflaw_from_config
 from otel_bridge.server import ingest
 from otel_bridge.server.app import Runtime, create_app
+from otel_bridge.server.metrics import process_memory
 
 log = logging.getLogger(__name__)
 
@@ -166,6 +167,7 @@ class Service:
 
     def stats_snapshot(self) -> dict[str, Any]:
         snapshot = {**self.pipeline.stats(), "receivers": self.stats.snapshot()}
+        snapshot["processes"] = {"serve": process_memory()}  # one process today; workers would add theirs
         if self.spooled is not None:
             snapshot["pipeline"] = {**snapshot["pipeline"], **{f"spool_{k}": v for k, v in self.spooled.spool.stats().items()}}
         return snapshot

@@ -50,6 +50,7 @@ class BridgeSpan:
     scope_name: str = ""
     scope_version: str = ""
     parent_remote: bool = False  # the parent lives in another process (W3C context propagated in)
+    size: int = 0  # encoded bytes as received (OTLP protobuf), 0 when unknown: what run assembly bounds
 
     @property
     def local_root(self) -> bool:
@@ -140,10 +141,13 @@ class ProtoAttributes(Mapping[str, Any]):
     def pick(self, keys: frozenset[str], prefix: str | tuple[str, ...]) -> dict[str, Any]:
         """One pass converting only the wanted keys (and those under ``prefix``): the recogniser's hot path."""
         out: dict[str, Any] = {}
+        scalars = _SCALARS
         for kv in self._kvs:
             key = kv.key
             if key in keys or key.startswith(prefix):
-                out[key] = _proto_value(kv.value)
+                v = kv.value
+                kind = v.WhichOneof("value")  # scalars inline: most values are, and a call per value shows
+                out[key] = getattr(v, kind) if kind in scalars else _proto_value(v)
         return out
 
 
@@ -199,6 +203,7 @@ def spans_from_otlp_proto(request: ExportTraceServiceRequest | bytes) -> Decoded
                         scope_name,
                         scope_version,
                         s.flags & _REMOTE_FLAGS == _REMOTE_FLAGS,
+                        s.ByteSize(),
                     )
                 )
     return Decoded(out, rejected, error)

@@ -11,7 +11,10 @@ import pytest
 from ch_data import BASE_NS, bridge, iso, llm_attrs, make_dataset
 
 from otel_bridge.analytics import queries as q
-from otel_bridge.analytics.schema import SCHEMA_VERSION, render_ddl
+from otel_bridge.analytics.cost import span_pairs
+from otel_bridge.analytics.schema import (
+    SCHEMA_VERSION, SPAN_COLUMNS, DDLOptions, migrations, migrations_table_ddl, render_ddl,
+)  # fmt: skip
 from otel_bridge.analytics.store import Store, StoreConfig
 from otel_bridge.exporters.batch import BatchExporter
 from otel_bridge.exporters.clickhouse import ClickHouseSender, clickhouse_exporter, event_row, run_row, span_row
@@ -115,10 +118,34 @@ def test_schema_is_versioned_and_idempotent(store: Store) -> None:
     assert engine == ("ReplacingMergeTree", "toDate(start)", "toStartOfHour(start), run_id")
 
 
+def test_v1_store_upgrades_with_its_models_backfilled(store: Store, prices: PriceTable) -> None:
+    """A store created before schema v3 gets span_models filled from the spans it already holds, and spans
+    stored after the upgrade reach it through the view: costs price both."""
+    o = DDLOptions(database="upgrade_v1")
+    for stmt in migrations_table_ddl(o) + migrations(o)[0][2]:
+        store.client.command(stmt)
+    store.client.insert("`upgrade_v1`.`schema_migrations`", [[1, "v1"]], column_names=["version", "description"])
+    old = Store(store.client, StoreConfig(database="upgrade_v1"))
+
+    def put(trace: int, model: str) -> None:
+        spans = recognise_trace([bridge(trace, trace, None, "chat", BASE_NS, 900, llm_attrs("openai", model, 100, 10))])
+        old.insert("spans", [span_row(a).values() for a in spans], column_names=SPAN_COLUMNS)
+
+    put(901, "gpt-4o")
+    assert span_pairs(old) == [("openai", "gpt-4o")]  # a v1 schema (managed by hand): read from the spans
+    assert old.migrate() == 2 and old.schema_version() == SCHEMA_VERSION  # v2 model_prices, v3 span_models
+    put(902, "gpt-4o-mini")
+    assert set(span_pairs(old)) == {("openai", "gpt-4o"), ("openai", "gpt-4o-mini")}
+    costs = {r["model"]: r for r in q.costs(old, prices)}
+    assert set(costs) == {"gpt-4o", "gpt-4o-mini"}
+    assert all(r["cost"] > 0 and r["unpriced_calls"] == 0 for r in costs.values())
+
+
 def test_cluster_ddl_rendered() -> None:
     ddl = render_ddl("prod", "obs", ttl_days=30, text_ttl_days=7)
     text = "\n".join(ddl)
-    assert all(" ON CLUSTER `prod`" in s for s in ddl)
+    assert all(" ON CLUSTER `prod`" in s for s in ddl if not s.startswith("INSERT"))  # backfill: via Distributed
+    assert "ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/obs/span_models_local', '{replica}')" in text
     assert "ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/obs/spans_local', '{replica}', version)" in text
     assert "ENGINE = Distributed(`prod`, `obs`, `spans_local`, cityHash64(trace_id))" in text
     assert "`obs`.`runs_local`" in text and "`obs`.`events_local`" in text

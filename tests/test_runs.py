@@ -153,3 +153,32 @@ def test_failed_run_defaults_and_opt_in_run_start():
     assert (end["tenant_id"], end["task_id"], end["environment"]) == ("t", "task", "staging")
     assert start["type"] == "run_start" and start["run_id"] == end["run_id"] + ":start"  # FlightDeck: first write wins
     assert start["timestamp"] == "1970-01-01T00:00:01.000Z"
+
+
+def test_bytes_bound_assembles_the_oldest_trace_early_and_counts_it():
+    """Memory is bounded by what the held spans weigh, not only by how many traces: a few traces carrying long
+    conversations are cut early (counted) while the count bound is far away; a re-sent span is not counted twice."""
+    text = "x" * 10_000
+    a, clock, runs = assembler(max_traces=1000, max_bytes=25_000)
+    for i, trace in enumerate(("cd" * 16, "ef" * 16)):
+        a.add([span("1", None, AGENT | {"input.value": text}, trace=trace)])
+        a.add([span("1", None, AGENT | {"input.value": text}, trace=trace)])  # re-sent: replaces, not adds
+    assert a.in_flight == 2 and a.counters["cut_for_bytes"] == 0 and 20_000 < a.held_bytes <= 25_000
+    a.add([span("1", None, AGENT | {"input.value": text}, trace="01" * 16)])
+    assert a.counters["cut_for_bytes"] == 1 and a.counters["early"] == 1 and a.in_flight == 2
+    assert [r.trace_id for r in runs] == ["cd" * 16]  # the oldest went first, as a whole run
+    a.flush()
+    assert a.in_flight == 0 and a.held_bytes == 0
+
+
+def test_protobuf_spans_carry_their_encoded_size():
+    from pathlib import Path
+
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    from otel_bridge.spans import spans_from_otlp_proto
+
+    body = (Path(__file__).parent / "fixtures" / "otlp" / "openllmetry.traces.pb").read_bytes()
+    spans = spans_from_otlp_proto(body).items
+    wire = [s for rs in ExportTraceServiceRequest.FromString(body).resource_spans for ss in rs.scope_spans for s in ss.spans]
+    assert spans and [s.size for s in spans] == [len(w.SerializeToString()) for w in wire]

@@ -64,6 +64,9 @@ def test_real_clients_to_every_destination(tmp_path, observatory_sink, flightdec
             metrics = c.get("/metrics").text
             assert 'otel_bridge_receiver_items_total{outcome="accepted",receiver="grpc",signal="traces"}' in metrics
             assert 'otel_bridge_exporter_items_total{exporter="clickhouse",outcome="sent"}' in metrics
+            rss = [line for line in metrics.splitlines() if line.startswith("otel_bridge_process_peak_rss_bytes{")]
+            assert len(rss) == 1 and 'process="serve"' in rss[0] and float(rss[0].split()[-1]) > 10 * 2**20
+            assert "otel_bridge_runs_held_bytes " in metrics
         # The synthetic runs (environment local). The fixtures' runs are not counted here: FlightDeck keys runs by
         # run_id across releases, and the session's FlightDeck server may have stored these fixtures already.
         assert wait_until(lambda: len(fd.runs(release, window="3650d")) == 5)

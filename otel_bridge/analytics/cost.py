@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from clickhouse_connect.driver.exceptions import DatabaseError
+
 from otel_bridge.analytics.store import Store
 from otel_bridge.pricing import PriceTable
 
@@ -84,9 +86,15 @@ _ROW_ATTRS = (
 
 
 def span_pairs(store: Store) -> list[tuple[str, str]]:
-    """Distinct (provider, model) of stored spans (cheap: both are LowCardinality)."""
-    sql = f"SELECT DISTINCT provider, model FROM {store.table('spans')} WHERE model != ''"
-    return [(r[0], r[1]) for r in store.client.query(sql).result_rows]
+    """Distinct (provider, model) of stored spans, from the small table a materialised view keeps (schema v3)
+    instead of a scan of every span."""
+    sql = f"SELECT DISTINCT provider, model FROM {store.table('span_models')}"
+    try:
+        rows = store.client.query(sql).result_rows
+    except DatabaseError:  # a server whose schema is managed by hand (create_schema: false) and older than v3
+        sql = f"SELECT DISTINCT provider, model FROM {store.table('spans')} WHERE model != ''"
+        rows = store.client.query(sql).result_rows
+    return [(r[0], r[1]) for r in rows]
 
 
 def bucket(value: str, op: str, bounds: set[int], default: int) -> str:

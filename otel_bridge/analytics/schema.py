@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SPAN_COLUMNS = (
     "trace_id", "span_id", "run_id", "parent_span_id", "parent_run_id", "kind", "operation", "name",
@@ -180,11 +180,35 @@ def _prices_ddl(o: DDLOptions) -> list[str]:
     ]
 
 
+def _span_models_ddl(o: DDLOptions) -> list[str]:
+    """The (provider, model) pairs ever stored, kept by a materialised view on ``spans``: costs must price the
+    pairs present before aggregating, and a ``DISTINCT`` over every span row cost as much CPU as the FINAL
+    aggregation it prepares (bench/clickhouse.py). A set needs no dedup; pairs whose spans expired stay listed,
+    which only adds an unused price row to the query. Backfilled from the spans already stored."""
+    db, cl = _ident(o.database), _on_cluster(o)
+    local, spans = ("span_models_local", "spans_local") if o.cluster else ("span_models", "spans")
+    out = [
+        f"CREATE TABLE IF NOT EXISTS {db}.{_ident(local)}{cl} (provider {_LC}, model {_LC})\n"
+        f"ENGINE = {_engine(o, local, replacing=False).replace('MergeTree', 'ReplacingMergeTree')} "
+        "ORDER BY (provider, model)",
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.`span_models_mv`{cl} TO {db}.{_ident(local)} AS "
+        f"SELECT DISTINCT provider, model FROM {db}.{_ident(spans)} WHERE model != ''",
+    ]
+    if o.cluster:
+        out.append(
+            f"CREATE TABLE IF NOT EXISTS {db}.span_models{cl} AS {db}.{_ident(local)}\n"
+            f"ENGINE = Distributed({_ident(o.cluster)}, {db}, {_ident(local)}, cityHash64(provider, model))"
+        )
+    out.append(f"INSERT INTO {db}.span_models SELECT DISTINCT provider, model FROM {db}.spans WHERE model != ''")
+    return out
+
+
 # version → (description, statements). Append new versions; never edit a shipped one.
 def migrations(o: DDLOptions) -> list[tuple[int, str, list[str]]]:
     return [
         (1, "spans, runs and events tables", [s for t in _TABLES for s in _table_ddl(o, t)]),
         (2, "model_prices: resolved price rows per (provider, model) seen, for clients like Grafana", _prices_ddl(o)),
+        (3, "span_models: the (provider, model) pairs stored, for pricing", _span_models_ddl(o)),
     ]
 
 

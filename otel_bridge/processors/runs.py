@@ -6,7 +6,9 @@ batches from a collector may bring them later, so a trace is held until it has b
 local root arrived (``max_wait`` while the root has not been seen). In-process the processor also tells the
 assembler which spans are still open, so a trace is never cut while its root runs.
 
-Memory is bounded by ``max_traces``: past it the oldest trace is assembled early and counted. A span arriving for a
+Memory is bounded by ``max_traces`` and by ``max_bytes`` (the spans' size as received, message text included —
+a few traces of long conversations weigh more than thousands of small ones): past either the oldest trace is
+assembled early and counted. A span arriving for a
 run already emitted is counted as late and dropped, never silently merged into another run.
 """
 
@@ -107,6 +109,16 @@ class _Trace:
     spans: dict[str, AgentSpan] = field(default_factory=dict)
     open_spans: int = 0
     root_seen: bool = False
+    size: int = 0  # bytes of its spans (``span_size``)
+
+
+def span_size(a: AgentSpan) -> int:
+    """Bytes a held span stands for: its encoded size when received over OTLP protobuf, else its attribute text
+    (in-process spans hold their values as Python objects) plus a fixed overhead for the objects themselves."""
+    s = a.span
+    if s.size:
+        return s.size
+    return 256 + sum(len(v) for v in s.attributes.values() if isinstance(v, (str, bytes)))
 
 
 class RunAssembler:
@@ -120,15 +132,17 @@ class RunAssembler:
         wait: float = 5.0,
         max_wait: float = 30.0,
         max_traces: int = 10_000,
+        max_bytes: int | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._emit, self._on_late = emit, on_late
-        self.wait, self.max_wait, self.max_traces = wait, max_wait, max_traces
+        self.wait, self.max_wait, self.max_traces, self.max_bytes = wait, max_wait, max_traces, max_bytes
+        self.held_bytes = 0
         self._clock = clock
         self._lock = threading.Lock()
         self._traces: OrderedDict[str, _Trace] = OrderedDict()
         self._emitted: OrderedDict[str, set[str]] = OrderedDict()  # trace → span ids already in emitted runs
-        self.counters = {"runs": 0, "early": 0, "late_spans": 0, "spans_without_run": 0}
+        self.counters = {"runs": 0, "early": 0, "late_spans": 0, "spans_without_run": 0, "cut_for_bytes": 0}
 
     @property
     def in_flight(self) -> int:
@@ -159,7 +173,11 @@ class RunAssembler:
                     late.append(a)
                     continue
                 t = self._trace(a.trace_id)
+                old = t.spans.get(a.span_id)
+                size = span_size(a) - (span_size(old) if old is not None else 0)
                 t.spans[a.span_id] = a
+                t.size += size
+                self.held_bytes += size
                 t.last_seen = now
                 if ended_open:
                     t.open_spans = max(0, t.open_spans - 1)
@@ -167,6 +185,9 @@ class RunAssembler:
                     t.root_seen = True
             while len(self._traces) > self.max_traces:
                 overflow.append(self._pop_oldest())
+            while self.max_bytes is not None and self.held_bytes > self.max_bytes and self._traces:
+                overflow.append(self._pop_oldest())
+                self.counters["cut_for_bytes"] += 1
         for a in late:
             self._call(self._on_late, a)
         self._assemble_all(overflow, early=True)
@@ -199,6 +220,7 @@ class RunAssembler:
 
     def _pop(self, trace_id: str) -> _Trace:
         t = self._traces.pop(trace_id)
+        self.held_bytes -= t.size
         t.spans = dict(t.spans)
         return t
 

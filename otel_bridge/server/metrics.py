@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import resource
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -28,7 +30,7 @@ class _Snapshot:
         runs = s.get("runs", {})
         assembled = CounterMetricFamily("otel_bridge_runs", "Run assembly counters", labels=["counter"])
         for name, value in runs.items():
-            if name != "in_flight":
+            if name not in ("in_flight", "held_bytes"):
                 assembled.add_metric([name], value)
         yield assembled
         unknown = CounterMetricFamily(
@@ -40,6 +42,15 @@ class _Snapshot:
             unknown.add_metric([name], value)
         yield unknown
         yield GaugeMetricFamily("otel_bridge_runs_in_flight", "Traces held for assembly", value=runs.get("in_flight", 0))
+        yield GaugeMetricFamily("otel_bridge_runs_held_bytes", "Bytes of the spans held for assembly (as received)",
+                                value=runs.get("held_bytes", 0))  # fmt: skip
+        rss = GaugeMetricFamily("otel_bridge_process_rss_bytes", "Resident memory per process", labels=["process", "pid"])
+        peak = GaugeMetricFamily("otel_bridge_process_peak_rss_bytes", "Peak resident memory per process", labels=["process", "pid"])
+        for name, mem in s.get("processes", {}).items():
+            rss.add_metric([name, str(mem["pid"])], mem["rss_bytes"])
+            peak.add_metric([name, str(mem["pid"])], mem["peak_rss_bytes"])
+        yield rss
+        yield peak
         items = CounterMetricFamily("otel_bridge_exporter_items", "Items per exporter and outcome", labels=["exporter", "outcome"])
         depth = GaugeMetricFamily("otel_bridge_exporter_queue_depth", "Items waiting in an exporter's queue", labels=["exporter"])
         for exporter, counts in s.get("exporters", {}).items():
@@ -60,6 +71,21 @@ def _receiver_counts(receivers: dict[str, Any]):  # noqa: ANN202
                 yield (receiver, signal), {k: v for k, v in counts.items() if isinstance(v, (int, float))}
         else:
             yield (receiver, ""), {k: v for k, v in by_signal.items() if isinstance(v, (int, float))}
+
+
+def process_memory(pid: int | None = None) -> dict[str, int]:
+    """Current and peak resident memory of a process (Linux ``/proc``; elsewhere this process's peak only)."""
+    pid = os.getpid() if pid is None else pid
+    out = {"pid": pid, "rss_bytes": 0, "peak_rss_bytes": 0}
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith(("VmRSS:", "VmHWM:")):
+                    out["rss_bytes" if line.startswith("VmRSS") else "peak_rss_bytes"] = int(line.split()[1]) * 1024
+    except OSError:
+        if pid == os.getpid():  # ru_maxrss is KiB on Linux, bytes on macOS; /proc is missing on the latter
+            out["peak_rss_bytes"] = out["rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return out
 
 
 def metrics_text(stats: dict[str, Any]) -> bytes:
