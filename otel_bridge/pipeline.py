@@ -341,44 +341,68 @@ def _may_run_long(attrs: Mapping[str, Any]) -> bool:
     return any(attrs.get(key) in values for key, values in _LONG_RUNNING.items())
 
 
-def build_pipeline(
+def inprocess_config(
     *,
     observatory_url: str | None = None,
     observatory_api_key: str | None = None,
     flightdeck_url: str | bool | None = None,
     flightdeck_token: str | None = None,
     clickhouse: Any = None,
-    options: PipelineOptions | None = None,
     dead_letter: str | None = None,
+    data_dir: str | None = None,
     only: tuple[str, ...] = ("observatory", "flightdeck", "clickhouse"),
-) -> Pipeline:
-    """A pipeline from plain arguments and the vendors' environment variables (the in-process path).
+) -> Any:
+    """The packaged config (``${env:...}`` expanded, as serve reads it) with ``install()``'s keyword overrides.
 
-    Observatory is on when a URL is given or ``FLOWX_OBSERVATORY_API_URL`` is set; FlightDeck when a URL (or True)
-    is given or ``FLIGHTDECK_BASE_URL`` is set; ClickHouse when a ``StoreConfig`` is given; each only if in ``only``.
+    Observatory is on when a URL is given or ``FLOWX_OBSERVATORY_API_URL`` is set; FlightDeck when a URL (or True:
+    its default URL) is given or ``FLIGHTDECK_BASE_URL`` is set; ClickHouse only when a ``StoreConfig`` (or
+    ``Store``) is given; each only if in ``only``. In-process runs are assembled sooner (0.5 s quiet, 5 s at most)
+    than serve's, which waits for spans from other processes. There is no spool in-process, so dead letters are
+    written only where asked: ``dead_letter`` (one file for every destination) or under ``data_dir``.
     """
-    import os
+    from otel_bridge.config import load_config
+    from otel_bridge.exporters.flightdeck import DEFAULT_BASE_URL
+    from pydantic import SecretStr
 
-    exporters: dict[str, BatchExporter] = {}
-    if "observatory" in only and (observatory_url or os.environ.get("FLOWX_OBSERVATORY_API_URL")):
-        from otel_bridge.exporters.observatory import ObservatorySender
+    cfg = load_config(data_dir=data_dir)
+    ex, pr = cfg.exporters, cfg.processors
+    obs = {"url": observatory_url or ex.observatory.url}
+    if observatory_api_key is not None:
+        obs["api_key"] = SecretStr(observatory_api_key)
+    fd_url = flightdeck_url if isinstance(flightdeck_url, str) else ex.flightdeck.url or (DEFAULT_BASE_URL if flightdeck_url else "")
+    fd = {"url": fd_url}
+    if flightdeck_token is not None:
+        fd["token"] = SecretStr(flightdeck_token)
+    if dead_letter:
+        obs["dead_letter"] = fd["dead_letter"] = dead_letter
+    on = [n for n in cfg.service.pipelines.traces.exporters if n in only and (n != "clickhouse" or clickhouse is not None)]
+    return _updated(
+        cfg,
+        exporters=_updated(ex, observatory=_updated(ex.observatory, **obs), flightdeck=_updated(ex.flightdeck, **fd),
+                           clickhouse=_store_settings(ex.clickhouse, clickhouse, dead_letter)),
+        processors=_updated(pr, runs=_updated(pr.runs, wait=0.5, max_wait=5.0)),
+        service=_updated(cfg.service, pipelines=_updated(cfg.service.pipelines, traces=_updated(cfg.service.pipelines.traces, exporters=on))),
+    )
 
-        exporters["observatory"] = BatchExporter(ObservatorySender(observatory_url, observatory_api_key), dead_letter=dead_letter)
-    if "flightdeck" in only and (flightdeck_url or os.environ.get("FLIGHTDECK_BASE_URL")):
-        from otel_bridge.exporters.flightdeck import FlightDeckSender
 
-        url = flightdeck_url if isinstance(flightdeck_url, str) else None
-        exporters["flightdeck"] = BatchExporter(FlightDeckSender(url, flightdeck_token), dead_letter=dead_letter)
-    if "clickhouse" in only and clickhouse is not None:
-        from otel_bridge.exporters.clickhouse import clickhouse_exporter
+def build_inprocess(*, options: PipelineOptions | None = None, **overrides: Any) -> Pipeline:
+    """``install()`` and the SDK entry points: ``build`` of ``inprocess_config(**overrides)`` — the one wiring.
+    ``options`` replaces the settings the config gives (tests shorten run assembly's wait with it)."""
+    data_dir, clickhouse = overrides.get("data_dir"), overrides.get("clickhouse")
+    return build(inprocess_config(**overrides), clickhouse, options=options, default_dead_letters=data_dir is not None)
 
-        exporters["clickhouse"] = clickhouse_exporter(clickhouse)
-    if options is None:
-        # The FLIGHTDECK_* fallbacks are read the one way serve reads them: the packaged config's ${env:...}.
-        from otel_bridge.config import load_config
 
-        options = PipelineOptions(wait=0.5, max_wait=5.0, flightdeck=flightdeck_mapping(load_config().processors.flightdeck))
-    return Pipeline(exporters, options)
+def _updated(model: Any, **update: Any) -> Any:
+    return model.model_copy(update=update)
+
+
+def _store_settings(ch: Any, store: Any, dead_letter: str | None) -> Any:
+    """``exporters.clickhouse`` taking the text limit and TTL of the store ``install(clickhouse=...)`` was given."""
+    settings = getattr(store, "config", store)
+    update: dict[str, Any] = {"dead_letter": dead_letter} if dead_letter else {}
+    if settings is not None:
+        update.update(text_limit=settings.text_limit, ttl=settings.ttl_days * 86400.0)
+    return _updated(ch, **update)
 
 
 def flightdeck_mapping(fd: Any) -> FlightDeckMapping:
@@ -418,11 +442,12 @@ def store_config(cfg: Any) -> Any:
     )
 
 
-def dead_letter_path(cfg: Any, name: str) -> str:
-    """``exporters.<name>.dead_letter``, or by default one JSONL per destination under the data dir."""
+def dead_letter_path(cfg: Any, name: str, default: bool = True) -> str | None:
+    """``exporters.<name>.dead_letter``, or by default one JSONL per destination under the data dir (None: no
+    default, the in-process path without a data dir)."""
     configured = getattr(getattr(cfg.exporters, name), "dead_letter", "") or ""
-    if configured:
-        return configured
+    if configured or not default:
+        return configured or None
     from pathlib import Path
 
     return str(Path(cfg.exporters.clickhouse.data_dir).expanduser() / "dead-letters" / f"{name}.jsonl")
@@ -432,12 +457,13 @@ def sender_for(cfg: Any, name: str, store: Any = None) -> Any:
     """The sender of one configured destination (also used by ``otel-bridge dead-letters retry``)."""
     ex = cfg.exporters
     if name == "clickhouse":
+        from otel_bridge.analytics.store import Store, StoreConfig
         from otel_bridge.exporters.clickhouse import ClickHouseSender
 
+        if isinstance(store, StoreConfig):  # in-process: settings given, the exporter opens and closes the store
+            return ClickHouseSender(Store.open(store), owns_store=True)
         if store is not None:
             return ClickHouseSender(store)
-        from otel_bridge.analytics.store import Store
-
         return ClickHouseSender(Store.open(store_config(cfg)), owns_store=True)
     from otel_bridge.tls import client_context
 
@@ -452,10 +478,19 @@ def sender_for(cfg: Any, name: str, store: Any = None) -> Any:
     return FlightDeckSender(ex.flightdeck.url, ex.flightdeck.token_value or None, verify=verify)
 
 
-def build(cfg: Any, store: Any = None, *, ledger: Ledger | None = None) -> Pipeline:
-    """The traces pipeline of a ``BridgeConfig``: its enabled exporters, its processors' settings, in the order
-    ``service.pipelines.traces.processors`` lists them. ``store`` is the ClickHouse store the serving process
-    already opened (the API queries share it); ``ledger`` the spool's delivery ledger (serve)."""
+def build(
+    cfg: Any,
+    store: Any = None,
+    *,
+    ledger: Ledger | None = None,
+    options: PipelineOptions | None = None,
+    default_dead_letters: bool = True,
+) -> Pipeline:
+    """The traces pipeline of a ``BridgeConfig`` — serve, ``install()`` and the SDK entry points all come here:
+    its enabled exporters, its processors' settings, in the order ``service.pipelines.traces.processors`` lists
+    them. ``store`` is the ClickHouse store the serving process already opened (the API queries share it), or
+    the ``StoreConfig`` given to ``install()``; ``ledger`` the spool's delivery ledger (serve); ``options``
+    replaces the processors' settings; ``default_dead_letters=False`` writes dead letters only where configured."""
     traces = cfg.service.pipelines.traces
     ex, pr = cfg.exporters, cfg.processors
     exporters: dict[str, BatchExporter] = {}
@@ -469,11 +504,11 @@ def build(cfg: Any, store: Any = None, *, ledger: Ledger | None = None) -> Pipel
             max_elapsed=batch.max_elapsed,
             initial_backoff=batch.initial_backoff,
             max_backoff=batch.max_backoff,
-            dead_letter=dead_letter_path(cfg, name),
+            dead_letter=dead_letter_path(cfg, name, default_dead_letters),
             ledger=ledger,
         )
     redact = "redact" in traces.processors
-    options = PipelineOptions(
+    options = options or PipelineOptions(
         wait=pr.runs.wait,
         max_wait=pr.runs.max_wait,
         max_traces=pr.runs.max_traces,
