@@ -20,8 +20,8 @@ from otel_bridge import admission
 from otel_bridge.exporters.batch import BatchExporter
 from otel_bridge.exporters.ledger import Ledger
 from otel_bridge.processors import stages
-from otel_bridge.processors.flightdeck import FlightDeckMapping, release_of, run_events
-from otel_bridge.processors.observatory import CUSTOM_EVENTS, ObservatoryConverter
+from otel_bridge.processors.flightdeck import FlightDeckMapping, release_of
+from otel_bridge.processors.observatory import ObservatoryConverter
 from otel_bridge.processors.redact import Redactor
 from otel_bridge.processors.runs import Run, RunAssembler
 from otel_bridge.agentspan import AgentSpan, Context
@@ -61,7 +61,9 @@ class Pipeline:
         self.options = options or PipelineOptions()
         self.exporters = dict(exporters)
         self.ledger = ledger
-        self.observatory = ObservatoryConverter(self.options.app_id)
+        # Each destination that is on converts for itself (``exporters/<name>.py``); nothing for one that is off.
+        self.converters = {name: c for name in self.exporters if (c := _conversion(name, self.options)) is not None}
+        self._custom = ObservatoryConverter(self.options.app_id)  # track_event's record (stateless use only)
         self.assembler = RunAssembler(
             self._trace_done,
             on_late=self._late_span,
@@ -118,15 +120,12 @@ class Pipeline:
         with self._lock:
             parent = self._started.get(a.parent_span_id) if a.parent_span_id else None
             a.inherit(parent)
-            self.observatory.note_span(a)
-            event = self.observatory.start_event(a)
+            items = {name: c.started(a) for name, c in self.converters.items()}
             self._started[a.span_id] = a.context() if a.kind in ("agent", "chain") else (parent or Context())
             if len(self._started) > self.options.max_traces * 10:
                 self._started.popitem(last=False)
-        if event is not None:
-            self._offer("observatory", [event])
-            if "clickhouse" in self.exporters:
-                self._offer("clickhouse", [("spans", self._span_row(a, status="started"))])
+        for name, converted in items.items():
+            self._offer(name, converted)
 
     def submit_logs(self, logs: Iterable[BridgeLog], pos: int | None = None) -> None:
         now = time.monotonic()
@@ -145,10 +144,9 @@ class Pipeline:
         a = recognise(span) if span is not None else None
         if a is not None:
             stages.redact_span(a, self.redactor)
-        event = self.observatory.custom_event(name, stages.redact_value(dict(fields), self.redactor), a, time_ns)
-        self._offer("observatory", [event])
-        if "clickhouse" in self.exporters:
-            self._offer("clickhouse", [("events", self._event_row(event))])
+        event = self._custom.custom_event(name, stages.redact_value(dict(fields), self.redactor), a, time_ns)
+        for dest, converter in self.converters.items():
+            self._offer(dest, converter.custom(event))
         return event
 
     def submit_rows(self, rows: list[tuple[str, Any]], pos: int | None = None) -> None:
@@ -267,67 +265,35 @@ class Pipeline:
                 self._release_logs(attached)
 
     def _convert(self, spans: list[AgentSpan], runs: list[Run], pos: int | None) -> None:
+        """The configured processors, then each enabled destination's own conversion of the same plain data."""
         for a in spans:
             stages.redact_span(a, self.redactor)
-        to_clickhouse, to_observatory = "clickhouse" in self.exporters, "observatory" in self.exporters
-        events, rows = [], []
+        if "flightdeck" in self.converters or "clickhouse" in self.converters:
+            self.counters["runs_without_release"] += sum(1 for r in runs if release_of(r, self.options.flightdeck) is None)
         with self._lock:
             inherit_context(spans)
-            release = {}
-            for r in runs:
-                named = release_of(r, self.options.flightdeck)
-                release.update((a.span_id, named) for a in r.spans)
-            if to_observatory:
-                for a in spans:  # start order: parents are known before their children ask for them
-                    self.observatory.note_span(a)
-            for a in sorted(spans, key=lambda a: a.span.end_ns):  # events go out in the order things ended
-                started = self._started.pop(a.span_id, None) is not None
-                if not (to_observatory or to_clickhouse):
-                    continue  # nothing converted for a destination that is off
-                # ClickHouse keeps only the custom events (chat, feedback, saved) of the Observatory conversion.
-                converted = self.observatory.convert(a, started=started) if to_observatory else self.observatory.custom_events(a)
-                events.extend(converted)
-                if to_clickhouse and a.kind != "other":
-                    rows.append(("spans", self._span_row(a, release_id=release.get(a.span_id))))
-                if to_clickhouse:  # custom events count whatever span carried them (a chat message's own span)
-                    rows.extend(("events", self._event_row(e)) for e in converted if e["name"] in CUSTOM_EVENTS)
-        fd_events = []
-        to_flightdeck = "flightdeck" in self.exporters
-        for run in runs if (to_flightdeck or to_clickhouse) else ():
-            converted = run_events(run, self.options.flightdeck)
-            if not converted:
-                self.counters["runs_without_release"] += 1
-            if to_flightdeck:
-                fd_events.extend(converted)
-            if to_clickhouse:
-                rows.append(("runs", self._run_row(run, converted[-1] if converted else {})))
-        self._offer("observatory", events, pos)
-        self._offer("clickhouse", rows, pos)
-        self._offer("flightdeck", fd_events, pos)
-
-    def _span_row(self, a: AgentSpan, **kwargs: Any) -> Any:
-        return _clickhouse().span_row(a, text_limit=self.options.text_limit, **kwargs)
-
-    def _run_row(self, run: Run, head: Mapping[str, Any]) -> Any:
-        """The runs row reuses what the FlightDeck mapping decided (release, tenant, task, environment)."""
-        return _clickhouse().run_row(
-            run,
-            release_id=head.get("release_id") or release_of(run, self.options.flightdeck),
-            tenant_id=head.get("tenant_id"),
-            task_id=head.get("task_id"),
-            environment=head.get("environment") or run.root.environment,
-        )
-
-    @staticmethod
-    def _event_row(event: dict[str, Any]) -> Any:
-        return _clickhouse().event_row(event)
+            started = frozenset(a.span_id for a in spans if self._started.pop(a.span_id, None) is not None)
+            items = {name: c.trace(spans, runs, started) for name, c in self.converters.items()}
+        for name, converted in items.items():
+            self._offer(name, converted, pos)
 
 
-def _clickhouse() -> Any:
-    """Imported on first use: an in-process install without ClickHouse never loads clickhouse-connect."""
-    from otel_bridge.exporters import clickhouse
+def _conversion(name: str, options: PipelineOptions) -> Any:
+    """The converter a destination owns next to its exporter, imported only when that destination is on (an
+    in-process install without ClickHouse never loads clickhouse-connect); None for a name with none."""
+    if name == "observatory":
+        from otel_bridge.exporters.observatory import ObservatoryConversion
 
-    return clickhouse
+        return ObservatoryConversion(options.app_id)
+    if name == "flightdeck":
+        from otel_bridge.exporters.flightdeck import FlightDeckConversion
+
+        return FlightDeckConversion(options.flightdeck)
+    if name == "clickhouse":
+        from otel_bridge.exporters.clickhouse import ClickHouseConversion
+
+        return ClickHouseConversion(options.app_id, options.flightdeck, options.text_limit)
+    return None
 
 
 _LONG_RUNNING = {
