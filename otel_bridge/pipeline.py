@@ -1,8 +1,10 @@
 """The one place that knows receivers' output, processors and exporters, and wires them (DESIGN: dependency direction).
 
 Flow: finished spans → ``AgentSpan`` → run assembly (held per trace until it is complete, like the collector's
-groupbytrace) → for each finished trace: context handed down, GenAI log events attached, then Observatory events,
-ClickHouse span/run/event rows and FlightDeck RunEvents, each offered to its exporter's batching engine.
+groupbytrace) → for each finished trace: context handed down, GenAI log events attached, the configured processors,
+then each enabled destination's own converter (``exporters/<name>.py``: Observatory events, ClickHouse
+span/run/event rows, FlightDeck RunEvents), each offered to its exporter's batching engine. ``build`` is the one
+wiring, for serve and (through ``build_inprocess``) for ``install()`` and the SDK entry points.
 In-process ``_start`` events skip the hold so a running agent shows as started at once.
 """
 
