@@ -98,10 +98,10 @@ def bridge_provider(http_port: int):  # noqa: ANN201
     from opentelemetry.sdk.trace import TracerProvider
 
     import otel_bridge
-    from otel_bridge.pipeline import build_pipeline
+    from otel_bridge.pipeline import build_inprocess
 
     provider = TracerProvider()
-    pipeline = build_pipeline(observatory_url=f"http://127.0.0.1:{http_port}", observatory_api_key="bench", only=("observatory",))
+    pipeline = build_inprocess(observatory_url=f"http://127.0.0.1:{http_port}", observatory_api_key="bench", only=("observatory",))
     provider.bridge = otel_bridge.install(provider, pipeline=pipeline)
     provider.pipeline = pipeline
     return provider

@@ -16,7 +16,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
-from otel_bridge.pipeline import Pipeline, build_pipeline
+from otel_bridge.pipeline import Pipeline, build_inprocess
 from otel_bridge.processors.sdk import BridgeSpanProcessor
 from otel_bridge.spans import span_from_sdk
 
@@ -34,14 +34,16 @@ def install(
 ) -> BridgeSpanProcessor:
     """Add a ``BridgeSpanProcessor`` to a tracer provider (the global one by default).
 
-    ``kwargs`` go to ``otel_bridge.pipeline.build_pipeline`` (``observatory_url``, ``observatory_api_key``,
-    ``flightdeck_url``, ``clickhouse``, ``options``...). With ``logger_provider`` the GenAI log events that carry
-    message content are correlated too.
+    The pipeline is ``otel_bridge.pipeline.build`` of the packaged config (``${env:...}`` expanded) — the wiring
+    serve uses — with ``kwargs`` as overrides (``observatory_url``, ``observatory_api_key``, ``flightdeck_url``,
+    ``flightdeck_token``, ``clickhouse``, ``dead_letter``, ``data_dir``, ``only``, ``options``; see
+    ``pipeline.inprocess_config``). With ``logger_provider`` the GenAI log events that carry message content are
+    correlated too.
     """
     provider = tracer_provider or trace.get_tracer_provider()
     if not hasattr(provider, "add_span_processor"):
         raise TypeError("install() needs an SDK TracerProvider (opentelemetry.sdk.trace.TracerProvider)")
-    pipeline = pipeline or build_pipeline(**kwargs)
+    pipeline = pipeline or build_inprocess(**kwargs)
     if not pipeline.exporters:
         log.warning("otel-bridge installed with no exporter: set FLOWX_OBSERVATORY_API_URL or FLIGHTDECK_BASE_URL")
     processor = BridgeSpanProcessor(pipeline, shutdown_timeout=shutdown_timeout)
@@ -106,7 +108,7 @@ class ObservatorySpanExporter(_PipelineSpanExporter):
         url = kwargs.pop("url", None) or os.environ.get("FLOWX_OBSERVATORY_API_URL")
         if not url:
             raise ValueError("the observatory exporter needs FLOWX_OBSERVATORY_API_URL")
-        return build_pipeline(observatory_url=url, only=("observatory",), **kwargs)
+        return build_inprocess(observatory_url=url, only=("observatory",), **kwargs)
 
 
 class FlightDeckSpanExporter(_PipelineSpanExporter):
@@ -116,4 +118,4 @@ class FlightDeckSpanExporter(_PipelineSpanExporter):
         import os
 
         url = kwargs.pop("url", None) or os.environ.get("FLIGHTDECK_BASE_URL") or True
-        return build_pipeline(flightdeck_url=url, only=("flightdeck",), **kwargs)
+        return build_inprocess(flightdeck_url=url, only=("flightdeck",), **kwargs)

@@ -1,8 +1,10 @@
 """The one place that knows receivers' output, processors and exporters, and wires them (DESIGN: dependency direction).
 
 Flow: finished spans → ``AgentSpan`` → run assembly (held per trace until it is complete, like the collector's
-groupbytrace) → for each finished trace: context handed down, GenAI log events attached, then Observatory events,
-ClickHouse span/run/event rows and FlightDeck RunEvents, each offered to its exporter's batching engine.
+groupbytrace) → for each finished trace: context handed down, GenAI log events attached, the configured processors,
+then each enabled destination's own converter (``exporters/<name>.py``: Observatory events, ClickHouse
+span/run/event rows, FlightDeck RunEvents), each offered to its exporter's batching engine. ``build`` is the one
+wiring, for serve and (through ``build_inprocess``) for ``install()`` and the SDK entry points.
 In-process ``_start`` events skip the hold so a running agent shows as started at once.
 """
 
@@ -20,8 +22,8 @@ from otel_bridge import admission
 from otel_bridge.exporters.batch import BatchExporter
 from otel_bridge.exporters.ledger import Ledger
 from otel_bridge.processors import stages
-from otel_bridge.processors.flightdeck import FlightDeckMapping, release_of, run_events
-from otel_bridge.processors.observatory import CUSTOM_EVENTS, ObservatoryConverter
+from otel_bridge.processors.flightdeck import FlightDeckMapping, release_of
+from otel_bridge.processors.observatory import ObservatoryConverter
 from otel_bridge.processors.redact import Redactor
 from otel_bridge.processors.runs import Run, RunAssembler
 from otel_bridge.agentspan import AgentSpan, Context
@@ -62,7 +64,9 @@ class Pipeline:
         self.options = options or PipelineOptions()
         self.exporters = dict(exporters)
         self.ledger = ledger
-        self.observatory = ObservatoryConverter(self.options.app_id)
+        # Each destination that is on converts for itself (``exporters/<name>.py``); nothing for one that is off.
+        self.converters = {name: c for name in self.exporters if (c := _conversion(name, self.options)) is not None}
+        self._custom = ObservatoryConverter(self.options.app_id)  # track_event's record (stateless use only)
         self.assembler = RunAssembler(
             self._trace_done,
             on_late=self._late_span,
@@ -120,15 +124,12 @@ class Pipeline:
         with self._lock:
             parent = self._started.get(a.parent_span_id) if a.parent_span_id else None
             a.inherit(parent)
-            self.observatory.note_span(a)
-            event = self.observatory.start_event(a)
+            items = {name: c.started(a) for name, c in self.converters.items()}
             self._started[a.span_id] = a.context() if a.kind in ("agent", "chain") else (parent or Context())
             if len(self._started) > self.options.max_traces * 10:
                 self._started.popitem(last=False)
-        if event is not None:
-            self._offer("observatory", [event])
-            if "clickhouse" in self.exporters:
-                self._offer("clickhouse", [("spans", self._span_row(a, status="started"))])
+        for name, converted in items.items():
+            self._offer(name, converted)
 
     def submit_logs(self, logs: Iterable[BridgeLog], pos: int | None = None) -> None:
         now = time.monotonic()
@@ -147,10 +148,9 @@ class Pipeline:
         a = recognise(span) if span is not None else None
         if a is not None:
             stages.redact_span(a, self.redactor)
-        event = self.observatory.custom_event(name, stages.redact_value(dict(fields), self.redactor), a, time_ns)
-        self._offer("observatory", [event])
-        if "clickhouse" in self.exporters:
-            self._offer("clickhouse", [("events", self._event_row(event))])
+        event = self._custom.custom_event(name, stages.redact_value(dict(fields), self.redactor), a, time_ns)
+        for dest, converter in self.converters.items():
+            self._offer(dest, converter.custom(event))
         return event
 
     def submit_rows(self, rows: list[tuple[str, Any]], pos: int | None = None) -> None:
@@ -271,67 +271,35 @@ class Pipeline:
                 self._release_logs(attached)
 
     def _convert(self, spans: list[AgentSpan], runs: list[Run], pos: int | None) -> None:
+        """The configured processors, then each enabled destination's own conversion of the same plain data."""
         for a in spans:
             stages.redact_span(a, self.redactor)
-        to_clickhouse, to_observatory = "clickhouse" in self.exporters, "observatory" in self.exporters
-        events, rows = [], []
+        if "flightdeck" in self.converters or "clickhouse" in self.converters:
+            self.counters["runs_without_release"] += sum(1 for r in runs if release_of(r, self.options.flightdeck) is None)
         with self._lock:
             inherit_context(spans)
-            release = {}
-            for r in runs:
-                named = release_of(r, self.options.flightdeck)
-                release.update((a.span_id, named) for a in r.spans)
-            if to_observatory:
-                for a in spans:  # start order: parents are known before their children ask for them
-                    self.observatory.note_span(a)
-            for a in sorted(spans, key=lambda a: a.span.end_ns):  # events go out in the order things ended
-                started = self._started.pop(a.span_id, None) is not None
-                if not (to_observatory or to_clickhouse):
-                    continue  # nothing converted for a destination that is off
-                # ClickHouse keeps only the custom events (chat, feedback, saved) of the Observatory conversion.
-                converted = self.observatory.convert(a, started=started) if to_observatory else self.observatory.custom_events(a)
-                events.extend(converted)
-                if to_clickhouse and a.kind != "other":
-                    rows.append(("spans", self._span_row(a, release_id=release.get(a.span_id))))
-                if to_clickhouse:  # custom events count whatever span carried them (a chat message's own span)
-                    rows.extend(("events", self._event_row(e)) for e in converted if e["name"] in CUSTOM_EVENTS)
-        fd_events = []
-        to_flightdeck = "flightdeck" in self.exporters
-        for run in runs if (to_flightdeck or to_clickhouse) else ():
-            converted = run_events(run, self.options.flightdeck)
-            if not converted:
-                self.counters["runs_without_release"] += 1
-            if to_flightdeck:
-                fd_events.extend(converted)
-            if to_clickhouse:
-                rows.append(("runs", self._run_row(run, converted[-1] if converted else {})))
-        self._offer("observatory", events, pos)
-        self._offer("clickhouse", rows, pos)
-        self._offer("flightdeck", fd_events, pos)
-
-    def _span_row(self, a: AgentSpan, **kwargs: Any) -> Any:
-        return _clickhouse().span_row(a, text_limit=self.options.text_limit, **kwargs)
-
-    def _run_row(self, run: Run, head: Mapping[str, Any]) -> Any:
-        """The runs row reuses what the FlightDeck mapping decided (release, tenant, task, environment)."""
-        return _clickhouse().run_row(
-            run,
-            release_id=head.get("release_id") or release_of(run, self.options.flightdeck),
-            tenant_id=head.get("tenant_id"),
-            task_id=head.get("task_id"),
-            environment=head.get("environment") or run.root.environment,
-        )
-
-    @staticmethod
-    def _event_row(event: dict[str, Any]) -> Any:
-        return _clickhouse().event_row(event)
+            started = frozenset(a.span_id for a in spans if self._started.pop(a.span_id, None) is not None)
+            items = {name: c.trace(spans, runs, started) for name, c in self.converters.items()}
+        for name, converted in items.items():
+            self._offer(name, converted, pos)
 
 
-def _clickhouse() -> Any:
-    """Imported on first use: an in-process install without ClickHouse never loads clickhouse-connect."""
-    from otel_bridge.exporters import clickhouse
+def _conversion(name: str, options: PipelineOptions) -> Any:
+    """The converter a destination owns next to its exporter, imported only when that destination is on (an
+    in-process install without ClickHouse never loads clickhouse-connect); None for a name with none."""
+    if name == "observatory":
+        from otel_bridge.exporters.observatory import ObservatoryConversion
 
-    return clickhouse
+        return ObservatoryConversion(options.app_id)
+    if name == "flightdeck":
+        from otel_bridge.exporters.flightdeck import FlightDeckConversion
+
+        return FlightDeckConversion(options.flightdeck)
+    if name == "clickhouse":
+        from otel_bridge.exporters.clickhouse import ClickHouseConversion
+
+        return ClickHouseConversion(options.app_id, options.flightdeck, options.text_limit)
+    return None
 
 
 _LONG_RUNNING = {
@@ -345,44 +313,68 @@ def _may_run_long(attrs: Mapping[str, Any]) -> bool:
     return any(attrs.get(key) in values for key, values in _LONG_RUNNING.items())
 
 
-def build_pipeline(
+def inprocess_config(
     *,
     observatory_url: str | None = None,
     observatory_api_key: str | None = None,
     flightdeck_url: str | bool | None = None,
     flightdeck_token: str | None = None,
     clickhouse: Any = None,
-    options: PipelineOptions | None = None,
     dead_letter: str | None = None,
+    data_dir: str | None = None,
     only: tuple[str, ...] = ("observatory", "flightdeck", "clickhouse"),
-) -> Pipeline:
-    """A pipeline from plain arguments and the vendors' environment variables (the in-process path).
+) -> Any:
+    """The packaged config (``${env:...}`` expanded, as serve reads it) with ``install()``'s keyword overrides.
 
-    Observatory is on when a URL is given or ``FLOWX_OBSERVATORY_API_URL`` is set; FlightDeck when a URL (or True)
-    is given or ``FLIGHTDECK_BASE_URL`` is set; ClickHouse when a ``StoreConfig`` is given; each only if in ``only``.
+    Observatory is on when a URL is given or ``FLOWX_OBSERVATORY_API_URL`` is set; FlightDeck when a URL (or True:
+    its default URL) is given or ``FLIGHTDECK_BASE_URL`` is set; ClickHouse only when a ``StoreConfig`` (or
+    ``Store``) is given; each only if in ``only``. In-process runs are assembled sooner (0.5 s quiet, 5 s at most)
+    than serve's, which waits for spans from other processes. There is no spool in-process, so dead letters are
+    written only where asked: ``dead_letter`` (one file for every destination) or under ``data_dir``.
     """
-    import os
+    from otel_bridge.config import load_config
+    from otel_bridge.exporters.flightdeck import DEFAULT_BASE_URL
+    from pydantic import SecretStr
 
-    exporters: dict[str, BatchExporter] = {}
-    if "observatory" in only and (observatory_url or os.environ.get("FLOWX_OBSERVATORY_API_URL")):
-        from otel_bridge.exporters.observatory import ObservatorySender
+    cfg = load_config(data_dir=data_dir)
+    ex, pr = cfg.exporters, cfg.processors
+    obs = {"url": observatory_url or ex.observatory.url}
+    if observatory_api_key is not None:
+        obs["api_key"] = SecretStr(observatory_api_key)
+    fd_url = flightdeck_url if isinstance(flightdeck_url, str) else ex.flightdeck.url or (DEFAULT_BASE_URL if flightdeck_url else "")
+    fd = {"url": fd_url}
+    if flightdeck_token is not None:
+        fd["token"] = SecretStr(flightdeck_token)
+    if dead_letter:
+        obs["dead_letter"] = fd["dead_letter"] = dead_letter
+    on = [n for n in cfg.service.pipelines.traces.exporters if n in only and (n != "clickhouse" or clickhouse is not None)]
+    return _updated(
+        cfg,
+        exporters=_updated(ex, observatory=_updated(ex.observatory, **obs), flightdeck=_updated(ex.flightdeck, **fd),
+                           clickhouse=_store_settings(ex.clickhouse, clickhouse, dead_letter)),
+        processors=_updated(pr, runs=_updated(pr.runs, wait=0.5, max_wait=5.0)),
+        service=_updated(cfg.service, pipelines=_updated(cfg.service.pipelines, traces=_updated(cfg.service.pipelines.traces, exporters=on))),
+    )
 
-        exporters["observatory"] = BatchExporter(ObservatorySender(observatory_url, observatory_api_key), dead_letter=dead_letter)
-    if "flightdeck" in only and (flightdeck_url or os.environ.get("FLIGHTDECK_BASE_URL")):
-        from otel_bridge.exporters.flightdeck import FlightDeckSender
 
-        url = flightdeck_url if isinstance(flightdeck_url, str) else None
-        exporters["flightdeck"] = BatchExporter(FlightDeckSender(url, flightdeck_token), dead_letter=dead_letter)
-    if "clickhouse" in only and clickhouse is not None:
-        from otel_bridge.exporters.clickhouse import clickhouse_exporter
+def build_inprocess(*, options: PipelineOptions | None = None, **overrides: Any) -> Pipeline:
+    """``install()`` and the SDK entry points: ``build`` of ``inprocess_config(**overrides)`` — the one wiring.
+    ``options`` replaces the settings the config gives (tests shorten run assembly's wait with it)."""
+    data_dir, clickhouse = overrides.get("data_dir"), overrides.get("clickhouse")
+    return build(inprocess_config(**overrides), clickhouse, options=options, default_dead_letters=data_dir is not None)
 
-        exporters["clickhouse"] = clickhouse_exporter(clickhouse)
-    if options is None:
-        # The FLIGHTDECK_* fallbacks are read the one way serve reads them: the packaged config's ${env:...}.
-        from otel_bridge.config import load_config
 
-        options = PipelineOptions(wait=0.5, max_wait=5.0, flightdeck=flightdeck_mapping(load_config().processors.flightdeck))
-    return Pipeline(exporters, options)
+def _updated(model: Any, **update: Any) -> Any:
+    return model.model_copy(update=update)
+
+
+def _store_settings(ch: Any, store: Any, dead_letter: str | None) -> Any:
+    """``exporters.clickhouse`` taking the text limit and TTL of the store ``install(clickhouse=...)`` was given."""
+    settings = getattr(store, "config", store)
+    update: dict[str, Any] = {"dead_letter": dead_letter} if dead_letter else {}
+    if settings is not None:
+        update.update(text_limit=settings.text_limit, ttl=settings.ttl_days * 86400.0)
+    return _updated(ch, **update)
 
 
 def flightdeck_mapping(fd: Any) -> FlightDeckMapping:
@@ -422,11 +414,12 @@ def store_config(cfg: Any) -> Any:
     )
 
 
-def dead_letter_path(cfg: Any, name: str) -> str:
-    """``exporters.<name>.dead_letter``, or by default one JSONL per destination under the data dir."""
+def dead_letter_path(cfg: Any, name: str, default: bool = True) -> str | None:
+    """``exporters.<name>.dead_letter``, or by default one JSONL per destination under the data dir (None: no
+    default, the in-process path without a data dir)."""
     configured = getattr(getattr(cfg.exporters, name), "dead_letter", "") or ""
-    if configured:
-        return configured
+    if configured or not default:
+        return configured or None
     from pathlib import Path
 
     return str(Path(cfg.exporters.clickhouse.data_dir).expanduser() / "dead-letters" / f"{name}.jsonl")
@@ -436,12 +429,13 @@ def sender_for(cfg: Any, name: str, store: Any = None) -> Any:
     """The sender of one configured destination (also used by ``otel-bridge dead-letters retry``)."""
     ex = cfg.exporters
     if name == "clickhouse":
+        from otel_bridge.analytics.store import Store, StoreConfig
         from otel_bridge.exporters.clickhouse import ClickHouseSender
 
+        if isinstance(store, StoreConfig):  # in-process: settings given, the exporter opens and closes the store
+            return ClickHouseSender(Store.open(store), owns_store=True)
         if store is not None:
             return ClickHouseSender(store)
-        from otel_bridge.analytics.store import Store
-
         return ClickHouseSender(Store.open(store_config(cfg)), owns_store=True)
     from otel_bridge.tls import client_context
 
@@ -456,10 +450,19 @@ def sender_for(cfg: Any, name: str, store: Any = None) -> Any:
     return FlightDeckSender(ex.flightdeck.url, ex.flightdeck.token_value or None, verify=verify)
 
 
-def build(cfg: Any, store: Any = None, *, ledger: Ledger | None = None) -> Pipeline:
-    """The traces pipeline of a ``BridgeConfig``: its enabled exporters, its processors' settings, in the order
-    ``service.pipelines.traces.processors`` lists them. ``store`` is the ClickHouse store the serving process
-    already opened (the API queries share it); ``ledger`` the spool's delivery ledger (serve)."""
+def build(
+    cfg: Any,
+    store: Any = None,
+    *,
+    ledger: Ledger | None = None,
+    options: PipelineOptions | None = None,
+    default_dead_letters: bool = True,
+) -> Pipeline:
+    """The traces pipeline of a ``BridgeConfig`` — serve, ``install()`` and the SDK entry points all come here:
+    its enabled exporters, its processors' settings, in the order ``service.pipelines.traces.processors`` lists
+    them. ``store`` is the ClickHouse store the serving process already opened (the API queries share it), or
+    the ``StoreConfig`` given to ``install()``; ``ledger`` the spool's delivery ledger (serve); ``options``
+    replaces the processors' settings; ``default_dead_letters=False`` writes dead letters only where configured."""
     traces = cfg.service.pipelines.traces
     ex, pr = cfg.exporters, cfg.processors
     exporters: dict[str, BatchExporter] = {}
@@ -473,11 +476,11 @@ def build(cfg: Any, store: Any = None, *, ledger: Ledger | None = None) -> Pipel
             max_elapsed=batch.max_elapsed,
             initial_backoff=batch.initial_backoff,
             max_backoff=batch.max_backoff,
-            dead_letter=dead_letter_path(cfg, name),
+            dead_letter=dead_letter_path(cfg, name, default_dead_letters),
             ledger=ledger,
         )
     redact = "redact" in traces.processors
-    options = PipelineOptions(
+    options = options or PipelineOptions(
         wait=pr.runs.wait,
         max_wait=pr.runs.max_wait,
         max_traces=pr.runs.max_traces,

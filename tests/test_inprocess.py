@@ -10,7 +10,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import Status, StatusCode
 
 import otel_bridge
-from otel_bridge.pipeline import PipelineOptions, build_pipeline
+from otel_bridge.pipeline import PipelineOptions, build_inprocess
 
 
 def _provider() -> TracerProvider:
@@ -39,7 +39,7 @@ def _chat(tracer, history, reply, tokens=(100, 20, 40)):
 
 def _install(sink, **kwargs):
     provider = _provider()
-    pipeline = build_pipeline(observatory_url=sink.url, observatory_api_key=sink.api_key, only=("observatory",), options=PipelineOptions(wait=0.05, max_wait=1))
+    pipeline = build_inprocess(observatory_url=sink.url, observatory_api_key=sink.api_key, only=("observatory",), options=PipelineOptions(wait=0.05, max_wait=1))
     processor = otel_bridge.install(provider, pipeline=pipeline)
     return provider, processor
 
@@ -106,3 +106,36 @@ def test_feedback_and_saved_from_track_event_and_span_events(observatory_sink):
     assert custom["saved:"]["run_id"] == agent_run
     assert custom["feedback:negative"]["run_id"] == agent_run and custom["feedback:negative"]["comment"] == "slow"
     assert custom["feedback:positive"]["run_id"] == "run-123"
+
+
+def test_sdk_entry_point_is_built_from_the_packaged_config(observatory_sink, monkeypatch):
+    """``--traces_exporter observatory`` takes its URL, key and app id the way serve does: the packaged config's
+    ``${env:...}``; the pipeline is ``pipeline.build`` of that config with only this destination on."""
+    monkeypatch.setenv("FLOWX_OBSERVATORY_API_URL", observatory_sink.url)
+    monkeypatch.setenv("FLOWX_OBSERVATORY_API_KEY", observatory_sink.api_key)
+    monkeypatch.setenv("FLOWX_OBSERVATORY_APP_ID", "app-from-env")
+    monkeypatch.setenv("FLIGHTDECK_BASE_URL", "http://127.0.0.1:9")  # on in the config, off for this entry point
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    exporter = otel_bridge.ObservatorySpanExporter()
+    assert list(exporter._pipeline.exporters) == ["observatory"]
+    assert exporter._pipeline.options.app_id == "app-from-env"
+    provider = _provider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    _chat(provider.get_tracer("app"), [("user", "hi")], "hello")
+    provider.shutdown()
+    ends = [e for e in observatory_sink.events if e["name"] == "llm_end"]
+    assert len(ends) == 1 and ends[0]["app_id"] == "app-from-env"
+
+
+def test_inprocess_dead_letters_are_opt_in(observatory_sink, tmp_path):
+    """No spool in-process: dead letters only with ``dead_letter`` or a ``data_dir`` (then serve's default path)."""
+    plain = build_inprocess(observatory_url=observatory_sink.url, only=("observatory",))
+    in_dir = build_inprocess(observatory_url=observatory_sink.url, only=("observatory",), data_dir=str(tmp_path))
+    try:
+        assert plain.exporters["observatory"]._dead_letter is None
+        assert in_dir.exporters["observatory"]._dead_letter is not None
+        assert (tmp_path / "dead-letters").is_dir()
+    finally:
+        plain.shutdown(1.0)
+        in_dir.shutdown(1.0)

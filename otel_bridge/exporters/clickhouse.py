@@ -204,3 +204,50 @@ def spans_items(spans: list[AgentSpan], *, release_id: str | None = None, text_l
     return [
         ("spans", span_row(a, release_id=release_id, text_limit=text_limit)) for a in spans if a.kind in STORED_KINDS
     ]
+
+
+class ClickHouseConversion:
+    """AgentSpan/Run → ``(table, row)`` items for this exporter alone (built only when it is on): spans rows,
+    the custom events (chat, feedback, saved) as events rows, runs rows with the release, tenant, task and
+    environment the FlightDeck mapping names. It keeps its own chat de-duplication, so its rows never depend on
+    whether Observatory is on; the pipeline calls it one trace at a time."""
+
+    def __init__(self, app_id: str | None, mapping: Any, text_limit: int = 4096) -> None:
+        from otel_bridge.processors.observatory import ObservatoryConverter
+
+        self.custom_events = ObservatoryConverter(app_id)
+        self.mapping, self.text_limit = mapping, text_limit
+
+    def started(self, a: AgentSpan) -> list[tuple[str, Any]]:
+        """In-process: a ``started`` spans row for what Observatory shows as started."""
+        from otel_bridge.processors.observatory import EVENT_TYPES
+
+        return [("spans", span_row(a, status="started", text_limit=self.text_limit))] if a.kind in EVENT_TYPES else []
+
+    def trace(self, spans: list[AgentSpan], runs: list[Any], started: frozenset[str]) -> list[tuple[str, Any]]:
+        from otel_bridge.processors.flightdeck import release_of
+        from otel_bridge.processors.observatory import CUSTOM_EVENTS
+
+        release = {a.span_id: release_of(r, self.mapping) for r in runs for a in r.spans}
+        rows: list[tuple[str, Any]] = []
+        for a in sorted(spans, key=lambda a: a.span.end_ns):  # rows go in the order things ended
+            custom = self.custom_events.custom_events(a)
+            if a.kind != "other":
+                rows.append(("spans", span_row(a, release_id=release.get(a.span_id), text_limit=self.text_limit)))
+            rows.extend(("events", event_row(e)) for e in custom if e["name"] in CUSTOM_EVENTS)  # whatever span carried them
+        return rows + [("runs", self._run_row(run)) for run in runs]
+
+    def _run_row(self, run: Any) -> RunRow:
+        from otel_bridge.processors.flightdeck import release_of, run_identity
+
+        ident = run_identity(run, self.mapping) or {}
+        return run_row(
+            run,
+            release_id=ident.get("release_id") or release_of(run, self.mapping),
+            tenant_id=ident.get("tenant_id"),
+            task_id=ident.get("task_id"),
+            environment=ident.get("environment") or run.root.environment,
+        )
+
+    def custom(self, event: Mapping[str, Any]) -> list[tuple[str, Any]]:
+        return [("events", event_row(event))]

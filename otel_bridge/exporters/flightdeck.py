@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import ssl
+from typing import Any
 
 import httpx
 import orjson
@@ -68,3 +69,21 @@ class FlightDeckSender(JsonEventsSender):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class FlightDeckConversion:
+    """Run → FlightDeck RunEvents for this exporter alone (built only when it is on); spans alone send nothing."""
+
+    def __init__(self, mapping: Any) -> None:
+        self.mapping = mapping
+
+    def started(self, a: Any) -> list[dict[str, Any]]:
+        return []
+
+    def trace(self, spans: list[Any], runs: list[Any], started: frozenset[str]) -> list[dict[str, Any]]:
+        from otel_bridge.processors.flightdeck import run_events
+
+        return [event for run in runs for event in run_events(run, self.mapping)]
+
+    def custom(self, event: dict[str, Any]) -> list[dict[str, Any]]:
+        return []

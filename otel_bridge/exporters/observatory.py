@@ -54,3 +54,32 @@ class ObservatorySender(JsonEventsSender):
 def observatory_exporter(url: str | None = None, api_key: str | None = None, **batch_kwargs: Any) -> BatchExporter:
     """An Observatory exporter on the shared engine; ``batch_kwargs`` go to :class:`BatchExporter`."""
     return BatchExporter(ObservatorySender(url, api_key), **batch_kwargs)
+
+
+class ObservatoryConversion:
+    """AgentSpan → Observatory events for this exporter alone (built only when it is on). Stateful: chat
+    de-duplication and parent resolution across batches, so the pipeline calls it one trace at a time."""
+
+    def __init__(self, app_id: str | None = None) -> None:
+        from otel_bridge.processors.observatory import ObservatoryConverter
+
+        self.converter = ObservatoryConverter(app_id)
+
+    def started(self, a: Any) -> list[dict[str, Any]]:
+        """In-process: the ``_start`` of something that may run long."""
+        self.converter.note_span(a)
+        event = self.converter.start_event(a)
+        return [event] if event is not None else []
+
+    def trace(self, spans: list[Any], runs: list[Any], started: frozenset[str]) -> list[dict[str, Any]]:
+        """One finished trace: start and end events in the order things ended, then chat/feedback/saved."""
+        for a in spans:  # start order: parents are known before their children ask for them
+            self.converter.note_span(a)
+        events: list[dict[str, Any]] = []
+        for a in sorted(spans, key=lambda a: a.span.end_ns):
+            events.extend(self.converter.convert(a, started=a.span_id in started))
+        return events
+
+    def custom(self, event: dict[str, Any]) -> list[dict[str, Any]]:
+        """``track_event``: the event as built, in Observatory's own call shape."""
+        return [event]

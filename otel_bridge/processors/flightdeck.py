@@ -49,13 +49,28 @@ def release_of(run: Run, m: FlightDeckMapping) -> str | None:
     return mapped or m.release_id
 
 
-def run_events(run: Run, m: FlightDeckMapping) -> list[dict[str, Any]]:
-    """The RunEvents for one run; empty when no release can be named (the caller counts it)."""
+def run_identity(run: Run, m: FlightDeckMapping) -> dict[str, str] | None:
+    """Release, tenant, task and environment of a run (the spans win over the mapping's fallbacks); None when no
+    release can be named. FlightDeck's RunEvents and ClickHouse's runs rows both take them from here."""
     release_id = release_of(run, m)
     if release_id is None:
+        return None
+    span = run.root.span
+    maps = (span.attributes, span.resource)
+    return {
+        "release_id": release_id,
+        "tenant_id": _first(maps, "flightdeck.tenant_id", "tenant.id") or m.tenant_id,
+        "task_id": _first(maps, "flightdeck.task_id") or m.task_id or span.name,
+        "environment": _first(maps, "deployment.environment.name", "deployment.environment") or m.environment,
+    }
+
+
+def run_events(run: Run, m: FlightDeckMapping) -> list[dict[str, Any]]:
+    """The RunEvents for one run; empty when no release can be named (the caller counts it)."""
+    ident = run_identity(run, m)
+    if ident is None:
         return []
     root, span = run.root, run.root.span
-    maps = (span.attributes, span.resource)
     labels = {k: v for k, v in (("service.name", root.service_name), ("service.version", root.service_version)) if v}
     if len(run.models) > 1:
         labels["models"] = ",".join(sorted({u.model for u in run.models}))
@@ -67,11 +82,11 @@ def run_events(run: Run, m: FlightDeckMapping) -> list[dict[str, Any]]:
         "timestamp": iso_ms(span.end_ns),
         "workspace_id": m.workspace_id,
         "agent_id": root.agent_id or root.agent_name or m.agent_id or "unknown",
-        "release_id": release_id,
+        "release_id": ident["release_id"],
         "run_id": run.run_id,
-        "tenant_id": _first(maps, "flightdeck.tenant_id", "tenant.id") or m.tenant_id,
-        "task_id": _first(maps, "flightdeck.task_id") or m.task_id or span.name,
-        "environment": _first(maps, "deployment.environment.name", "deployment.environment") or m.environment,
+        "tenant_id": ident["tenant_id"],
+        "task_id": ident["task_id"],
+        "environment": ident["environment"],
         "request": {"session_id": root.conversation_id or root.session_id, "trace_id": root.trace_id, "span_id": root.span_id},
         "metrics": {"latency_ms": int(round(run.latency_ms)), "success": run.success, "error_type": run.error_type},
         "usage": {

@@ -1,0 +1,55 @@
+"""Each destination converts AgentSpan/Run itself: only the destinations that are on, none from another's output."""
+
+from __future__ import annotations
+
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from otel_bridge.exporters.clickhouse import ClickHouseConversion, event_row
+from otel_bridge.exporters.observatory import ObservatoryConversion
+from otel_bridge.pipeline import Pipeline, build_inprocess
+from otel_bridge.processors.flightdeck import FlightDeckMapping
+from otel_bridge.processors.observatory import CUSTOM_EVENTS
+from otel_bridge.semconv import recognise
+from otel_bridge.spans import span_from_sdk
+from test_inprocess import _chat
+
+
+def _spans(turns: list[tuple[list[tuple[str, str]], str]]):
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("app")
+    with tracer.start_as_current_span("invoke_agent support", attributes={"gen_ai.operation.name": "invoke_agent"}):
+        for history, reply in turns:  # one trace: its chat messages share a thread
+            _chat(tracer, history, reply)
+    provider.shutdown()
+    return [recognise(span_from_sdk(s)) for s in memory.get_finished_spans()]
+
+
+def test_only_destinations_that_are_on_get_a_converter(observatory_sink):
+    pipeline: Pipeline = build_inprocess(observatory_url=observatory_sink.url, only=("observatory",))
+    try:
+        assert list(pipeline.converters) == ["observatory"]
+    finally:
+        pipeline.shutdown(1.0)
+
+
+def test_clickhouse_events_do_not_depend_on_observatory_being_on():
+    """Two turns of one conversation: the second re-sends the first turn's history, which both destinations
+    de-duplicate on their own state, so ClickHouse's events rows are the same with or without Observatory."""
+    turns = [([("user", "hi")], "hello"), ([("user", "hi"), ("assistant", "hello"), ("user", "how much?")], "5 EUR")]
+    observatory, alone, beside = ObservatoryConversion("app"), ClickHouseConversion("app", FlightDeckMapping()), ClickHouseConversion("app", FlightDeckMapping())
+    expected, rows_alone, rows_beside = [], [], []
+    spans = _spans(turns)
+    for a in spans:
+        events = observatory.trace([a], [], frozenset())
+        expected += [event_row(e) for e in events if e["name"] in CUSTOM_EVENTS]
+        rows_beside += beside.trace([a], [], frozenset())
+    for a in spans:
+        rows_alone += alone.trace([a], [], frozenset())
+    chats = [row for table, row in rows_alone if table == "events"]
+    assert len(chats) == 4  # hi, hello, how much?, 5 EUR: the repeated history is not counted twice
+    assert chats == [row for table, row in rows_beside if table == "events"] == expected
+    assert [t for t, _ in rows_alone].count("spans") == 3
