@@ -20,6 +20,8 @@ run: $(STAMP)
 # The browser test drives Debian's chromium (headless); installed here when missing (needs root and apt).
 test: $(STAMP)
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/pytest -q
 
 # Regenerates the committed OTLP fixtures from real instrumentation libraries (not part of `make test`).

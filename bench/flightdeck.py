@@ -19,12 +19,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from flightdeck_server import running_flightdeck  # noqa: E402
 from opentelemetry.sdk.resources import Resource  # noqa: E402
 from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
 
-from flightdeck_server import running_flightdeck  # noqa: E402
 from otel_bridge.exporters.batch import BatchExporter  # noqa: E402
 from otel_bridge.exporters.flightdeck import FlightDeckSender  # noqa: E402
 from otel_bridge.pipeline import Pipeline, PipelineOptions  # noqa: E402
@@ -86,8 +86,8 @@ def main() -> None:
 
 def captured_events(spans: list, release: str) -> list[dict]:
     """The RunEvents otel-bridge makes of these spans, re-targeted at another release, built outside the timing."""
-    from otel_bridge.processors.runs import assemble
     from otel_bridge.processors.flightdeck import run_events
+    from otel_bridge.processors.runs import assemble
     from otel_bridge.semconv import recognise
 
     by_trace: dict[str, dict] = {}

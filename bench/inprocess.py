@@ -101,7 +101,9 @@ def bridge_provider(http_port: int):  # noqa: ANN201
     from otel_bridge.pipeline import build_inprocess
 
     provider = TracerProvider()
-    pipeline = build_inprocess(observatory_url=f"http://127.0.0.1:{http_port}", observatory_api_key="bench", only=("observatory",))
+    pipeline = build_inprocess(
+        observatory_url=f"http://127.0.0.1:{http_port}", observatory_api_key="bench", only=("observatory",)
+    )
     provider.bridge = otel_bridge.install(provider, pipeline=pipeline)
     provider.pipeline = pipeline
     return provider
@@ -134,8 +136,10 @@ def main() -> None:
     print(f"BridgeSpanProcessor (Observatory):       {b * 1e6:6.2f} us/span on the app thread")
     print(f"ratio bridge / SDK batch:                {b / s:.3f}  (goal <= 1.1)")
     queue, exporter = delivered[-1]
-    print(f"last bridge round: span records queued {queue['queued']}, dropped {queue['dropped']}; "
-          f"Observatory events sent {exporter['sent']}, dropped {exporter['dropped']}, failed {exporter['failed']}")
+    print(
+        f"last bridge round: span records queued {queue['queued']}, dropped {queue['dropped']}; "
+        f"Observatory events sent {exporter['sent']}, dropped {exporter['dropped']}, failed {exporter['failed']}"
+    )
 
 
 if __name__ == "__main__":

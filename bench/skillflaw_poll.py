@@ -38,7 +38,7 @@ def scaled(copies: int) -> dict:
     for i in range(1, copies):
         for e in copy.deepcopy(rec["exchanges"]):
             path, body = e["request"]["path"], e["response"]["body"]
-            new = lambda x: str(uuid.uuid5(uuid.NAMESPACE_URL, f"{x}:{i}"))  # noqa: E731
+            new = lambda x, i=i: str(uuid.uuid5(uuid.NAMESPACE_URL, f"{x}:{i}"))  # noqa: E731
             if e["response"]["status"] != 200:
                 continue
             if path == "/api/v1/monitor/messages":
@@ -73,14 +73,18 @@ def main() -> None:
     rec = scaled(args.copies)
     with ReplayServer(rec) as srv, tempfile.TemporaryDirectory() as tmp:
         pipeline = Pipeline({}, PipelineOptions(wait=0.05, max_wait=0.2))
-        receiver = SkillFlawReceiver(SkillFlawSettings(srv.url, rec["api_key"], state_dir=Path(tmp)), pipeline, ReceiverStats())
+        receiver = SkillFlawReceiver(
+            SkillFlawSettings(srv.url, rec["api_key"], state_dir=Path(tmp)), pipeline, ReceiverStats()
+        )
         t0 = time.perf_counter()
         counts = receiver.poll_once()
         elapsed = time.perf_counter() - t0
         pipeline.shutdown(5)
     items = sum(v for k, v in counts.items())
-    print(f"{counts} in {elapsed:.2f}s: {items / elapsed:,.0f} items/s, {receiver.client.requests} requests, "
-          f"{pipeline.counters['spans']} spans")
+    print(
+        f"{counts} in {elapsed:.2f}s: {items / elapsed:,.0f} items/s, {receiver.client.requests} requests, "
+        f"{pipeline.counters['spans']} spans"
+    )
 
 
 if __name__ == "__main__":

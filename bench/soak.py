@@ -111,7 +111,10 @@ def main() -> None:
     got: set = set()
     while time.monotonic() < drain_until:
         got = {(e["metadata"]["trace_id"], e["name"]) for e in list(sink.events)}
-        dead_obs = {(e["item"]["metadata"]["trace_id"], e["item"]["name"]) for e in _dead(tmp / "data" / "dead-letters" / "observatory.jsonl")}
+        dead_obs = {
+            (e["item"]["metadata"]["trace_id"], e["item"]["name"])
+            for e in _dead(tmp / "data" / "dead-letters" / "observatory.jsonl")
+        }
         if expected_events <= got | dead_obs:
             break
         time.sleep(1)
@@ -119,7 +122,9 @@ def main() -> None:
     bridge.stop(120)
     sink.stop()
     with Store.open(StoreConfig(data_dir=str(tmp / "data"))) as store:
-        stored = {int(r["trace_id"], 16) - 1 for r in store.query("SELECT DISTINCT trace_id FROM otel_bridge.spans FINAL")}
+        stored = {
+            int(r["trace_id"], 16) - 1 for r in store.query("SELECT DISTINCT trace_id FROM otel_bridge.spans FINAL")
+        }
     dead_ch = _dead(tmp / "data" / "dead-letters" / "clickhouse.jsonl")
     dead_obs_items = _dead(tmp / "data" / "dead-letters" / "observatory.jsonl")
     lost_ch = len(load.acknowledged - stored) - len(dead_ch)
@@ -127,7 +132,9 @@ def main() -> None:
     print(f"duration           {args.duration:.0f} s, offered ~{args.rate} spans/s, sink flapped {flaps} times")
     print(f"acknowledged       {len(load.acknowledged)} spans ({load.refused_spans} refused per span, "
           f"{load.refused_requests} requests answered 503 and retried, {load.poison} poison spans)")  # fmt: skip
-    print(f"delivered          clickhouse {len(load.acknowledged & stored)} spans, observatory {len(got & expected_events)} events")
+    print(
+        f"delivered          clickhouse {len(load.acknowledged & stored)} spans, observatory {len(got & expected_events)} events"
+    )
     print(f"dead-lettered      clickhouse {len(dead_ch)}, observatory {len(dead_obs_items)}")
     print(f"lost               clickhouse {max(0, lost_ch)}, observatory {lost_obs}")
     print(f"RSS                start {rss_start:.0f} MiB, end {rss_end:.0f} MiB")

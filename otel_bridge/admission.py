@@ -13,7 +13,14 @@ from otel_bridge.agentspan import AgentSpan
 
 TS_MAX_NS = (1 << 63) - 1
 TOKENS_MAX = (1 << 63) - 1
-_TOKEN_FIELDS = ("input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens", "total_tokens")
+_TOKEN_FIELDS = (
+    "input_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "total_tokens",
+)
 
 
 def check(a: AgentSpan, ttl_days: int | None = None, now_ns: int | None = None) -> str | None:

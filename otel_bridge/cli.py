@@ -63,8 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="show the agent spans in OTLP protobuf or JSON files")
     p.add_argument("files", nargs="+", help="OTLP ExportTraceServiceRequest (or *.logs.*) files, .pb or .json")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
-    p.add_argument("--explain", action="store_true", help="per span: the attributes that decided kind, model, provider "
-                   "and tokens, which span was billed, and the GenAI-looking attributes that were ignored")
+    p.add_argument(
+        "--explain",
+        action="store_true",
+        help="per span: the attributes that decided kind, model, provider "
+        "and tokens, which span was billed, and the GenAI-looking attributes that were ignored",
+    )
     p.set_defaults(func=_inspect)
 
     p = sub.add_parser("serve", help="run the OTLP receivers, the pipeline and the HTTP API")
@@ -89,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
     logging.getLogger("httpx").setLevel(logging.DEBUG if args.verbose else logging.WARNING)  # one line per request
     return int(args.func(args) or 0)
 

@@ -82,7 +82,9 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
         ("otel-bridge schema print", "the DDL the embedded store runs"),
         ("otel-bridge schema print --cluster prod --ttl-days 30", "ON CLUSTER, Replicated and Distributed tables"),
     ],
-    "grafana": [("otel-bridge grafana dashboard > otel-bridge.json", "the Grafana dashboard (costs from model_prices)")],
+    "grafana": [
+        ("otel-bridge grafana dashboard > otel-bridge.json", "the Grafana dashboard (costs from model_prices)")
+    ],
     "grafana dashboard": [
         ("otel-bridge grafana dashboard > otel-bridge.json", "import it, or drop it in a provisioned folder"),
         ("otel-bridge grafana dashboard --database obs", "for tables in another ClickHouse database"),

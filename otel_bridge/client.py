@@ -53,7 +53,9 @@ def _alive(pid: int) -> bool:
 class ServerClient:
     """The analytics API of a running server."""
 
-    def __init__(self, url: str, token: str | None = None, timeout: float = 30.0, verify: ssl.SSLContext | bool = True) -> None:
+    def __init__(
+        self, url: str, token: str | None = None, timeout: float = 30.0, verify: ssl.SSLContext | bool = True
+    ) -> None:
         headers = {"authorization": f"Bearer {token}"} if token else {}
         self.url = url
         self._http = httpx.Client(base_url=url, headers=headers, timeout=timeout, verify=verify)
@@ -75,7 +77,9 @@ class ServerClient:
         except httpx.ConnectError as exc:
             if "SSL" in str(exc) or "certificate" in str(exc).lower():
                 client.close()
-                raise ValueError(f"{info['url']}: tls: {exc} (pass --ca-file, or --config with the server's config file)") from None
+                raise ValueError(
+                    f"{info['url']}: tls: {exc} (pass --ca-file, or --config with the server's config file)"
+                ) from None
         except httpx.HTTPError:
             pass
         client.close()
@@ -85,7 +89,11 @@ class ServerClient:
         clean = {k: v for k, v in params.items() if v is not None and v != []}
         response = self._http.get(path, params=clean)
         if response.status_code != 200:
-            detail = response.json().get("detail") if response.headers.get("content-type", "").startswith("application/json") else response.text
+            detail = (
+                response.json().get("detail")
+                if response.headers.get("content-type", "").startswith("application/json")
+                else response.text
+            )
             raise ValueError(f"{self.url}{path}: HTTP {response.status_code}: {detail}")
         return response.json()
 

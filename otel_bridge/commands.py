@@ -17,13 +17,13 @@ from typing import Any
 
 import orjson
 
+from otel_bridge import price_commands
 from otel_bridge.analytics import queries
 from otel_bridge.analytics.price_sync import INTERVAL_S, sync_prices
 from otel_bridge.analytics.schema import render_ddl
-from otel_bridge.analytics.totals import TOTAL_FILTERS
 from otel_bridge.analytics.store import DEFAULT_DATA_DIR, Store, StoreConfig, StoreError
+from otel_bridge.analytics.totals import TOTAL_FILTERS
 from otel_bridge.client import ServerClient
-from otel_bridge import price_commands
 from otel_bridge.config import ClientTLS
 from otel_bridge.price_library import snapshot_path
 from otel_bridge.pricing import PriceError, PriceTable
@@ -44,8 +44,13 @@ def _connection_parent() -> argparse.ArgumentParser:
     g.add_argument("--password-env", default=PASSWORD_ENV, help=f"env var holding the password ({PASSWORD_ENV})")
     g.add_argument("--database", default="otel_bridge")
     g.add_argument("--secure", action="store_true", help="HTTPS to the server")
-    g.add_argument("--config", help="bridge YAML: its data_dir, and its http listener's tls.cert_file to verify the running server")
-    g.add_argument("--ca-file", help="CA that signed the server's certificate (https `otel-bridge serve`, or ClickHouse with --secure)")
+    g.add_argument(
+        "--config", help="bridge YAML: its data_dir, and its http listener's tls.cert_file to verify the running server"
+    )
+    g.add_argument(
+        "--ca-file",
+        help="CA that signed the server's certificate (https `otel-bridge serve`, or ClickHouse with --secure)",
+    )
     g.add_argument("--cert-file", help="client certificate, for a server that requires mutual TLS")
     g.add_argument("--key-file", help="the client certificate's private key")
     g.add_argument("--prices", help="prices.yaml (default: the packaged table)")
@@ -124,7 +129,9 @@ def register(subparsers: Any) -> None:
     prices = subparsers.add_parser("prices", help="price table tools").add_subparsers(dest="prices_cmd", required=True)
     p = prices.add_parser("check", parents=[conn], help="each model seen and its source: override, library, unpriced")
     p.set_defaults(func=_with_store(lambda s, pr, a: queries.prices_check(s, pr), "/api/prices/check", lambda a: {}))
-    p = prices.add_parser("sync", parents=[conn], help="write the price rows of every model seen to model_prices (Grafana)")
+    p = prices.add_parser(
+        "sync", parents=[conn], help="write the price rows of every model seen to model_prices (Grafana)"
+    )
     p.set_defaults(func=_prices_sync)
     price_commands.register(prices)
 

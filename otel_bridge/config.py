@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any
@@ -30,9 +31,18 @@ from otel_bridge.config_syntax import (
 from otel_bridge.receivers.otlp import is_loopback
 
 __all__ = [
-    "BridgeConfig", "ConfigError", "default_config_path", "is_loopback", "load_config", "parse_config",
-    "parse_duration", "parse_size", "register", "split_endpoint",
+    "BridgeConfig",
+    "ConfigError",
+    "default_config_path",
+    "is_loopback",
+    "load_config",
+    "parse_config",
+    "parse_duration",
+    "parse_size",
+    "register",
+    "split_endpoint",
 ]
+
 
 def _endpoint(value: Any) -> Any:
     split_endpoint(value)
@@ -47,10 +57,12 @@ def _positive_duration(value: Any) -> float:
 
 def _matching(pattern: str, expected: str) -> BeforeValidator:
     """A string check with the config's wording; non-strings fall through to pydantic's own type error."""
+
     def check(value: Any) -> Any:
         if isinstance(value, str) and not re.fullmatch(pattern, value):
             raise ValueError(f"expected {expected}, got {show(value)}")
         return value
+
     return BeforeValidator(check)
 
 
@@ -59,18 +71,26 @@ PositiveDuration = Annotated[float, BeforeValidator(_positive_duration)]
 Size = Annotated[int, BeforeValidator(parse_size)]
 Endpoint = Annotated[str, BeforeValidator(_endpoint)]
 Url = Annotated[str, _matching(r"(https?://[^\s/?#]+(?:[/?#]\S*)?)?", 'an http(s) url like "http://127.0.0.1:8080"')]
-Identifier = Annotated[str, _matching(r"[A-Za-z_][A-Za-z0-9_]*",
-                                      'a name of letters, digits and underscores like "otel_bridge"')]
-Host = Annotated[str, _matching(r"[A-Za-z0-9_.-]*|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*",
-                                'a bare host name like "clickhouse.internal" (port and scheme are separate keys)')]
+Identifier = Annotated[
+    str, _matching(r"[A-Za-z_][A-Za-z0-9_]*", 'a name of letters, digits and underscores like "otel_bridge"')
+]
+Host = Annotated[
+    str,
+    _matching(
+        r"[A-Za-z0-9_.-]*|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*",
+        'a bare host name like "clickhouse.internal" (port and scheme are separate keys)',
+    ),
+]
 ReleaseKey = Annotated[str, _matching(r"[^@]+@.+", 'a key like "service@version"')]
 LogLevel = Annotated[str, _matching(r"debug|info|warning|error", "one of debug, info, warning, error")]
 
 
 def _plain(field: str) -> property:
     """A read-only accessor for a SecretStr field: secrets stay out of repr(), logs and dumps, yet are one call away."""
+
     def get(self: BaseModel) -> str:
         return getattr(self, field).get_secret_value().strip()  # a credential never starts or ends with blanks
+
     return property(get, doc=f"The plain {field}, for the one place that sends it.")
 
 
@@ -202,13 +222,23 @@ class OtlpReceiver(_Model):
             return [("auth.bearer_token", "is only whitespace; set a real token or leave it empty")]
         unauthenticated = [p.endpoint for p in exposed.values() if not (p.tls and p.tls.client_ca_file)]
         if unauthenticated and not token:
-            problems.append(("auth.bearer_token", f"required when binding a non-loopback address ({', '.join(unauthenticated)}) "
-                                                  "without mutual tls (tls.client_ca_file)"))
+            problems.append(
+                (
+                    "auth.bearer_token",
+                    f"required when binding a non-loopback address ({', '.join(unauthenticated)}) "
+                    "without mutual tls (tls.client_ca_file)",
+                )
+            )
         for name, p in exposed.items():
             if token and p.tls is None and not self.auth.insecure_allow_plaintext_token:
-                problems.append((f"protocols.{name}.tls", f"required to receive the bearer token on a non-loopback address "
-                                 f"({p.endpoint}): configure tls (cert_file, key_file), or set "
-                                 "receivers.otlp.auth.insecure_allow_plaintext_token: true on a trusted network"))
+                problems.append(
+                    (
+                        f"protocols.{name}.tls",
+                        f"required to receive the bearer token on a non-loopback address "
+                        f"({p.endpoint}): configure tls (cert_file, key_file), or set "
+                        "receivers.otlp.auth.insecure_allow_plaintext_token: true on a trusted network",
+                    )
+                )
         if len(endpoints) == 2 and split_endpoint(endpoints[0]) == split_endpoint(endpoints[1]):
             problems.append(("protocols.http.endpoint", f"same address as protocols.grpc.endpoint ({endpoints[0]})"))
         return problems
@@ -376,11 +406,12 @@ class Exporters(_Model):
     flightdeck: FlightDeckExporter = FlightDeckExporter()
 
 
-def _component(kind: str, section: type[_Model]):
+def _component(kind: str, section: type[_Model]) -> Callable[[Any], Any]:
     def check(value: Any) -> Any:
         if isinstance(value, str) and value not in section.model_fields:
             raise ValueError(f"unknown {kind} {show(value)}")
         return value
+
     return Annotated[str, BeforeValidator(check)]
 
 
@@ -395,7 +426,9 @@ class Pipeline(_Model):
     exporters: Annotated[list[ExporterName], Field(min_length=1)] = ["clickhouse", "observatory", "flightdeck"]
 
     def _problems(self) -> list[tuple[str, str]]:
-        repeats = {k: sorted({n for n in getattr(self, k) if getattr(self, k).count(n) > 1}) for k in Pipeline.model_fields}
+        repeats = {
+            k: sorted({n for n in getattr(self, k) if getattr(self, k).count(n) > 1}) for k in Pipeline.model_fields
+        }
         return [(k, f"lists {', '.join(map(show, names))} more than once") for k, names in repeats.items() if names]
 
 
@@ -424,7 +457,9 @@ class BridgeConfig(_Model):
 
     def enabled_exporters(self) -> list[str]:
         """The pipeline's exporters that will run: ClickHouse always, Observatory/FlightDeck once they have a url."""
-        return [n for n in self.service.pipelines.traces.exporters if n == "clickhouse" or getattr(self.exporters, n).url]
+        return [
+            n for n in self.service.pipelines.traces.exporters if n == "clickhouse" or getattr(self.exporters, n).url
+        ]
 
 
 # ---------------------------------------------------------------- errors, expansion, loading

@@ -11,7 +11,6 @@ from typing import Any, get_args
 import yaml
 from pydantic import BaseModel, ValidationError
 
-
 _DURATION_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d)")
 _DURATION = re.compile(rf"(?:{_DURATION_PART.pattern})+")
@@ -67,9 +66,16 @@ class FieldErrors(ValueError):
 
 _SECTION_KINDS = {("receivers",): "receiver", ("processors",): "processor", ("exporters",): "exporter"}
 _TYPE_WORDS = {
-    "int_type": "an integer", "int_parsing": "an integer", "int_from_float": "an integer",
-    "bool_type": "true or false", "bool_parsing": "true or false", "string_type": "a string",
-    "model_type": "a mapping", "model_attributes_type": "a mapping", "dict_type": "a mapping", "list_type": "a list",
+    "int_type": "an integer",
+    "int_parsing": "an integer",
+    "int_from_float": "an integer",
+    "bool_type": "true or false",
+    "bool_parsing": "true or false",
+    "string_type": "a string",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+    "dict_type": "a mapping",
+    "list_type": "a list",
 }
 _SECRETS = {"bearer_token", "password", "api_key", "token"}  # never echoed back, not even in an error
 _BOUND_WORDS = {"greater_than_equal": "at least", "less_than_equal": "at most", "greater_than": "above"}

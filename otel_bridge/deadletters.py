@@ -157,4 +157,3 @@ def register(subparsers: Any) -> None:
         if command == "show":
             p.add_argument("--limit", type=int, default=20)
         p.set_defaults(func=_run)
-

@@ -60,13 +60,27 @@ def _send(endpoint: str, n: int, console: Console) -> int:
     with Progress(console=console, transient=False) as progress:
         task = progress.add_task("sending agent traces over OTLP/gRPC", total=n * len(RELEASES))
         for i, version in enumerate(RELEASES):
-            provider = TracerProvider(resource=Resource.create({"service.name": "demo-agents", "service.version": version, "deployment.environment.name": "demo"}))
-            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=True, headers=headers)))
+            provider = TracerProvider(
+                resource=Resource.create(
+                    {"service.name": "demo-agents", "service.version": version, "deployment.environment.name": "demo"}
+                )
+            )
+            provider.add_span_processor(
+                BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, insecure=True, headers=headers))
+            )
             tracer = provider.get_tracer("otel-bridge-demo")
             # The releases roll out one after the other over the past six hours, so the dashboard has a history.
             start = time.time_ns() - (len(RELEASES) - i) * HISTORY_NS // len(RELEASES)
             spacing = HISTORY_NS / len(RELEASES) / max(n, 1) / 1e9
-            runs = plan_runs(n, seed=100 + i, error_rate=0.06 + 0.08 * i, slow=1.0 + 0.35 * i, chat=True, start_ns=start, spacing_s=spacing)
+            runs = plan_runs(
+                n,
+                seed=100 + i,
+                error_rate=0.06 + 0.08 * i,
+                slow=1.0 + 0.35 * i,
+                chat=True,
+                start_ns=start,
+                spacing_s=spacing,
+            )
             for run in runs:
                 emit_run(tracer, run)
                 sent_llm += len(run.calls)
@@ -94,9 +108,21 @@ def run_demo(config: str | None = None, data_dir: str | None = None, runs: int =
         llm_calls = _send(_grpc_endpoint(server), runs, console)
         with console.status("waiting for runs to be assembled and stored"):
             _wait_stored(server, llm_calls)
-        emit(server.get("/api/costs", {"group_by": "model"}), False, title="cost by model (current prices)", kind="costs")
-        emit(server.get("/api/latency", {"group_by": "agent", "kind": "agent"}), False, title="agent run latency", kind="latency")
-        emit(server.get("/api/diff", {"baseline": RELEASES[0], "candidate": RELEASES[1]}), False, title=f"release diff {RELEASES[0]} -> {RELEASES[1]}", kind="diff")
+        emit(
+            server.get("/api/costs", {"group_by": "model"}), False, title="cost by model (current prices)", kind="costs"
+        )
+        emit(
+            server.get("/api/latency", {"group_by": "agent", "kind": "agent"}),
+            False,
+            title="agent run latency",
+            kind="latency",
+        )
+        emit(
+            server.get("/api/diff", {"baseline": RELEASES[0], "candidate": RELEASES[1]}),
+            False,
+            title=f"release diff {RELEASES[0]} -> {RELEASES[1]}",
+            kind="diff",
+        )
         console.print(f"more: [bold]otel-bridge runs --status error[/bold], the dashboard at [bold]{server.url}/[/bold], "
                       f"the API at [bold]{server.url}/docs[/bold]")  # fmt: skip
     finally:
@@ -105,5 +131,3 @@ def run_demo(config: str | None = None, data_dir: str | None = None, runs: int =
             proc.send_signal(2)  # SIGINT: the server flushes and releases the data dir
             proc.wait(30)
     return 0
-
-

@@ -34,7 +34,9 @@ class Check:
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser("doctor", help="check config, ports, storage, exporters, spool and prices; says what to fix")
+    p = subparsers.add_parser(
+        "doctor", help="check config, ports, storage, exporters, spool and prices; says what to fix"
+    )
     p.add_argument("--config", help="bridge YAML (default: the packaged config/bridge.yaml)")
     p.add_argument("--data-dir", help="embedded chDB directory (default: the config's)")
     p.add_argument("--json", action="store_true", help="the checks as a JSON array")
@@ -48,7 +50,14 @@ def run(a: argparse.Namespace) -> int:
     try:
         cfg = load_config(a.config, data_dir=a.data_dir)
     except ConfigError as exc:
-        checks = [Check("config", FAIL, str(exc).strip(), f"fix the lines above; re-check with: otel-bridge config check {a.config or ''}".strip())]
+        checks = [
+            Check(
+                "config",
+                FAIL,
+                str(exc).strip(),
+                f"fix the lines above; re-check with: otel-bridge config check {a.config or ''}".strip(),
+            )
+        ]
     else:
         checks = list(_with_progress(_checks(cfg, a), a.json))
     _report(checks, a.json)
@@ -58,7 +67,13 @@ def run(a: argparse.Namespace) -> int:
 def _checks(cfg: Any, a: argparse.Namespace) -> list[Callable[[], list[Check]]]:
     server = ServerClient.find(cfg.exporters.clickhouse.data_dir)
     steps: list[Callable[[], list[Check]]] = [
-        lambda: [Check("config", OK, f"{a.config or 'packaged config'} is valid; exporters on: {', '.join(cfg.enabled_exporters())}")],
+        lambda: [
+            Check(
+                "config",
+                OK,
+                f"{a.config or 'packaged config'} is valid; exporters on: {', '.join(cfg.enabled_exporters())}",
+            )
+        ],
         lambda: _ports(cfg, server),
         lambda: _clickhouse(cfg, server),
     ]
@@ -115,9 +130,17 @@ def _clickhouse(cfg: Any, server: ServerClient | None) -> list[Check]:
         with Store.open(store_config(cfg)) as store:
             n = store.client.query(f"SELECT count() FROM {store.table('spans')}").result_rows[0][0]
     except StoreInUseError as exc:
-        return [Check("clickhouse", FAIL, str(exc), "stop the other process using the data dir, or point data_dir elsewhere")]
+        return [
+            Check(
+                "clickhouse", FAIL, str(exc), "stop the other process using the data dir, or point data_dir elsewhere"
+            )
+        ]
     except (StoreError, OSError, httpx.HTTPError) as exc:
-        fix = "check exporters.clickhouse host, port, username and OTEL_BRIDGE_CLICKHOUSE_PASSWORD" if ch.host else "check that data_dir is writable"
+        fix = (
+            "check exporters.clickhouse host, port, username and OTEL_BRIDGE_CLICKHOUSE_PASSWORD"
+            if ch.host
+            else "check that data_dir is writable"
+        )
         return [Check("clickhouse", FAIL, f"{where}: {exc}", fix)]
     return [Check("clickhouse", OK, f"{where}: connected, {n:,} span rows")]
 
@@ -137,20 +160,54 @@ def _exporter(cfg: Any, name: str, timeout: float) -> list[Check]:
     url = exp.url.rstrip("/") + _PATHS[name]
     headers = {"authorization": f"Bearer {secret}"} if secret else {}
     try:
-        r = httpx.post(url, content=b'{"events": []}', headers={"content-type": "application/json", **headers}, timeout=timeout)
+        r = httpx.post(
+            url, content=b'{"events": []}', headers={"content-type": "application/json", **headers}, timeout=timeout
+        )
     except httpx.HTTPError as exc:
-        return [Check(check, FAIL, f"{url}: unreachable ({type(exc).__name__}: {exc})", f"check exporters.{name}.url and that the server runs")]
+        return [
+            Check(
+                check,
+                FAIL,
+                f"{url}: unreachable ({type(exc).__name__}: {exc})",
+                f"check exporters.{name}.url and that the server runs",
+            )
+        ]
     if r.status_code in (401, 403):
         how = "wrong" if secret else "missing"
-        return [Check(check, FAIL, f"{url}: HTTP {r.status_code}, credentials {how}", f"set exporters.{name}.{key} (from env, never in the file)")]
+        return [
+            Check(
+                check,
+                FAIL,
+                f"{url}: HTTP {r.status_code}, credentials {how}",
+                f"set exporters.{name}.{key} (from env, never in the file)",
+            )
+        ]
     if r.status_code == 404:
-        return [Check(check, FAIL, f"{url}: HTTP 404, nothing there", f"exporters.{name}.url should be the server's base URL")]
+        return [
+            Check(
+                check, FAIL, f"{url}: HTTP 404, nothing there", f"exporters.{name}.url should be the server's base URL"
+            )
+        ]
     if r.status_code >= 500 or r.status_code not in (200, 202, 204, 400, 422):
-        return [Check(check, WARN, f"{url}: HTTP {r.status_code}: {_message(r)}", "the server is up but refusing; batches will be retried or dead-lettered")]
+        return [
+            Check(
+                check,
+                WARN,
+                f"{url}: HTTP {r.status_code}: {_message(r)}",
+                "the server is up but refusing; batches will be retried or dead-lettered",
+            )
+        ]
     if r.status_code in (400, 422):  # the empty probe batch was read and refused: past authentication, unless
         msg = _message(r)  # the server checks the key with the body and says so
         if re.search(r"authori[sz]|token|api.?key|credential|bearer", msg, re.I):
-            return [Check(check, FAIL, f"{url}: HTTP {r.status_code}, credentials refused: {msg}", f"set exporters.{name}.{key} (from env, never in the file)")]
+            return [
+                Check(
+                    check,
+                    FAIL,
+                    f"{url}: HTTP {r.status_code}, credentials refused: {msg}",
+                    f"set exporters.{name}.{key} (from env, never in the file)",
+                )
+            ]
     return [Check(check, OK, f"{url}: reachable, {'credentials accepted' if secret else 'no credentials needed'}")]
 
 
@@ -165,7 +222,14 @@ def _message(r: httpx.Response) -> str:
 def _spool(cfg: Any, server: ServerClient | None) -> list[Check]:
     spool = cfg.receivers.otlp.spool
     if not spool.enabled:
-        return [Check("spool", WARN, "off: spans acknowledged but not yet stored are lost in a crash", "set receivers.otlp.spool.enabled: true")]
+        return [
+            Check(
+                "spool",
+                WARN,
+                "off: spans acknowledged but not yet stored are lost in a crash",
+                "set receivers.otlp.spool.enabled: true",
+            )
+        ]
     data_dir = Path(cfg.exporters.clickhouse.data_dir).expanduser().resolve()
     path = data_dir.with_name(data_dir.name + ".spool")
     segments = sorted(path.glob("*")) if path.is_dir() else []
@@ -173,9 +237,13 @@ def _spool(cfg: Any, server: ServerClient | None) -> list[Check]:
     share = used / spool.max_size if spool.max_size else 0
     detail = f"{path}: {len(segments)} segment(s), {used / 2**20:.1f} MiB of {spool.max_size / 2**20:.0f} MiB"
     if share > 0.8:
-        return [Check("spool", WARN, detail, "an exporter is falling behind: check its endpoint, or raise spool.max_size")]
+        return [
+            Check("spool", WARN, detail, "an exporter is falling behind: check its endpoint, or raise spool.max_size")
+        ]
     if segments and server is None:
-        return [Check("spool", WARN, detail + " left by a stopped server", "start otel-bridge serve: it replays them first")]
+        return [
+            Check("spool", WARN, detail + " left by a stopped server", "start otel-bridge serve: it replays them first")
+        ]
     return [Check("spool", OK, detail if path.exists() else f"{path} (created at first start)")]
 
 
@@ -184,7 +252,9 @@ def _dead_letters(cfg: Any) -> list[Check]:
     for name in ("observatory", "flightdeck"):
         path = getattr(cfg.exporters, name).dead_letter
         if not path or not Path(path).is_file() or Path(path).stat().st_size == 0:
-            out.append(Check(f"dead letters {name}", OK, "none" if path else "off (exporters.%s.dead_letter empty)" % name))
+            out.append(
+                Check(f"dead letters {name}", OK, "none" if path else "off (exporters.%s.dead_letter empty)" % name)
+            )
             continue
         lines = Path(path).read_bytes().splitlines()
         try:

@@ -45,31 +45,66 @@ def panels() -> list[dict[str, Any]]:
     window = "$__timeFilter(start)"
     priced = priced_spans_sql(window)
     specs = [
-        ("Cost by model (USD, current prices)", "timeseries", TIMESERIES, f"""SELECT $__timeInterval(start) AS time, model, sum(cost) AS cost
+        (
+            "Cost by model (USD, current prices)",
+            "timeseries",
+            TIMESERIES,
+            f"""SELECT $__timeInterval(start) AS time, model, sum(cost) AS cost
 FROM {priced}
 WHERE kind = 'llm'
-GROUP BY time, model ORDER BY time, model""", {"h": 9, "w": 12, "x": 0, "y": 0}, {"unit": "currencyUSD", "stack": True}),
-        ("Latency percentiles (${kind} spans)", "timeseries", TIMESERIES, f"""SELECT $__timeInterval(start) AS time,
+GROUP BY time, model ORDER BY time, model""",
+            {"h": 9, "w": 12, "x": 0, "y": 0},
+            {"unit": "currencyUSD", "stack": True},
+        ),
+        (
+            "Latency percentiles (${kind} spans)",
+            "timeseries",
+            TIMESERIES,
+            f"""SELECT $__timeInterval(start) AS time,
     quantile(0.5)(duration_ms) AS p50, quantile(0.95)(duration_ms) AS p95, quantile(0.99)(duration_ms) AS p99
 FROM {DB}.spans FINAL
 WHERE {window} AND status != 'started' AND kind = '${{kind}}'
-GROUP BY time ORDER BY time""", {"h": 9, "w": 12, "x": 12, "y": 0}, {"unit": "ms"}),
-        ("Error rate", "timeseries", TIMESERIES, f"""SELECT $__timeInterval(start) AS time, kind, countIf(status = 'error') / count() AS error_rate
+GROUP BY time ORDER BY time""",
+            {"h": 9, "w": 12, "x": 12, "y": 0},
+            {"unit": "ms"},
+        ),
+        (
+            "Error rate",
+            "timeseries",
+            TIMESERIES,
+            f"""SELECT $__timeInterval(start) AS time, kind, countIf(status = 'error') / count() AS error_rate
 FROM {DB}.spans FINAL
 WHERE {window} AND status != 'started' AND kind IN ('agent', 'llm', 'tool')
-GROUP BY time, kind ORDER BY time, kind""", {"h": 8, "w": 12, "x": 0, "y": 9}, {"unit": "percentunit"}),
-        ("Top agents", "table", TABLE, f"""SELECT agent, countIf(kind = 'agent') AS runs, countIf(kind = 'agent' AND status = 'error') AS errors,
+GROUP BY time, kind ORDER BY time, kind""",
+            {"h": 8, "w": 12, "x": 0, "y": 9},
+            {"unit": "percentunit"},
+        ),
+        (
+            "Top agents",
+            "table",
+            TABLE,
+            f"""SELECT agent, countIf(kind = 'agent') AS runs, countIf(kind = 'agent' AND status = 'error') AS errors,
     if(runs > 0, errors / runs, 0) AS error_rate, quantileIf(0.95)(duration_ms, kind = 'agent') AS p95_ms,
     countIf(kind = 'llm') AS llm_calls, sum(cost) AS cost
 FROM {priced}
 WHERE agent != ''
-GROUP BY agent ORDER BY cost DESC, agent LIMIT 20""", {"h": 8, "w": 12, "x": 12, "y": 9}, {}),
-        ("Unpriced models (their calls count as $0)", "table", TABLE, f"""SELECT model, provider, count() AS spans, countIf(kind = 'llm') AS llm_spans,
+GROUP BY agent ORDER BY cost DESC, agent LIMIT 20""",
+            {"h": 8, "w": 12, "x": 12, "y": 9},
+            {},
+        ),
+        (
+            "Unpriced models (their calls count as $0)",
+            "table",
+            TABLE,
+            f"""SELECT model, provider, count() AS spans, countIf(kind = 'llm') AS llm_spans,
     sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, min(start) AS first_seen,
     max(start) AS last_seen
 FROM {priced}
 WHERE model != '' AND NOT priced
-GROUP BY model, provider ORDER BY spans DESC, model, provider""", {"h": 7, "w": 24, "x": 0, "y": 17}, {}),
+GROUP BY model, provider ORDER BY spans DESC, model, provider""",
+            {"h": 7, "w": 24, "x": 0, "y": 17},
+            {},
+        ),
     ]
     return [_panel(i + 1, *spec) for i, spec in enumerate(specs)]
 

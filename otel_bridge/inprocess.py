@@ -64,7 +64,11 @@ def track_event(name: str, **fields: Any) -> dict[str, Any] | None:
         return None
     try:
         current = trace.get_current_span()
-        span = span_from_sdk(current) if isinstance(current, ReadableSpan) and current.get_span_context().is_valid else None
+        span = (
+            span_from_sdk(current)
+            if isinstance(current, ReadableSpan) and current.get_span_context().is_valid
+            else None
+        )
         event = None
         for pipeline in _installed:
             event = pipeline.track_event(name, fields, span, time.time_ns())

@@ -15,8 +15,16 @@ from otel_bridge.agentspan import AgentSpan
 from otel_bridge.messages import CONTENT_KEYS, CONTENT_PREFIXES
 from otel_bridge.semconv import MODEL_CALL_KINDS, RECOGNISED_KEYS, recognise_trace, source
 from otel_bridge.semconv_tables import GENAI_PREFIXES, TRACELOOP_PROPS
-from otel_bridge.spans import BridgeLog, BridgeSpan, DecodeError, Decoded
-from otel_bridge.spans import logs_from_otlp_json, logs_from_otlp_proto, spans_from_otlp_json, spans_from_otlp_proto
+from otel_bridge.spans import (
+    BridgeLog,
+    BridgeSpan,
+    Decoded,
+    DecodeError,
+    logs_from_otlp_json,
+    logs_from_otlp_proto,
+    spans_from_otlp_json,
+    spans_from_otlp_proto,
+)
 
 
 class InspectError(Exception):
@@ -52,9 +60,9 @@ def agent_spans(paths: Iterable[Path]) -> list[AgentSpan]:
     spans: list[BridgeSpan] = []
     logs: list[BridgeLog] = []
     for path in paths:
-        s, l = read_otlp_file(path)
+        s, records = read_otlp_file(path)
         spans += s
-        logs += l
+        logs += records
     return recognise_trace(spans, logs)
 
 
@@ -67,7 +75,20 @@ def print_table(spans: list[AgentSpan]) -> None:
     from rich.table import Table
 
     table = Table(title=f"{len(spans)} spans", header_style="bold")
-    for col in ("trace", "kind", "name", "agent", "model", "provider", "in", "cached", "out", "reasoning", "ms", "status"):
+    for col in (
+        "trace",
+        "kind",
+        "name",
+        "agent",
+        "model",
+        "provider",
+        "in",
+        "cached",
+        "out",
+        "reasoning",
+        "ms",
+        "status",
+    ):
         table.add_column(col, justify="right" if col in ("in", "cached", "out", "reasoning", "ms") else "left")
     for a in sorted(spans, key=lambda a: (a.trace_id, a.span.start_ns)):
         table.add_row(
@@ -137,7 +158,9 @@ def ignored_attributes(a: AgentSpan) -> list[str]:
 def explain(a: AgentSpan, billed_for: dict[str, str]) -> dict[str, object]:
     """Which attribute decided each field of one span, whether it was billed, and what was ignored."""
     src = {k: source(a.sources, k) for k in a.sources}
-    model_key = next((src[k] for k in ("model", "response_model", "request_model", "openinference_model") if k in src), None)
+    model_key = next(
+        (src[k] for k in ("model", "response_model", "request_model", "openinference_model") if k in src), None
+    )
     if a.model and model_key is None:
         model_key = "(llm.invocation_parameters)" if a.kind in MODEL_CALL_KINDS else "(the wrapped call)"
     provider_key = src.get("provider") or ("(the wrapped call)" if a.provider else None)

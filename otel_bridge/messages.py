@@ -155,7 +155,9 @@ def _from_indexed(attrs: Mapping[str, Any]) -> tuple[list[Message], list[Message
     inputs: list[Message] = []
     outputs: list[Message] = []
     for (prefix, _), fields in sorted(groups.items()):
-        msg = _indexed_message(fields, default_role="assistant" if prefix.endswith(("output_messages", "completion")) else "user")
+        msg = _indexed_message(
+            fields, default_role="assistant" if prefix.endswith(("output_messages", "completion")) else "user"
+        )
         (outputs if prefix in ("llm.output_messages", "gen_ai.completion") else inputs).append(msg)
     return inputs, outputs
 
@@ -177,7 +179,11 @@ def _indexed_message(f: Mapping[str, Any], default_role: str) -> Message:
         if m:
             calls.setdefault(int(m.group(1)), {})[m.group(2)] = v
     tool_calls = [
-        ToolCall(c.get("id"), c.get("function.name") or c.get("name"), _args(c.get("function.arguments") or c.get("arguments")))
+        ToolCall(
+            c.get("id"),
+            c.get("function.name") or c.get("name"),
+            _args(c.get("function.arguments") or c.get("arguments")),
+        )
         for _, c in sorted(calls.items())
     ]
     return Message(str(get("role") or default_role), _text_of(content), tool_calls, get("tool_call_id"))
@@ -207,11 +213,13 @@ def _deprecated_message(body: Mapping[str, Any], role: str) -> Message:
     return Message(str(body.get("role") or role), _text_of(body.get("content")), calls, body.get("id"))
 
 
-def _from_events(span: BridgeSpan, logs: Iterable[BridgeLog], skipped: list[str]) -> tuple[list[Message], list[Message]] | None:
+def _from_events(
+    span: BridgeSpan, logs: Iterable[BridgeLog], skipped: list[str]
+) -> tuple[list[Message], list[Message]] | None:
     found = None
     inputs: list[Message] = []
     outputs: list[Message] = []
-    items = [(e.name, e.attributes, None) for e in span.events] + [(l.event_name, l.attributes, l.body) for l in logs]
+    items = [(e.name, e.attributes, None) for e in span.events] + [(r.event_name, r.attributes, r.body) for r in logs]
     for name, attrs, body in items:
         if name == _DETAILS_EVENT:
             both = _from_genai_attrs(body if isinstance(body, Mapping) and body else attrs, skipped)

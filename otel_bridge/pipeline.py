@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from otel_bridge import admission
+from otel_bridge.agentspan import AgentSpan, Context
 from otel_bridge.exporters.batch import BatchExporter
 from otel_bridge.exporters.ledger import Ledger
 from otel_bridge.processors import stages
@@ -26,7 +27,6 @@ from otel_bridge.processors.flightdeck import FlightDeckMapping, release_of
 from otel_bridge.processors.observatory import ObservatoryConverter
 from otel_bridge.processors.redact import Redactor
 from otel_bridge.processors.runs import Run, RunAssembler
-from otel_bridge.agentspan import AgentSpan, Context
 from otel_bridge.semconv import inherit_context, recognise, unknown_operations
 from otel_bridge.spans import BridgeLog, BridgeSpan
 
@@ -59,7 +59,11 @@ class Pipeline:
     """
 
     def __init__(
-        self, exporters: Mapping[str, BatchExporter], options: PipelineOptions | None = None, *, ledger: Ledger | None = None
+        self,
+        exporters: Mapping[str, BatchExporter],
+        options: PipelineOptions | None = None,
+        *,
+        ledger: Ledger | None = None,
     ) -> None:
         self.options = options or PipelineOptions()
         self.exporters = dict(exporters)
@@ -79,7 +83,9 @@ class Pipeline:
         self._lock = threading.Lock()  # converters keep state (chat de-dup, parents): one trace at a time
         self._held_lock = threading.Lock()  # spool positions of buffered spans and logs (never held long)
         self._span_pos: dict[tuple[str, str], int] = {}
-        self._pending_logs: OrderedDict[tuple[str | None, str | None], list[tuple[BridgeLog, int | None, float]]] = OrderedDict()
+        self._pending_logs: OrderedDict[tuple[str | None, str | None], list[tuple[BridgeLog, int | None, float]]] = (
+            OrderedDict()
+        )
         self._started: OrderedDict[str, Context] = OrderedDict()  # spans whose _start went out → context handed down
         self.counters = {"spans": 0, "started": 0, "logs": 0, "runs_without_release": 0, "late_spans": 0,
                          "refused_spans": 0, "conversion_errors": 0}  # fmt: skip
@@ -137,13 +143,17 @@ class Pipeline:
         with self._held_lock:
             for record in logs:
                 self.counters["logs"] += 1
-                self._pending_logs.setdefault((record.trace_id, record.span_id), []).append((record, pos if held else None, now))
+                self._pending_logs.setdefault((record.trace_id, record.span_id), []).append(
+                    (record, pos if held else None, now)
+                )
                 if held:
                     self.ledger.hold(pos)  # type: ignore[union-attr]
             while len(self._pending_logs) > self.options.max_pending_logs:
                 self._release_logs(self._pending_logs.popitem(last=False)[1])
 
-    def track_event(self, name: str, fields: Mapping[str, Any], span: BridgeSpan | None, time_ns: int) -> dict[str, Any]:
+    def track_event(
+        self, name: str, fields: Mapping[str, Any], span: BridgeSpan | None, time_ns: int
+    ) -> dict[str, Any]:
         """Custom events need no converter state: built on the caller's thread without the conversion lock."""
         a = recognise(span) if span is not None else None
         if a is not None:
@@ -186,7 +196,9 @@ class Pipeline:
         return {
             "pipeline": {**self.counters, "redacted": self.redactor.redacted},
             "runs": {
-                **self.assembler.counters, "in_flight": self.assembler.in_flight, "held_bytes": self.assembler.held_bytes
+                **self.assembler.counters,
+                "in_flight": self.assembler.in_flight,
+                "held_bytes": self.assembler.held_bytes,
             },
             "unknown_operations": unknown_operations(),
             "exporters": {name: {**e.stats(), "queue_depth": e.queue_depth} for name, e in self.exporters.items()},
@@ -275,7 +287,9 @@ class Pipeline:
         for a in spans:
             stages.redact_span(a, self.redactor)
         if "flightdeck" in self.converters or "clickhouse" in self.converters:
-            self.counters["runs_without_release"] += sum(1 for r in runs if release_of(r, self.options.flightdeck) is None)
+            self.counters["runs_without_release"] += sum(
+                1 for r in runs if release_of(r, self.options.flightdeck) is None
+            )
         with self._lock:
             inherit_context(spans)
             started = frozenset(a.span_id for a in spans if self._started.pop(a.span_id, None) is not None)
@@ -332,28 +346,42 @@ def inprocess_config(
     than serve's, which waits for spans from other processes. There is no spool in-process, so dead letters are
     written only where asked: ``dead_letter`` (one file for every destination) or under ``data_dir``.
     """
+    from pydantic import SecretStr
+
     from otel_bridge.config import load_config
     from otel_bridge.exporters.flightdeck import DEFAULT_BASE_URL
-    from pydantic import SecretStr
 
     cfg = load_config(data_dir=data_dir)
     ex, pr = cfg.exporters, cfg.processors
     obs = {"url": observatory_url or ex.observatory.url}
     if observatory_api_key is not None:
         obs["api_key"] = SecretStr(observatory_api_key)
-    fd_url = flightdeck_url if isinstance(flightdeck_url, str) else ex.flightdeck.url or (DEFAULT_BASE_URL if flightdeck_url else "")
+    fd_url = (
+        flightdeck_url
+        if isinstance(flightdeck_url, str)
+        else ex.flightdeck.url or (DEFAULT_BASE_URL if flightdeck_url else "")
+    )
     fd = {"url": fd_url}
     if flightdeck_token is not None:
         fd["token"] = SecretStr(flightdeck_token)
     if dead_letter:
         obs["dead_letter"] = fd["dead_letter"] = dead_letter
-    on = [n for n in cfg.service.pipelines.traces.exporters if n in only and (n != "clickhouse" or clickhouse is not None)]
+    on = [
+        n for n in cfg.service.pipelines.traces.exporters if n in only and (n != "clickhouse" or clickhouse is not None)
+    ]
     return _updated(
         cfg,
-        exporters=_updated(ex, observatory=_updated(ex.observatory, **obs), flightdeck=_updated(ex.flightdeck, **fd),
-                           clickhouse=_store_settings(ex.clickhouse, clickhouse, dead_letter)),
+        exporters=_updated(
+            ex,
+            observatory=_updated(ex.observatory, **obs),
+            flightdeck=_updated(ex.flightdeck, **fd),
+            clickhouse=_store_settings(ex.clickhouse, clickhouse, dead_letter),
+        ),
         processors=_updated(pr, runs=_updated(pr.runs, wait=0.5, max_wait=5.0)),
-        service=_updated(cfg.service, pipelines=_updated(cfg.service.pipelines, traces=_updated(cfg.service.pipelines.traces, exporters=on))),
+        service=_updated(
+            cfg.service,
+            pipelines=_updated(cfg.service.pipelines, traces=_updated(cfg.service.pipelines.traces, exporters=on)),
+        ),
     )
 
 

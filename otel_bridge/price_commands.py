@@ -17,7 +17,7 @@ import httpx
 
 from otel_bridge import price_library
 from otel_bridge.price_library import DAY_NS, NS, PriceRow, select, snapshot_path
-from otel_bridge.pricing import PriceError, Priced, PriceTable
+from otel_bridge.pricing import Priced, PriceError, PriceTable
 
 
 def register(prices: Any) -> None:

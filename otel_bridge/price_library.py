@@ -180,9 +180,7 @@ def flatten(provider_id: str, info: gp.ModelInfo) -> list[PriceRow]:
     slots = sorted({0} | {_tod_ns(w.start_time) for w in windows} | {_tod_ns(w.end_time) for w in windows})
     tiered = [v for c in conds for v in c.prices.__dict__.values() if isinstance(v, gp.TieredPrices)]
     tiers = sorted({-1} | {t.start for v in tiered for t in v.tiers})
-    grid = {
-        (e, d): [_kinds(info.get_prices(_instant(e + d)), t) for t in tiers] for e in epochs for d in slots
-    }
+    grid = {(e, d): [_kinds(info.get_prices(_instant(e + d)), t) for t in tiers] for e in epochs for d in slots}
     if all(grid[(e, d)] == grid[(e, 0)] for e in epochs for d in slots):
         slots = [0]  # prices never depend on the time of day
     match = render_match(info.match)

@@ -24,10 +24,31 @@ import orjson
 from otel_bridge.agentspan import AgentSpan, Context, run_id
 from otel_bridge.billing import MODEL_CALL_KINDS, bill_once
 from otel_bridge.semconv_tables import (
-    AGENT_EVIDENCE, CACHE_READ_KEYS, CACHE_WRITE_KEYS, EXCLUSIVE_KEYS, FRAMEWORK_SCOPES, FRAMEWORKS,
-    GENAI_OPERATION_KIND, INPUT_TOKEN_KEYS, INVOKE_PREFIXES, KIND_KEYS, KIND_TABLES, LLM_EVIDENCE, MODEL_KEYS, MODEL_PROVIDERS,
-    OPERATION_KEY, OUTPUT_TOKEN_KEYS, PROVIDER_ALIASES, PROVIDER_KEYS, REASONING_KEYS, RUN_ROOT_OPERATIONS,
-    TEXT_FIELDS, TOKEN_FIELDS, TOOL_EVIDENCE, TOTAL_TOKEN_KEYS, TRACELOOP_PROPS,
+    AGENT_EVIDENCE,
+    CACHE_READ_KEYS,
+    CACHE_WRITE_KEYS,
+    EXCLUSIVE_KEYS,
+    FRAMEWORK_SCOPES,
+    FRAMEWORKS,
+    GENAI_OPERATION_KIND,
+    INPUT_TOKEN_KEYS,
+    INVOKE_PREFIXES,
+    KIND_KEYS,
+    KIND_TABLES,
+    LLM_EVIDENCE,
+    MODEL_KEYS,
+    MODEL_PROVIDERS,
+    OPERATION_KEY,
+    OUTPUT_TOKEN_KEYS,
+    PROVIDER_ALIASES,
+    PROVIDER_KEYS,
+    REASONING_KEYS,
+    RUN_ROOT_OPERATIONS,
+    TEXT_FIELDS,
+    TOKEN_FIELDS,
+    TOOL_EVIDENCE,
+    TOTAL_TOKEN_KEYS,
+    TRACELOOP_PROPS,
 )  # fmt: skip
 from otel_bridge.spans import STATUS_ERROR, STATUS_OK, BridgeLog, BridgeSpan, pick
 
@@ -47,7 +68,9 @@ _ROUTES: dict[str, tuple[str, int, bool]] = {
 }
 assert len(_ROUTES) == sum(len(k) for t in (TEXT_FIELDS, TOKEN_FIELDS) for k in t.values()), "a key routes to one field"
 # Every attribute the recogniser reads: converted in one pass, the rest of a protobuf span stays undecoded.
-RECOGNISED_KEYS = frozenset(_ROUTES) | frozenset(KIND_KEYS) | frozenset(TOOL_EVIDENCE + AGENT_EVIDENCE) | {"tag.tags", "metadata"}
+RECOGNISED_KEYS = (
+    frozenset(_ROUTES) | frozenset(KIND_KEYS) | frozenset(TOOL_EVIDENCE + AGENT_EVIDENCE) | {"tag.tags", "metadata"}
+)
 
 # Operation names seen that the table does not know, by name (bounded): /metrics shows them so they surface.
 _UNKNOWN_CAP = 256
@@ -138,7 +161,9 @@ def provider_from_model(model: str | None) -> str | None:
 def framework_of_scope(scope: str) -> str | None:
     framework = _SCOPE_CACHE.get(scope, "")
     if framework == "":
-        framework = next((f for prefix, f in FRAMEWORK_SCOPES if scope == prefix or scope.startswith(prefix + ".")), None)
+        framework = next(
+            (f for prefix, f in FRAMEWORK_SCOPES if scope == prefix or scope.startswith(prefix + ".")), None
+        )
         if len(_SCOPE_CACHE) < 1024:
             _SCOPE_CACHE[scope] = framework
     return framework
@@ -253,7 +278,10 @@ def _tokens_inclusive(a: AgentSpan, keys: Mapping[str, Any]) -> str | None:
                 return rule
     rules = []
     if a.input_tokens is not None and (read or write):
-        by_key = source(keys, "cached_input_tokens") in EXCLUSIVE_KEYS or source(keys, "cache_write_tokens") in EXCLUSIVE_KEYS
+        by_key = (
+            source(keys, "cached_input_tokens") in EXCLUSIVE_KEYS
+            or source(keys, "cache_write_tokens") in EXCLUSIVE_KEYS
+        )
         if inp < read + write or by_key:
             a.input_tokens += read + write
             rules.append("input exclusive of cache (" + ("by key" if by_key else "input < cache") + ")")
@@ -308,7 +336,11 @@ def recognise(span: BridgeSpan) -> AgentSpan:
     skipped: list[str] = []
     f, keys = _route(attrs, skipped)
     kind, operation, keys["kind"] = _kind(attrs)
-    if kind == "tool" and keys["kind"] != OPERATION_KEY and not (f.get("tool_name") or f.get("entity") or f.get("tool_call_id")):
+    if (
+        kind == "tool"
+        and keys["kind"] != OPERATION_KEY
+        and not (f.get("tool_name") or f.get("entity") or f.get("tool_call_id"))
+    ):
         # A tool is counted by its name: a TOOL span naming none (OpenInference's Agents-SDK handoffs) is a step.
         kind, keys["kind"] = "chain", keys["kind"] + " (names no tool: a step)"
     failed, error_type, error_message = _error(span, f.get("error_type"))
@@ -349,7 +381,12 @@ def recognise(span: BridgeSpan) -> AgentSpan:
         sources=keys,
     )
     keys["tokens"] = _tokens_inclusive(a, keys)
-    if kind == "llm" and span.status_code == STATUS_OK and keys["kind"] == "openinference.span.kind" and _no_answer(a, get):
+    if (
+        kind == "llm"
+        and span.status_code == STATUS_OK
+        and keys["kind"] == "openinference.span.kind"
+        and _no_answer(a, get)
+    ):
         # OpenInference records the answering model (llm.model_name) for every completion; a span marked OK with
         # neither it nor usage got no completion: a side request such as OpenAI's input-token count (CrewAI asks
         # before every call), not a model call.
@@ -401,7 +438,11 @@ def inherit_context(agents: Iterable[AgentSpan]) -> None:
             if above is not None:
                 own_agent = ctx.agent_id is not None or ctx.agent_name is not None
                 if a.kind != "agent" and (above.agent_id is not None or above.agent_name is not None):
-                    ctx.agent_id, ctx.agent_name, own_agent = above.agent_id, above.agent_name, True  # agents name agents
+                    ctx.agent_id, ctx.agent_name, own_agent = (
+                        above.agent_id,
+                        above.agent_name,
+                        True,
+                    )  # agents name agents
                 for name in Context.__slots__:
                     if own_agent and name in ("agent_id", "agent_name"):
                         continue  # an agent's identity is a pair: never half its own, half its parent's
@@ -411,7 +452,6 @@ def inherit_context(agents: Iterable[AgentSpan]) -> None:
         handed_down[key] = above
         return above
 
-    for key, a in by_id.items():
+    for a in by_id.values():
         if a.parent_span_id and (a.trace_id, a.parent_span_id) in by_id:
             a.inherit(down((a.trace_id, a.parent_span_id)))
-

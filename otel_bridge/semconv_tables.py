@@ -223,7 +223,12 @@ REASONING_KEYS = (
     "ai.usage.outputTokenDetails.reasoningTokens",
     "ai.usage.reasoningTokens",
 )
-TOTAL_TOKEN_KEYS = ("llm.usage.total_tokens", "llm.token_count.total", "gen_ai.usage.total_tokens", "ai.usage.totalTokens")
+TOTAL_TOKEN_KEYS = (
+    "llm.usage.total_tokens",
+    "llm.token_count.total",
+    "gen_ai.usage.total_tokens",
+    "ai.usage.totalTokens",
+)
 # Keys whose producer reports the part outside the total it belongs to, when no total says otherwise: ADK
 # writes Gemini's thoughts_token_count here while its output_tokens holds only the visible candidates.
 EXCLUSIVE_KEYS = frozenset({"gen_ai.usage.experimental.reasoning_tokens"})

@@ -30,10 +30,10 @@ from otel_bridge.pipeline import Pipeline, build, store_config
 from otel_bridge.price_library import snapshot_path
 from otel_bridge.pricing import PriceTable
 from otel_bridge.receivers.otlp import ReceiverSettings, ReceiverStats, check_listeners, decode
-from otel_bridge.receivers.spool import Spool, SpoolFull
 from otel_bridge.receivers.otlp_grpc import start_grpc_receiver
 from otel_bridge.receivers.otlp_http import otlp_router
 from otel_bridge.receivers.skillflaw import skillflaw_from_config
+from otel_bridge.receivers.spool import Spool, SpoolFull
 from otel_bridge.server import ingest
 from otel_bridge.server.app import Runtime, create_app
 from otel_bridge.server.metrics import process_memory
@@ -96,7 +96,9 @@ class SpooledPipeline:
     def submit(self, signal: str, fmt: str, body: bytes, pos: int | None) -> None:
         """One spooled record into the pipeline (replay uses it; receivers hand over already decoded data)."""
         if signal in ingest.CONVERTERS:
-            self.pipeline.submit_rows(ingest.rows_of(signal, orjson.loads(body).get("events"), self.pipeline.redactor), pos)
+            self.pipeline.submit_rows(
+                ingest.rows_of(signal, orjson.loads(body).get("events"), self.pipeline.redactor), pos
+            )
             return
         decoded = decode(signal, body, fmt)
         (self.submit_spans if signal == "traces" else self.submit_logs)(decoded.items, pos)
@@ -145,7 +147,9 @@ class Service:
             service.spooled = SpooledPipeline(service.pipeline, spool)
             service.spooled.replay()  # what a crash left behind goes first, before new traffic
             threading.Thread(target=service._collect_spool, name="otel-bridge-spool", daemon=True).start()
-        service.skillflaw = skillflaw_from_config(cfg, service.consumer, service.stats)  # polled bodies take the OTLP path
+        service.skillflaw = skillflaw_from_config(
+            cfg, service.consumer, service.stats
+        )  # polled bodies take the OTLP path
         if service.skillflaw is not None:
             service.skillflaw.start()
         return service
@@ -169,7 +173,10 @@ class Service:
         snapshot = {**self.pipeline.stats(), "receivers": self.stats.snapshot()}
         snapshot["processes"] = {"serve": process_memory()}  # one process today; workers would add theirs
         if self.spooled is not None:
-            snapshot["pipeline"] = {**snapshot["pipeline"], **{f"spool_{k}": v for k, v in self.spooled.spool.stats().items()}}
+            snapshot["pipeline"] = {
+                **snapshot["pipeline"],
+                **{f"spool_{k}": v for k, v in self.spooled.spool.stats().items()},
+            }
         return snapshot
 
     def ingest(self, kind: str, body: bytes, events: Any) -> int | None:
@@ -214,7 +221,9 @@ class Service:
         """Serve HTTP until stopped (Ctrl-C / SIGTERM in the foreground)."""
         host, _, port = self.settings.http_endpoint.rpartition(":")
         ssl = tls.uvicorn_ssl(self.settings.http_tls, "receivers.otlp.protocols.http.tls")
-        config = uvicorn.Config(self.app(), host=host.strip("[]"), port=int(port), log_level="warning", access_log=False, **ssl)
+        config = uvicorn.Config(
+            self.app(), host=host.strip("[]"), port=int(port), log_level="warning", access_log=False, **ssl
+        )
         self.http = _HttpServer(config)
         client.announce(self.cfg.exporters.clickhouse.data_dir, self.http_url)
         self.http.run()
@@ -277,12 +286,19 @@ def _announce(service: Service) -> None:
     ex = service.cfg.enabled_exporters()
     lines = [
         "otel-bridge is receiving OpenTelemetry traces:",
-        f"  OTLP/gRPC  {s.grpc_endpoint or '(off)'}    OTEL_EXPORTER_OTLP_ENDPOINT={'https' if tls.enabled(s.grpc_tls) else 'http'}://{s.grpc_endpoint}" if s.grpc_endpoint else "  OTLP/gRPC  (off)",
+        f"  OTLP/gRPC  {s.grpc_endpoint or '(off)'}    OTEL_EXPORTER_OTLP_ENDPOINT={'https' if tls.enabled(s.grpc_tls) else 'http'}://{s.grpc_endpoint}"
+        if s.grpc_endpoint
+        else "  OTLP/gRPC  (off)",
         f"  OTLP/HTTP  {service.http_url}/v1/traces   OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf OTEL_EXPORTER_OTLP_ENDPOINT={service.http_url}",
         f"  API        {service.http_url}/docs   metrics {service.http_url}/metrics",
         f"  exporters  {', '.join(ex)}; data {service.cfg.exporters.clickhouse.data_dir}",
-        *([f"  SkillFlaw  polling {service.cfg.receivers.skillflaw.base_url} every {service.cfg.receivers.skillflaw.poll_interval:g}s"]
-          if service.skillflaw is not None else []),
+        *(
+            [
+                f"  SkillFlaw  polling {service.cfg.receivers.skillflaw.base_url} every {service.cfg.receivers.skillflaw.poll_interval:g}s"
+            ]
+            if service.skillflaw is not None
+            else []
+        ),
         "  try: otel-bridge demo   (in another terminal), then otel-bridge costs / latency / runs",
     ]
     print("\n".join(lines), flush=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -198,7 +198,9 @@ def spans_from_otlp_proto(request: ExportTraceServiceRequest | bytes) -> Decoded
                         status.code,
                         status.message,
                         _proto_attrs(s.attributes),
-                        [SpanEvent(e.name, e.time_unix_nano, _proto_attrs(e.attributes)) for e in events] if events else [],
+                        [SpanEvent(e.name, e.time_unix_nano, _proto_attrs(e.attributes)) for e in events]
+                        if events
+                        else [],
                         resource,
                         scope_name,
                         scope_version,
@@ -404,7 +406,11 @@ def _json_log(r: Mapping[str, Any], resource: Mapping[str, Any], scope: Mapping[
     return BridgeLog(
         _log_id(_get(r, "traceId", "trace_id"), 16, "traceId"),
         _log_id(_get(r, "spanId", "span_id"), 8, "spanId"),
-        _json_int(_get(r, "timeUnixNano", "time_unix_nano", 0) or _get(r, "observedTimeUnixNano", "observed_time_unix_nano", 0), "timeUnixNano"),
+        _json_int(
+            _get(r, "timeUnixNano", "time_unix_nano", 0)
+            or _get(r, "observedTimeUnixNano", "observed_time_unix_nano", 0),
+            "timeUnixNano",
+        ),
         _get(r, "eventName", "event_name", "") or str(attrs.get("event.name") or ""),
         _json_value(body) if body is not None else None,
         attrs,

@@ -56,7 +56,10 @@ class PlannedRun:
 QUESTIONS = (
     ("Where is my order #4411?", "It left the warehouse yesterday and should arrive on Thursday."),
     ("Why was I charged twice in May?", "One of the two charges was a pre-authorisation; it was released on May 3."),
-    ("Summarise the refund policy for EU customers.", "EU customers can return items within 30 days for a full refund."),
+    (
+        "Summarise the refund policy for EU customers.",
+        "EU customers can return items within 30 days for a full refund.",
+    ),
     ("What's the weather in Lisbon tomorrow?", "Sunny, 24 °C, light wind from the north-west."),
 )
 RATINGS = (("up", "quick and correct"), ("down", "did not answer the question"), ("up", ""))
@@ -86,12 +89,29 @@ def plan_runs(
             provider, model, (inp, cached, out, reasoning) = rng.choice(models)
             scale = rng.uniform(0.5, 1.5)
             calls.append(
-                LlmCall(provider, model, int(inp * scale), int(cached * scale), int(out * scale), int(reasoning * scale), int(rng.uniform(200, 1500) * slow))
+                LlmCall(
+                    provider,
+                    model,
+                    int(inp * scale),
+                    int(cached * scale),
+                    int(out * scale),
+                    int(reasoning * scale),
+                    int(rng.uniform(200, 1500) * slow),
+                )
             )
         tools = rng.sample(TOOLS, rng.randint(0, 2))
         latency = sum(c.latency_ms for c in calls) + 40 * len(tools) + rng.randint(5, 50)
         runs.append(
-            PlannedRun(rng.choice(agents), calls, tools, rng.random() < error_rate, t, latency, user=f"user-{i % 5}@example.com", conversation_id=f"conv-{i}")
+            PlannedRun(
+                rng.choice(agents),
+                calls,
+                tools,
+                rng.random() < error_rate,
+                t,
+                latency,
+                user=f"user-{i % 5}@example.com",
+                conversation_id=f"conv-{i}",
+            )
         )
         if chat:  # its own generator, so runs with and without chat have the same figures
             runs[-1].question, runs[-1].answer = talk.choice(QUESTIONS)
@@ -119,7 +139,9 @@ def emit(tracer: Tracer, run: PlannedRun) -> None:
     t = run.start_ns + 5_000_000
     for k, call in enumerate(run.calls):
         attrs = _llm_attributes(call) | _messages(run, first=k == 0, last=k == len(run.calls) - 1)
-        span = tracer.start_span(f"chat {call.model}", context=ctx, kind=SpanKind.CLIENT, start_time=t, attributes=attrs)
+        span = tracer.start_span(
+            f"chat {call.model}", context=ctx, kind=SpanKind.CLIENT, start_time=t, attributes=attrs
+        )
         t += call.latency_ms * 1_000_000
         span.end(end_time=t)
     for tool in run.tools:
@@ -127,7 +149,11 @@ def emit(tracer: Tracer, run: PlannedRun) -> None:
             f"execute_tool {tool}",
             context=ctx,
             start_time=t,
-            attributes={"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": tool, "gen_ai.tool.type": "function"},
+            attributes={
+                "gen_ai.operation.name": "execute_tool",
+                "gen_ai.tool.name": tool,
+                "gen_ai.tool.type": "function",
+            },
         )
         t += 40_000_000
         span.end(end_time=t)
@@ -145,7 +171,9 @@ def _messages(run: PlannedRun, first: bool, last: bool) -> dict:
         return {}
     out = {}
     if first:
-        out["gen_ai.input.messages"] = json.dumps([{"role": "user", "parts": [{"type": "text", "content": run.question}]}])
+        out["gen_ai.input.messages"] = json.dumps(
+            [{"role": "user", "parts": [{"type": "text", "content": run.question}]}]
+        )
     if last:
         out["gen_ai.output.messages"] = json.dumps(
             [{"role": "assistant", "parts": [{"type": "text", "content": run.answer}], "finish_reason": "stop"}]

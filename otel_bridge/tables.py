@@ -173,6 +173,8 @@ def print_table(rows: list[dict[str, Any]], kind: str, *, wide: bool = False, ti
         from rich.measure import Measurement
 
         big = Console(width=100_000)
-        con = Console(file=con.file, width=max(con.width, Measurement.get(big, big.options, t).maximum), highlight=False)
+        con = Console(
+            file=con.file, width=max(con.width, Measurement.get(big, big.options, t).maximum), highlight=False
+        )
     con.print(t)
     con.print()

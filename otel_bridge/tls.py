@@ -87,7 +87,9 @@ def _load_chain(ctx: ssl.SSLContext, cert_file: str, key_file: str, key: str) ->
     except ssl.SSLError as exc:
         if "KEY_VALUES_MISMATCH" in str(exc):
             raise ValueError(f'{key}.key_file: "{key_file}" does not match the certificate in cert_file') from None
-        raise ValueError(f"{key}.cert_file: cannot load the certificate and key: {(exc.reason or str(exc)).lower()}") from None
+        raise ValueError(
+            f"{key}.cert_file: cannot load the certificate and key: {(exc.reason or str(exc)).lower()}"
+        ) from None
 
 
 def _load_ca(ctx: ssl.SSLContext, path: str, key: str) -> None:
@@ -132,7 +134,9 @@ def server_context(tls: ServerTLSSettings, key: str) -> ssl.SSLContext:
 class _Reloader:
     """Reload when ``reload_interval`` has passed and a file changed; failures keep the last good result."""
 
-    def __init__(self, tls: ServerTLSSettings, key: str, load: Callable[[], Any], clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, tls: ServerTLSSettings, key: str, load: Callable[[], Any], clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.tls, self.key, self._load, self._clock = tls, key, load, clock
         self._lock = threading.Lock()
         self._signature = _signature(_files(tls))
@@ -153,7 +157,9 @@ class _Reloader:
             try:
                 self.current = self._load()
             except ValueError as exc:
-                log.warning("%s: the renewed certificate did not load, still serving the previous one: %s", self.key, exc)
+                log.warning(
+                    "%s: the renewed certificate did not load, still serving the previous one: %s", self.key, exc
+                )
                 return False
             self._signature = signature
             self.reloads += 1
@@ -229,15 +235,20 @@ def client_context(tls: ClientTLSSettings | None, key: str) -> ssl.SSLContext | 
     if not _client_configured(tls):
         return True
     if tls.insecure_skip_verify:
-        log.warning("%s.insecure_skip_verify: the server's certificate is not verified; anyone on the path can "
-                    "read and change this traffic, credentials included", key)
+        log.warning(
+            "%s.insecure_skip_verify: the server's certificate is not verified; anyone on the path can "
+            "read and change this traffic, credentials included",
+            key,
+        )
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     elif tls.ca_file:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verifies and checks the host name by default
         _load_ca(ctx, tls.ca_file, f"{key}.ca_file")
-        ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN  # an intermediate or the server's own certificate may be the anchor
+        ctx.verify_flags |= (
+            ssl.VERIFY_X509_PARTIAL_CHAIN
+        )  # an intermediate or the server's own certificate may be the anchor
     else:
         import certifi  # httpx's own default roots, so adding a client certificate changes nothing else
 

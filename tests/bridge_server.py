@@ -56,7 +56,9 @@ class Bridge:
 
     def client(self, token: str | None = "default") -> httpx.Client:
         token = self.token if token == "default" else token
-        return httpx.Client(base_url=self.url, headers={"authorization": f"Bearer {token}"} if token else {}, timeout=30)
+        return httpx.Client(
+            base_url=self.url, headers={"authorization": f"Bearer {token}"} if token else {}, timeout=30
+        )
 
     def stop(self, timeout: float = 30) -> str:
         if self.proc.poll() is None:
@@ -69,7 +71,9 @@ class Bridge:
         return self.log.read_text()
 
 
-def start_bridge(tmp: Path, env: dict[str, str] | None = None, *, config: str = TEST_CONFIG, wait: bool = True) -> Bridge:
+def start_bridge(
+    tmp: Path, env: dict[str, str] | None = None, *, config: str = TEST_CONFIG, wait: bool = True
+) -> Bridge:
     tmp.mkdir(parents=True, exist_ok=True)
     http, grpc = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"
     data_dir = tmp / "data"
@@ -87,7 +91,14 @@ def start_bridge(tmp: Path, env: dict[str, str] | None = None, *, config: str = 
         [sys.executable, "-m", "otel_bridge.cli", "serve", "--config", str(cfg)],
         env=full_env, cwd=tmp, stdout=log.open("wb"), stderr=subprocess.STDOUT,
     )  # fmt: skip
-    bridge = Bridge(proc, full_env["OTEL_BRIDGE_HTTP_ENDPOINT"], full_env["OTEL_BRIDGE_GRPC_ENDPOINT"], data_dir, full_env.get("OTEL_BRIDGE_TOKEN"), log)
+    bridge = Bridge(
+        proc,
+        full_env["OTEL_BRIDGE_HTTP_ENDPOINT"],
+        full_env["OTEL_BRIDGE_GRPC_ENDPOINT"],
+        data_dir,
+        full_env.get("OTEL_BRIDGE_TOKEN"),
+        log,
+    )
     if wait:
         _wait_ready(bridge)
     return bridge

@@ -42,7 +42,11 @@ service:
 
 
 def service(tmp: Path, **env: str) -> Service:
-    environ = {**{k: v for k, v in os.environ.items() if not k.startswith("T_")}, "T_DATA_DIR": str(tmp / "data"), **env}
+    environ = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("T_")},
+        "T_DATA_DIR": str(tmp / "data"),
+        **env,
+    }
     return Service.build(parse_config(SERVICE_CONFIG, environ=environ))
 
 

@@ -96,9 +96,7 @@ class FlightDeckCLIError(RuntimeError):
         self.returncode = returncode
         self.stdout = stdout
         self.stderr = stderr
-        super().__init__(
-            f"`{' '.join(args)}` exited {returncode}\nstdout:\n{stdout}\nstderr:\n{stderr}"
-        )
+        super().__init__(f"`{' '.join(args)}` exited {returncode}\nstdout:\n{stdout}\nstderr:\n{stderr}")
 
 
 def find_flightdeck_binary() -> str:
@@ -280,9 +278,7 @@ class FlightDeckServer:
                 try:
                     r = httpx.get(self.base_url + "/health", timeout=1.0)
                     if r.status_code == 200 and r.json().get("status") == "ok":
-                        self._http = httpx.Client(
-                            base_url=self.base_url, timeout=10.0, headers=self._auth_headers()
-                        )
+                        self._http = httpx.Client(base_url=self.base_url, timeout=10.0, headers=self._auth_headers())
                         return
                 except httpx.HTTPError as exc:
                     last_error = f"{type(exc).__name__}: {exc}"
@@ -372,7 +368,9 @@ class FlightDeckServer:
             )
         return r.json()
 
-    def runs_page(self, release_id: str, *, window: str = "7d", offset: int = 0, limit: int = 500, **filters: Any) -> dict[str, Any]:
+    def runs_page(
+        self, release_id: str, *, window: str = "7d", offset: int = 0, limit: int = 500, **filters: Any
+    ) -> dict[str, Any]:
         """One raw ``GET /v1/runs`` page (keys: events, matched_total, returned, truncated, ...)."""
         return self._get(
             "/v1/runs",
@@ -436,11 +434,7 @@ class FlightDeckServer:
         """
         u = event["usage"]["model"]
         p_in, p_cached, p_out = cls.price_of(u["model"])
-        return (
-            u["input_tokens"] * p_in
-            + u.get("cached_input_tokens", 0) * p_cached
-            + u["output_tokens"] * p_out
-        )
+        return u["input_tokens"] * p_in + u.get("cached_input_tokens", 0) * p_cached + u["output_tokens"] * p_out
 
 
 @contextmanager
@@ -474,7 +468,9 @@ def _report_log(config: pytest.Config, server: FlightDeckServer, reason: str) ->
 
 
 @pytest.fixture(scope="session")
-def flightdeck_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[FlightDeckServer]:
+def flightdeck_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[FlightDeckServer]:
     """Session-wide real FlightDeck server; see module docstring for isolation rules."""
     failed_before = request.session.testsfailed
     with running_flightdeck(tmp_path_factory.mktemp("flightdeck") / "ws") as server:

@@ -199,7 +199,9 @@ class ObservatorySink:
         self._server = ThreadingHTTPServer(("127.0.0.1", self._port), _handler_for(self))
         self._server.daemon_threads = True
         self._port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), name="observatory-sink", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), name="observatory-sink", daemon=True
+        )
         self._thread.start()
 
     def stop(self) -> None:

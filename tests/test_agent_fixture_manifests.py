@@ -8,13 +8,13 @@ import importlib.util
 import json
 
 import pytest
+from conftest import FIXTURES, REFERENCE_FIXTURES
 
 from otel_bridge.inspect import read_otlp_file
 
-from conftest import FIXTURES, REFERENCE_FIXTURES
-
-AGENT_FIXTURES = sorted(p.name.split(".")[0] for p in FIXTURES.glob("*.expected.json")
-                        if p.name.split(".")[0] not in REFERENCE_FIXTURES)
+AGENT_FIXTURES = sorted(
+    p.name.split(".")[0] for p in FIXTURES.glob("*.expected.json") if p.name.split(".")[0] not in REFERENCE_FIXTURES
+)
 TOKENS = ("prompt_tokens", "cached_tokens", "cache_write_tokens", "completion_tokens", "reasoning_tokens")
 
 

@@ -274,13 +274,16 @@ def test_shutdown_cuts_a_long_backoff_short():
 
 def test_shutdown_with_fake_clock_deadline_gives_up_remaining_retries():
     clock = FakeClock()
+
     # each send "takes" 4 s of fake time; the 10 s deadline is reached mid-retries
     def slow_fail(batch):
         clock.now += 4.0
         return RetryableError("timeout")
+
     sender = ScriptedSender(fail=slow_fail)
-    exp = make(sender, clock=clock, sleep=clock.sleep, max_attempts=100, start=False,
-               initial_backoff=0.1, max_backoff=0.1)
+    exp = make(
+        sender, clock=clock, sleep=clock.sleep, max_attempts=100, start=False, initial_backoff=0.1, max_backoff=0.1
+    )
     exp.offer_many([1, 2])
     assert not exp.shutdown(10.0)
     assert 2 <= len(sender.calls) <= 4

@@ -84,7 +84,9 @@ def test_human_numbers() -> None:
     assert humanize.money(0.604801) == "$0.60" and humanize.money(0.00933) == "$0.0093" and humanize.money(0) == "$0"
     assert humanize.money(1234.5) == "$1,234.50" and humanize.money(None) == ""
     assert humanize.count(142658) == "142.7k" and humanize.count(950) == "950" and humanize.count(2_500_000) == "2.5M"
-    assert humanize.seconds(1.94) == "1.9 s" and humanize.seconds(0.42) == "420 ms" and humanize.seconds(125) == "2m 05s"
+    assert (
+        humanize.seconds(1.94) == "1.9 s" and humanize.seconds(0.42) == "420 ms" and humanize.seconds(125) == "2m 05s"
+    )
     assert humanize.millis(3_720_000) == "1h 02m" and humanize.percent(0.0625) == "6.2%"
     assert humanize.short_id("df133428-7f1d-8499-9862-d2d6d1ebc94d") == "df133428"
     assert humanize.when("2026-11-26T22:08:03.006Z") == "11-26 22:08:03"
@@ -111,9 +113,9 @@ def _config(tmp: Path, *, http: str, grpc: str, obs_url: str = "", obs_key: str 
     cfg.write_text(f"""
 receivers: {{otlp: {{protocols: {{grpc: {{endpoint: "{grpc}"}}, http: {{endpoint: "{http}"}}}}}}}}
 exporters:
-  clickhouse: {{data_dir: "{tmp / 'data'}"}}
-  observatory: {{url: "{obs_url}", api_key: "{obs_key}", dead_letter: "{tmp / 'obs-dead.jsonl'}"}}
-  flightdeck: {{url: "{fd_url}", dead_letter: "{tmp / 'fd-dead.jsonl'}"}}
+  clickhouse: {{data_dir: "{tmp / "data"}"}}
+  observatory: {{url: "{obs_url}", api_key: "{obs_key}", dead_letter: "{tmp / "obs-dead.jsonl"}"}}
+  flightdeck: {{url: "{fd_url}", dead_letter: "{tmp / "fd-dead.jsonl"}"}}
 """)
     return str(cfg)
 
@@ -133,7 +135,14 @@ def test_doctor_all_good(tmp_path: Path, capsys: pytest.CaptureFixture, flightde
     sink = ObservatorySink()
     sink.start()
     try:
-        cfg = _config(tmp_path, http=_free(), grpc=_free(), obs_url=sink.url, obs_key=SINK_API_KEY, fd_url=flightdeck_server.base_url)
+        cfg = _config(
+            tmp_path,
+            http=_free(),
+            grpc=_free(),
+            obs_url=sink.url,
+            obs_key=SINK_API_KEY,
+            fd_url=flightdeck_server.base_url,
+        )
         code, checks = _doctor(cfg, capsys)
         assert main(["doctor", "--config", cfg]) == 0  # the human report
         human = capsys.readouterr().out
@@ -156,15 +165,22 @@ def test_doctor_says_what_to_fix(tmp_path: Path, capsys: pytest.CaptureFixture, 
     try:
         cfg = _config(tmp_path, http=f"127.0.0.1:{busy.getsockname()[1]}", grpc=_free(), obs_url=sink.url,
                       obs_key="a-wrong-key", fd_url=f"http://{closed}")  # fmt: skip
-        (tmp_path / "fd-dead.jsonl").write_bytes(b'{"exporter": "flightdeck", "error": "HTTP 400: release unknown", "item": {}}\n')
+        (tmp_path / "fd-dead.jsonl").write_bytes(
+            b'{"exporter": "flightdeck", "error": "HTTP 400: release unknown", "item": {}}\n'
+        )
         code, checks = _doctor(cfg, capsys)
         sink.violations.clear()  # the wrong key was the point
     finally:
         sink.stop()
         busy.close()
     assert code == 1
-    assert checks["port http"]["status"] == "fail" and "receivers.otlp.protocols.http.endpoint" in checks["port http"]["fix"]
-    assert checks["exporter flightdeck"]["status"] == "fail" and "unreachable" in checks["exporter flightdeck"]["detail"]
+    assert (
+        checks["port http"]["status"] == "fail"
+        and "receivers.otlp.protocols.http.endpoint" in checks["port http"]["fix"]
+    )
+    assert (
+        checks["exporter flightdeck"]["status"] == "fail" and "unreachable" in checks["exporter flightdeck"]["detail"]
+    )
     obs = checks["exporter observatory"]  # the strict sink answers a wrong key with 400 and says why
     assert obs["status"] == "fail" and "authorization" in obs["detail"] and "api_key" in obs["fix"]
     dead = checks["dead letters flightdeck"]

@@ -9,8 +9,8 @@ import orjson
 import pytest
 from ch_data import make_dataset
 
-from otel_bridge.commands import register
 from otel_bridge.analytics.store import Store, StoreConfig
+from otel_bridge.commands import register
 from otel_bridge.exporters.clickhouse import ClickHouseSender, run_row, spans_items
 
 
@@ -35,7 +35,10 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 def test_runs_json(data_dir: str, capsys: pytest.CaptureFixture) -> None:
-    assert _run(["runs", "--data-dir", data_dir, "--json", "--status", "success", "--tags", "beta,eu", "--limit", "500"]) == 0
+    assert (
+        _run(["runs", "--data-dir", data_dir, "--json", "--status", "success", "--tags", "beta,eu", "--limit", "500"])
+        == 0
+    )
     rows = orjson.loads(capsys.readouterr().out)
     assert rows and all(r["status"] == "success" and {"beta", "eu"} & set(r["tags"]) for r in rows)
     assert set(rows[0]) == {

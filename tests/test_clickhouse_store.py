@@ -13,7 +13,12 @@ from ch_data import BASE_NS, bridge, iso, llm_attrs, make_dataset
 from otel_bridge.analytics import queries as q
 from otel_bridge.analytics.cost import span_pairs
 from otel_bridge.analytics.schema import (
-    SCHEMA_VERSION, SPAN_COLUMNS, DDLOptions, migrations, migrations_table_ddl, render_ddl,
+    SCHEMA_VERSION,
+    SPAN_COLUMNS,
+    DDLOptions,
+    migrations,
+    migrations_table_ddl,
+    render_ddl,
 )  # fmt: skip
 from otel_bridge.analytics.store import Store, StoreConfig
 from otel_bridge.exporters.batch import BatchExporter
@@ -149,7 +154,9 @@ def test_cluster_ddl_rendered() -> None:
     assert "ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/obs/spans_local', '{replica}', version)" in text
     assert "ENGINE = Distributed(`prod`, `obs`, `spans_local`, cityHash64(trace_id))" in text
     assert "`obs`.`runs_local`" in text and "`obs`.`events_local`" in text
-    assert "INTERVAL 30 DAY" in text and "output_text String CODEC(ZSTD(3)) TTL toDateTime(start) + INTERVAL 7 DAY" in text
+    assert (
+        "INTERVAL 30 DAY" in text and "output_text String CODEC(ZSTD(3)) TTL toDateTime(start) + INTERVAL 7 DAY" in text
+    )
     # the price table is whole on every node (no shard in its path), so a shard's join reads it locally
     assert ("ReplicatedReplacingMergeTree('/clickhouse/tables/all/obs/model_prices', '{shard}-{replica}', p_version)"
             in text and "Distributed(`prod`, `obs`, `model_prices" not in text)  # fmt: skip

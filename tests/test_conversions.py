@@ -5,6 +5,7 @@ from __future__ import annotations
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from test_inprocess import _chat
 
 from otel_bridge.exporters.clickhouse import ClickHouseConversion, event_row
 from otel_bridge.exporters.observatory import ObservatoryConversion
@@ -13,7 +14,6 @@ from otel_bridge.processors.flightdeck import FlightDeckMapping
 from otel_bridge.processors.observatory import CUSTOM_EVENTS
 from otel_bridge.semconv import recognise
 from otel_bridge.spans import span_from_sdk
-from test_inprocess import _chat
 
 
 def _spans(turns: list[tuple[list[tuple[str, str]], str]]):
@@ -40,7 +40,11 @@ def test_clickhouse_events_do_not_depend_on_observatory_being_on():
     """Two turns of one conversation: the second re-sends the first turn's history, which both destinations
     de-duplicate on their own state, so ClickHouse's events rows are the same with or without Observatory."""
     turns = [([("user", "hi")], "hello"), ([("user", "hi"), ("assistant", "hello"), ("user", "how much?")], "5 EUR")]
-    observatory, alone, beside = ObservatoryConversion("app"), ClickHouseConversion("app", FlightDeckMapping()), ClickHouseConversion("app", FlightDeckMapping())
+    observatory, alone, beside = (
+        ObservatoryConversion("app"),
+        ClickHouseConversion("app", FlightDeckMapping()),
+        ClickHouseConversion("app", FlightDeckMapping()),
+    )
     expected, rows_alone, rows_beside = [], [], []
     spans = _spans(turns)
     for a in spans:

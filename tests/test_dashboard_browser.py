@@ -58,7 +58,9 @@ def browser():
 @pytest.fixture(scope="module")
 def page(browser, bridge: Bridge):  # noqa: ANN001, ANN201
     """One page; console errors and uncaught exceptions are collected for every visit."""
-    ctx = browser.new_context(viewport={"width": 1440, "height": 1000}, extra_http_headers={"authorization": f"Bearer {TOKEN}"})
+    ctx = browser.new_context(
+        viewport={"width": 1440, "height": 1000}, extra_http_headers={"authorization": f"Bearer {TOKEN}"}
+    )
     pg = ctx.new_page()
     pg.errors = []
     pg.on("console", lambda m: pg.errors.append(f"console.{m.type}: {m.text}") if m.type == "error" else None)
@@ -136,17 +138,23 @@ def test_run_filters_show_exactly_the_api_rows(page, bridge: Bridge) -> None:  #
 
 def test_run_waterfall_shows_every_span_and_sums(page, bridge: Bridge) -> None:  # noqa: ANN001
     with bridge.client() as c:
-        run = c.get("/api/run/", params={"min_llm_calls": 3, "min_tool_calls": 1, "order": "-total_cost", "limit": 1}).json()[0]
+        run = c.get(
+            "/api/run/", params={"min_llm_calls": 3, "min_tool_calls": 1, "order": "-total_cost", "limit": 1}
+        ).json()[0]
         same_agent = c.get("/api/run/", params={"agent": run["agent"], "limit": 10_000}).json()
     children = [r for r in same_agent if r["trace_id"] == run["trace_id"] and r["run_id"] != run["run_id"]]
     llm = [r for r in children if r["type"] == "llm"]
     _visit(page, f"{bridge.url}/run/{run['run_id']}?range=all", "run")
-    rows = page.eval_on_selector_all(".wf-row", "rs => rs.map(r => ({id: r.dataset.runId, type: r.dataset.type, cost: Number(r.dataset.cost)}))")
+    rows = page.eval_on_selector_all(
+        ".wf-row", "rs => rs.map(r => ({id: r.dataset.runId, type: r.dataset.type, cost: Number(r.dataset.cost)}))"
+    )
     assert sorted(r["id"] for r in rows) == sorted([run["run_id"]] + [r["run_id"] for r in children])
     assert len(llm) == run["llm_calls"] >= 3
     shown_total = float(page.locator("#run-total-cost").get_attribute("data-value"))
     waterfall_llm = sum(r["cost"] for r in rows if r["type"] == "llm")
-    assert math.isclose(shown_total, waterfall_llm, rel_tol=1e-9) and math.isclose(shown_total, sum(r["cost"] for r in llm), rel_tol=1e-9)
+    assert math.isclose(shown_total, waterfall_llm, rel_tol=1e-9) and math.isclose(
+        shown_total, sum(r["cost"] for r in llm), rel_tol=1e-9
+    )
     assert math.isclose(shown_total, run["total_cost"], rel_tol=1e-9) and shown_total > 0
     assert page.locator("#run-llm-calls").inner_text() == str(len(llm))
     assert page.locator(".msg.user").count() >= 1 and page.locator(".msg.assistant").count() >= 1

@@ -38,7 +38,9 @@ def test_overview_warns_of_unpriced_models(client: TestClient) -> None:
     panel = re.search(r'<section class="panel warn" id="unpriced">(.*?)</section>', page.text, re.S)
     assert panel and "mystery-model-1" in panel.group(1) and "without a price" in panel.group(1)
     listed = re.findall(r"<tr><td><code>([^<]+)</code>", panel.group(1))
-    assert listed == [r["model"] for r in q.prices_check(client.rt.store, client.rt.prices) if r["source"] == "unpriced"]
+    assert listed == [
+        r["model"] for r in q.prices_check(client.rt.store, client.rt.prices) if r["source"] == "unpriced"
+    ]
     assert listed == ["mystery-model-1"]  # the priced models are not in the warning
     for chart in ("cost", "tokens", "latency_agent", "latency_model", "errors"):
         assert f'data-chart="{chart}"' in page.text

@@ -28,20 +28,28 @@ def test_poison_span_among_2000_good_ones_loses_nothing(tmp_path):
         good = [llm_span(i) for i in range(2000)]
         for i in range(0, 2000, 500):
             assert send(svc, request(good[i : i + 500])) == (500, 0, None)
-        poison = request([llm_span(5000, name=7, attrs={"gen_ai.request.model": 12})],
-                         resource={"service.name": 1, "service.version": 2, "deployment.environment.name": 3.5})
+        poison = request(
+            [llm_span(5000, name=7, attrs={"gen_ai.request.model": 12})],
+            resource={"service.name": 1, "service.version": 2, "deployment.environment.name": 3.5},
+        )
         assert send(svc, poison)[:2] == (1, 0)
         now = time.time_ns()
-        refused = [llm_span(6000, start_ns=2**64 - 2_000_000), llm_span(6001, attrs={"gen_ai.usage.input_tokens": 2**62 * 3}),
-                   llm_span(6002, start_ns=now - 91 * 86_400 * 10**9), llm_span(6003, start_ns=0)]
+        refused = [
+            llm_span(6000, start_ns=2**64 - 2_000_000),
+            llm_span(6001, attrs={"gen_ai.usage.input_tokens": 2**62 * 3}),
+            llm_span(6002, start_ns=now - 91 * 86_400 * 10**9),
+            llm_span(6003, start_ns=0),
+        ]
         accepted, rejected, message = send(svc, request(refused + [llm_span(6004)]))
         assert (accepted, rejected) == (1, 4)
         assert "out of range" in message and "retention" in message and "0 or missing" in message
         assert wait_until(lambda: count(svc, SPANS) >= 2002, timeout=120)
         time.sleep(0.5)
         assert count(svc, SPANS) == 2002  # 2000 + the coerced poison + the good neighbour of the refused
-        row = svc.store.query("SELECT name, service_name, service_version, environment FROM otel_bridge.spans FINAL "
-                              f"WHERE span_id = '{5001:016x}'")[0]
+        row = svc.store.query(
+            "SELECT name, service_name, service_version, environment FROM otel_bridge.spans FINAL "
+            f"WHERE span_id = '{5001:016x}'"
+        )[0]
         assert row == {"name": "7", "service_name": "1", "service_version": "2", "environment": "3.5"}
         assert dead_letters(svc.pipeline.exporters["clickhouse"].dead_letter_path) == []
     finally:
@@ -51,8 +59,9 @@ def test_poison_span_among_2000_good_ones_loses_nothing(tmp_path):
 def test_observatory_503_past_the_retry_budget_then_back(tmp_path, observatory_sink):
     """Row 2: retried for max_elapsed, then dead-lettered (0600, dir 0700), never forgotten; `retry` delivers."""
     observatory_sink.fail_next(503, 10**6)
-    svc = service(tmp_path, T_OBSERVATORY_URL=observatory_sink.url, T_OBSERVATORY_KEY=observatory_sink.api_key,
-                  T_MAX_ELAPSED="1s")
+    svc = service(
+        tmp_path, T_OBSERVATORY_URL=observatory_sink.url, T_OBSERVATORY_KEY=observatory_sink.api_key, T_MAX_ELAPSED="1s"
+    )
     obs = svc.pipeline.exporters["observatory"]
     try:
         for i in range(0, 200, 50):
@@ -78,8 +87,9 @@ def test_observatory_503_past_the_retry_budget_then_back(tmp_path, observatory_s
 def test_observatory_down_under_sustained_load_answers_503_and_drops_nothing(tmp_path, observatory_sink):
     """Row 3: backpressure in events (2 per span) before acknowledging; everything acknowledged arrives."""
     observatory_sink.stop()
-    svc = service(tmp_path, T_OBSERVATORY_URL=observatory_sink.url, T_OBSERVATORY_KEY=observatory_sink.api_key,
-                  T_OBS_QUEUE="300")
+    svc = service(
+        tmp_path, T_OBSERVATORY_URL=observatory_sink.url, T_OBSERVATORY_KEY=observatory_sink.api_key, T_OBS_QUEUE="300"
+    )
     obs = svc.pipeline.exporters["observatory"]
     accepted = refused = i = 0
     try:
@@ -111,7 +121,9 @@ def test_one_400_in_a_batch_dead_letters_only_that_event(tmp_path, observatory_s
     events = [{**good, "run_id": f"00000000-0000-4000-8000-{i:012d}"} for i in range(100)]
     events[37] = {**events[37], "type": "not-a-type"}
     dead = tmp_path / "dl" / "observatory.jsonl"
-    exp = BatchExporter(ObservatorySender(observatory_sink.url, observatory_sink.api_key), max_batch=100, dead_letter=dead)
+    exp = BatchExporter(
+        ObservatorySender(observatory_sink.url, observatory_sink.api_key), max_batch=100, dead_letter=dead
+    )
     exp.offer_many(events)
     assert exp.force_flush(30)
     exp.shutdown(5)
@@ -120,7 +132,9 @@ def test_one_400_in_a_batch_dead_letters_only_that_event(tmp_path, observatory_s
     assert [e["item"]["run_id"] for e in lines] == [events[37]["run_id"]] and "HTTP 400" in lines[0]["error"]
     assert exp.stats()["sent"] == 99 and exp.stats()["failed"] == 1
     # the sink saw the bad event once per bisection step, and nothing else wrong
-    assert observatory_sink.violations and all("not-a-type" in v or "unknown keys" in v for v in observatory_sink.violations)
+    assert observatory_sink.violations and all(
+        "not-a-type" in v or "unknown keys" in v for v in observatory_sink.violations
+    )
     observatory_sink.violations.clear()
 
 
@@ -132,7 +146,10 @@ def test_poison_clickhouse_rows_cost_only_themselves(tmp_path):
         rows = [("spans", span_row(recognise(s))) for s in spans]
         bad_span = ("spans", span_row(recognise(spans[0])))
         bad_span[1].run_id = "not-a-uuid"
-        bad_event = ("events", EventRow.of("also-not-a-uuid", "chat", None, "t", "user", "hi", "", "", 1, "", "", "{}", 0))
+        bad_event = (
+            "events",
+            EventRow.of("also-not-a-uuid", "chat", None, "t", "user", "hi", "", "", 1, "", "", "{}", 0),
+        )
         dead = tmp_path / "dl" / "clickhouse.jsonl"
         exp = BatchExporter(ClickHouseSender(store), max_batch=1000, dead_letter=dead)
         exp.offer_many(rows[:25] + [bad_span] + rows[25:] + [bad_event])

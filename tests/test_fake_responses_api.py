@@ -10,14 +10,15 @@ import json
 import sys
 
 import pytest
-
 from conftest import FIXTURES
 
 sys.path.insert(0, str(FIXTURES.parent / "gen"))
 from fake_openai import FakeOpenAI  # noqa: E402
 
-PLAN = ('Route.\nFIXTURE-PLAN {"name": "triage", "steps": [{"tool": "transfer_to_weather_agent", "args": {}}, '
-        '{"tool": "get_weather", "args": {"city": "Paris"}}], "final": "Sunny."}')
+PLAN = (
+    'Route.\nFIXTURE-PLAN {"name": "triage", "steps": [{"tool": "transfer_to_weather_agent", "args": {}}, '
+    '{"tool": "get_weather", "args": {"city": "Paris"}}], "final": "Sunny."}'
+)
 USER = {"role": "user", "content": "Weather in Paris?"}
 
 
@@ -37,8 +38,10 @@ def _post(s: FakeOpenAI, path: str, body: dict) -> tuple[int, dict]:
 def _request(n_results: int) -> dict:
     items = [USER]
     for i in range(n_results):
-        items += [{"type": "function_call", "call_id": f"c{i}", "name": "t", "arguments": "{}"},
-                  {"type": "function_call_output", "call_id": f"c{i}", "output": "ok"}]
+        items += [
+            {"type": "function_call", "call_id": f"c{i}", "name": "t", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": f"c{i}", "output": "ok"},
+        ]
     return {"model": "gpt-4o-mini", "instructions": PLAN, "input": items}
 
 
@@ -57,12 +60,18 @@ def test_the_plan_drives_the_tool_loop_through_function_call_outputs(server):
     assert [status for status, _ in answers] == [200, 200, 200]
     calls = [body["output"][0] for _, body in answers[:2]]
     assert [(c["type"], c["name"], c["arguments"]) for c in calls] == [
-        ("function_call", "transfer_to_weather_agent", "{}"), ("function_call", "get_weather", '{"city":"Paris"}')]
+        ("function_call", "transfer_to_weather_agent", "{}"),
+        ("function_call", "get_weather", '{"city":"Paris"}'),
+    ]
     assert [c["call_id"] for c in calls] == ["call_triage_1_1", "call_triage_2_1"]
     final = answers[2][1]["output"][0]
     assert final["type"] == "message" and final["content"][0]["text"] == "Sunny."
     assert [r["operation"] for r in server.records] == ["chat"] * 3
-    assert [[t["id"] for t in r["tool_calls"]] for r in server.records] == [["call_triage_1_1"], ["call_triage_2_1"], []]
+    assert [[t["id"] for t in r["tool_calls"]] for r in server.records] == [
+        ["call_triage_1_1"],
+        ["call_triage_2_1"],
+        [],
+    ]
     for (_, body), record in zip(answers, server.records, strict=True):
         assert body["model"] == record["response_model"] == "gpt-4o-mini-2024-07-18"
         _check_usage(body["usage"], record)

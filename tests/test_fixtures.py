@@ -9,12 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import FIXTURES, REFERENCE_FIXTURES  # noqa: E402
 
 from otel_bridge.inspect import agent_spans
 from otel_bridge.processors.runs import assemble
 from otel_bridge.semconv import AgentSpan
-
-from conftest import FIXTURES, REFERENCE_FIXTURES  # noqa: E402
 
 NAMES = sorted(REFERENCE_FIXTURES)
 
@@ -66,7 +65,9 @@ def test_calls_match_what_the_server_produced(name, suffix):
             assert a.output_tokens == call["completion_tokens"]
             cached = call["cached_tokens"] if reports["cached"] else None
             assert a.cached_input_tokens == cached
-            reasoning = reports["reasoning"] is True or (reports["reasoning"] == "not-streamed" and not call["streamed"])
+            reasoning = reports["reasoning"] is True or (
+                reports["reasoning"] == "not-streamed" and not call["streamed"]
+            )
             assert a.reasoning_tokens == (call["reasoning_tokens"] if reasoning and call["error"] is None else None)
         assert a.error == (call["error"] is not None)
         if call["error"] is not None:
@@ -125,24 +126,47 @@ def test_messages_from_attributes_events_or_logs(name):
 def test_inspect_cli_json(name):
     out = subprocess.run(
         [sys.executable, "-m", "otel_bridge.cli", "inspect", "--json", *map(str, _files(name, "pb"))],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.splitlines()
     rows = [json.loads(line) for line in out]
     assert len(rows) == json.loads((FIXTURES / f"{name}.expected.json").read_text())["counts"]["total_spans"]
-    for key in ("trace_id", "span_id", "parent_span_id", "kind", "name", "agent", "model", "provider", "input_tokens",
-                "cached_input_tokens", "output_tokens", "reasoning_tokens", "latency_ms", "status", "error_type"):
+    for key in (
+        "trace_id",
+        "span_id",
+        "parent_span_id",
+        "kind",
+        "name",
+        "agent",
+        "model",
+        "provider",
+        "input_tokens",
+        "cached_input_tokens",
+        "output_tokens",
+        "reasoning_tokens",
+        "latency_ms",
+        "status",
+        "error_type",
+    ):
         assert all(key in r for r in rows)
     assert {r["status"] for r in rows} == {"ok", "error"}
 
 
 def test_inspect_table_and_bad_files(tmp_path):
-    ok = subprocess.run([sys.executable, "-m", "otel_bridge.cli", "inspect", str(FIXTURES / "openinference.traces.json")], capture_output=True, text=True)
+    ok = subprocess.run(
+        [sys.executable, "-m", "otel_bridge.cli", "inspect", str(FIXTURES / "openinference.traces.json")],
+        capture_output=True,
+        text=True,
+    )
     assert ok.returncode == 0 and "ChatCompletion" in ok.stdout
     bad = tmp_path / "bad.pb"
     bad.write_bytes(b"\xff\xff\xff not protobuf")
     broken = tmp_path / "broken.json"
     broken.write_text('{"resourceSpans": [')
     for path, needle in ((bad, "protobuf"), (broken, "JSON"), (tmp_path / "missing.pb", "cannot read")):
-        r = subprocess.run([sys.executable, "-m", "otel_bridge.cli", "inspect", str(path)], capture_output=True, text=True)
+        r = subprocess.run(
+            [sys.executable, "-m", "otel_bridge.cli", "inspect", str(path)], capture_output=True, text=True
+        )
         assert r.returncode == 2, r
         assert str(path) in r.stderr and needle in r.stderr

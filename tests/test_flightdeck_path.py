@@ -9,6 +9,7 @@ from statistics import mean
 
 import orjson
 import pytest
+from conftest import FIXTURES, REFERENCE_FIXTURES
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -22,8 +23,6 @@ from otel_bridge.pipeline import Pipeline, PipelineOptions
 from otel_bridge.processors.flightdeck import FlightDeckMapping
 from otel_bridge.spans import span_from_sdk
 from otel_bridge.synthetic import MODELS, emit, plan_runs
-
-from conftest import FIXTURES, REFERENCE_FIXTURES
 
 OPENAI_MODELS = tuple(m for m in MODELS if m[1] in ("gpt-4o-mini", "gpt-4o"))
 
@@ -72,13 +71,19 @@ def test_release_diff_matches_the_spans_and_resending_changes_nothing(flightdeck
     agent = f"fd-agent-{uuid.uuid4().hex[:6]}"
     baseline = fd.register_release(agent, "gpt-4o-mini", "1.0.0")
     candidate = fd.register_release(agent, "gpt-4o-mini", "2.0.0")
-    mapping = FlightDeckMapping(release_map={"checkout-bot@1.0.0": baseline}, tenant_id="tenant_test", task_id="task_test")
+    mapping = FlightDeckMapping(
+        release_map={"checkout-bot@1.0.0": baseline}, tenant_id="tenant_test", task_id="task_test"
+    )
     common = dict(agents=(agent,), models=OPENAI_MODELS)
     planned_b = plan_runs(14, seed=1, error_rate=0.2, **common)
     planned_c = plan_runs(11, seed=2, error_rate=0.35, slow=1.6, **common)
     t0 = time.perf_counter()
     spans_b = _record({"service.name": "checkout-bot", "service.version": "1.0.0"}, planned_b, _pipeline(fd, mapping))
-    spans_c = _record({"service.name": "checkout-bot", "service.version": "2.0.0", "flightdeck.release_id": candidate}, planned_c, _pipeline(fd, mapping))
+    spans_c = _record(
+        {"service.name": "checkout-bot", "service.version": "2.0.0", "flightdeck.release_id": candidate},
+        planned_c,
+        _pipeline(fd, mapping),
+    )
     elapsed = time.perf_counter() - t0
     print(f"\nFlightDeck path: {len(planned_b) + len(planned_c)} runs in {elapsed:.2f}s")
 
@@ -115,7 +120,10 @@ def test_real_instrumentation_fixtures_become_runs(flightdeck_server):
             s.start_ns, s.end_ns = s.start_ns + shift, s.end_ns + shift
         pipeline.submit_spans(spans)
     pipeline.shutdown(10)
-    runs = {r["request"]["trace_id"] if r.get("request") else r["run_id"]: r for r in fd.runs(release, environment="staging")}
+    runs = {
+        r["request"]["trace_id"] if r.get("request") else r["run_id"]: r
+        for r in fd.runs(release, environment="staging")
+    }
     assert len(runs) == len(names)
     for r in runs.values():
         usage = r["usage"]["model"]
@@ -124,7 +132,10 @@ def test_real_instrumentation_fixtures_become_runs(flightdeck_server):
         assert usage["cached_input_tokens"] in (0, 768)  # 0 where the library does not report cache reads
         assert r["usage"]["tools"] == [{"tool_name": "get_weather", "invocations": 1, "cost_units": 0.0}]
         assert r["environment"] == "staging" and r["metrics"]["success"] is True
-        assert r["labels"]["service.name"] == "support-bot" and r["labels"]["models"] == "fail-model,gpt-4o-2024-08-06,gpt-4o-mini-2024-07-18"
+        assert (
+            r["labels"]["service.name"] == "support-bot"
+            and r["labels"]["models"] == "fail-model,gpt-4o-2024-08-06,gpt-4o-mini-2024-07-18"
+        )
 
 
 def test_one_invalid_event_does_not_stop_the_batch(flightdeck_server, tmp_path):
@@ -133,7 +144,12 @@ def test_one_invalid_event_does_not_stop_the_batch(flightdeck_server, tmp_path):
     release = fd.register_release(agent, "gpt-4o-mini")
     from flightdeck_server import make_run_event
 
-    good = [make_run_event(release_id=release, agent_id=agent, model="gpt-4o-mini", input_tokens=10, output_tokens=5, latency_ms=100) for _ in range(6)]
+    good = [
+        make_run_event(
+            release_id=release, agent_id=agent, model="gpt-4o-mini", input_tokens=10, output_tokens=5, latency_ms=100
+        )
+        for _ in range(6)
+    ]
     bad = make_run_event(release_id=release, agent_id=agent, model="gpt-4o-mini", input_tokens=10, output_tokens=-5)
     dead = tmp_path / "dead.jsonl"
     pipeline = _pipeline(fd, FlightDeckMapping(), dead_letter=dead)
@@ -159,7 +175,14 @@ def test_opentelemetry_instrument_flightdeck_entry_point(flightdeck_server):
     env = {**os.environ, "FLIGHTDECK_BASE_URL": fd.base_url, "FLIGHTDECK_RELEASE_ID": release, "OTEL_SERVICE_NAME": "instrumented-app",
            "OTEL_METRICS_EXPORTER": "none", "OTEL_LOGS_EXPORTER": "none"}  # fmt: skip
     app = Path(__file__).parent / "apps" / "instrumented_app.py"
-    cmd = [str(Path(sys.executable).parent / "opentelemetry-instrument"), "--traces_exporter", "flightdeck", sys.executable, str(app), "4"]
+    cmd = [
+        str(Path(sys.executable).parent / "opentelemetry-instrument"),
+        "--traces_exporter",
+        "flightdeck",
+        sys.executable,
+        str(app),
+        "4",
+    ]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     runs = fd.runs(release)

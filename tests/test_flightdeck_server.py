@@ -61,8 +61,15 @@ def test_valid_batch_shows_up_in_runs(flightdeck_server: FlightDeckServer, sende
     agent = _agent()
     rel = flightdeck_server.register_release(agent, "gpt-4o-mini", "v1")
     batch = [
-        make_run_event(release_id=rel, agent_id=agent, model="gpt-4o-mini", input_tokens=100 * i,
-                       output_tokens=10 * i, latency_ms=50 * i, request={"trace_id": f"{i:032x}"})
+        make_run_event(
+            release_id=rel,
+            agent_id=agent,
+            model="gpt-4o-mini",
+            input_tokens=100 * i,
+            output_tokens=10 * i,
+            latency_ms=50 * i,
+            request={"trace_id": f"{i:032x}"},
+        )
         for i in range(1, 4)
     ]
     assert all(RunEvent.model_validate(e) for e in batch)
@@ -83,11 +90,17 @@ def test_valid_batch_shows_up_in_runs(flightdeck_server: FlightDeckServer, sende
     assert flightdeck_server.runs(rel, environment="prod") == []
 
 
-def test_resending_same_run_id_does_not_add_a_run(flightdeck_server: FlightDeckServer, sender: FlightDeckSender) -> None:
+def test_resending_same_run_id_does_not_add_a_run(
+    flightdeck_server: FlightDeckServer, sender: FlightDeckSender
+) -> None:
     agent = _agent()
     rel = flightdeck_server.register_release(agent, "gpt-4.1-mini", "v1")
-    batch = [make_run_event(release_id=rel, agent_id=agent, model="gpt-4.1-mini", input_tokens=10,
-                            output_tokens=5, latency_ms=20) for _ in range(2)]
+    batch = [
+        make_run_event(
+            release_id=rel, agent_id=agent, model="gpt-4.1-mini", input_tokens=10, output_tokens=5, latency_ms=20
+        )
+        for _ in range(2)
+    ]
     sender.send(batch)
     assert sender.last_inserted == 2
     sender.send(batch)  # exact retry
@@ -101,11 +114,15 @@ def test_resending_same_run_id_does_not_add_a_run(flightdeck_server: FlightDeckS
     assert {r["metrics"]["latency_ms"] for r in runs} == {20}
 
 
-def test_batch_with_one_invalid_event_is_rejected_whole(flightdeck_server: FlightDeckServer, sender: FlightDeckSender) -> None:
+def test_batch_with_one_invalid_event_is_rejected_whole(
+    flightdeck_server: FlightDeckServer, sender: FlightDeckSender
+) -> None:
     agent = _agent()
     rel = flightdeck_server.register_release(agent, "gpt-4o", "v1")
-    batch = [make_run_event(release_id=rel, agent_id=agent, model="gpt-4o", input_tokens=1, output_tokens=1)
-             for _ in range(3)]
+    batch = [
+        make_run_event(release_id=rel, agent_id=agent, model="gpt-4o", input_tokens=1, output_tokens=1)
+        for _ in range(3)
+    ]
     batch[1]["usage"]["model"]["output_tokens"] = -5
     with pytest.raises(PermanentError) as info:
         sender.send(batch)
@@ -125,7 +142,9 @@ def test_batch_with_one_invalid_event_is_rejected_whole(flightdeck_server: Fligh
     assert "output_tokens" in lines[0]["error"]
 
 
-def test_api_version_other_than_v1_is_a_splittable_400(flightdeck_server: FlightDeckServer, sender: FlightDeckSender) -> None:
+def test_api_version_other_than_v1_is_a_splittable_400(
+    flightdeck_server: FlightDeckServer, sender: FlightDeckSender
+) -> None:
     agent = _agent()
     rel = flightdeck_server.register_release(agent, "gpt-4o-mini", "v1")
     ev = make_run_event(release_id=rel, agent_id=agent, model="gpt-4o-mini", api_version="v2")
@@ -134,15 +153,25 @@ def test_api_version_other_than_v1_is_a_splittable_400(flightdeck_server: Flight
     assert info.value.splittable and "Unsupported api_version" in str(info.value)
 
 
-def test_run_start_is_a_run_and_blocks_a_later_run_end(flightdeck_server: FlightDeckServer, sender: FlightDeckSender) -> None:
+def test_run_start_is_a_run_and_blocks_a_later_run_end(
+    flightdeck_server: FlightDeckServer, sender: FlightDeckSender
+) -> None:
     """run_id is a global primary key: a run_start claims it, a later run_end is dropped."""
     agent = _agent()
     base = flightdeck_server.register_release(agent, "gpt-4o-mini", "base")
     cand = flightdeck_server.register_release(agent, "gpt-4o-mini", "cand")
     run_id = f"run_{uuid.uuid4().hex}"
     start = make_run_event(release_id=cand, agent_id=agent, model="gpt-4o-mini", run_id=run_id, type="run_start")
-    end = make_run_event(release_id=cand, agent_id=agent, model="gpt-4o-mini", run_id=run_id,
-                         input_tokens=1000, output_tokens=100, latency_ms=500, success=False)
+    end = make_run_event(
+        release_id=cand,
+        agent_id=agent,
+        model="gpt-4o-mini",
+        run_id=run_id,
+        input_tokens=1000,
+        output_tokens=100,
+        latency_ms=500,
+        success=False,
+    )
     sender.send([start])
     sender.send([end])
     assert sender.last_inserted == 0
@@ -226,7 +255,9 @@ def test_status_classification(status, headers, kind, splittable, retry_after, m
 def test_token_from_env_and_retry_after_date(monkeypatch) -> None:
     monkeypatch.setenv("FLIGHTDECK_LOCAL_API_TOKEN", "envtok")
     seen: list[httpx.Request] = []
-    with httpx.Client(transport=httpx.MockTransport(lambda r: seen.append(r) or httpx.Response(200, json={"inserted": 1}))) as c:
+    with httpx.Client(
+        transport=httpx.MockTransport(lambda r: seen.append(r) or httpx.Response(200, json={"inserted": 1}))
+    ) as c:
         FlightDeckSender("http://x", client=c).send([{"a": 1}])
     assert seen[0].headers["authorization"] == "Bearer envtok"
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == pytest.approx(10.0)
@@ -246,6 +277,7 @@ def _set(path: str, value: Any):
             node.pop(leaf, None)
         else:
             node[leaf] = value
+
     return mut
 
 
@@ -262,10 +294,14 @@ PARITY_CASES = [
     ("extra_field_ignored", _set("something_else", {"x": 1}), True),
     ("request_ids", _set("request", {"trace_id": "t", "span_id": "s", "session_id": "c"}), True),
     ("request_not_object", _set("request", "abc"), False),
-    *[(f"missing_{f}", _set(f, _DELETE), False)
-      for f in ("timestamp", "agent_id", "release_id", "run_id", "tenant_id", "task_id", "environment", "usage")],
-    *[(f"missing_usage.model.{f}", _set(f"usage.model.{f}", _DELETE), False)
-      for f in ("provider", "model", "input_tokens", "output_tokens")],
+    *[
+        (f"missing_{f}", _set(f, _DELETE), False)
+        for f in ("timestamp", "agent_id", "release_id", "run_id", "tenant_id", "task_id", "environment", "usage")
+    ],
+    *[
+        (f"missing_usage.model.{f}", _set(f"usage.model.{f}", _DELETE), False)
+        for f in ("provider", "model", "input_tokens", "output_tokens")
+    ],
     ("missing_cached_input_tokens", _set("usage.model.cached_input_tokens", _DELETE), True),
     ("missing_usage.model", _set("usage.model", _DELETE), False),
     ("negative_input_tokens", _set("usage.model.input_tokens", -1), False),
@@ -308,8 +344,9 @@ def test_schema_parity_with_server(case, mutate, accepted, flightdeck_server: Fl
     from flightdeck.models import RunEvent as FDRunEvent  # test-only: reference implementation
 
     agent, rel = parity_release
-    ev = make_run_event(release_id=rel, agent_id=agent, model="gpt-4o-mini", input_tokens=10, output_tokens=2,
-                        latency_ms=5)
+    ev = make_run_event(
+        release_id=rel, agent_id=agent, model="gpt-4o-mini", input_tokens=10, output_tokens=2, latency_ms=5
+    )
     mutate(ev)
 
     resp = flightdeck_server.post_events([ev])
@@ -366,21 +403,51 @@ def test_diff_matches_events(flightdeck_server: FlightDeckServer, sender: Flight
     base_events = [
         mk(base, "gpt-4o-mini", 0, input_tokens=1200, cached_input_tokens=800, output_tokens=300, latency_ms=900),
         mk(base, "gpt-4o-mini", 1, input_tokens=5000, output_tokens=1000, latency_ms=1500),
-        mk(base, "gpt-4o-mini-2024-07-18", 2, input_tokens=10, output_tokens=0, latency_ms=None,
-           success=False, error_type="timeout"),
+        mk(
+            base,
+            "gpt-4o-mini-2024-07-18",
+            2,
+            input_tokens=10,
+            output_tokens=0,
+            latency_ms=None,
+            success=False,
+            error_type="timeout",
+        ),
         mk(base, "gpt-4o-mini", 3, type="run_start", input_tokens=7, output_tokens=0),
     ]
     cand_events = [
-        mk(cand, "claude-sonnet-4-5", 0, input_tokens=2000, cached_input_tokens=4000, output_tokens=500, latency_ms=2100),
-        mk(cand, "claude-sonnet-4-5", 1, input_tokens=300, output_tokens=50, latency_ms=700, success=False,
-           error_type="tool_error"),
+        mk(
+            cand,
+            "claude-sonnet-4-5",
+            0,
+            input_tokens=2000,
+            cached_input_tokens=4000,
+            output_tokens=500,
+            latency_ms=2100,
+        ),
+        mk(
+            cand,
+            "claude-sonnet-4-5",
+            1,
+            input_tokens=300,
+            output_tokens=50,
+            latency_ms=700,
+            success=False,
+            error_type="tool_error",
+        ),
         mk(cand, "claude-sonnet-4-5-20250929", 2, input_tokens=0, output_tokens=0, latency_ms=100),
     ]
     excluded = [  # outside the 7d window / mis-compared offset / other environment
-        mk(cand, "claude-sonnet-4-5", 0, input_tokens=10**6, output_tokens=10**6, latency_ms=10**6,
-           timestamp=now - dt.timedelta(days=8)),
-        mk(cand, "claude-sonnet-4-5", 0, input_tokens=10**6, output_tokens=10**6, latency_ms=10**6,
-           environment="prod"),
+        mk(
+            cand,
+            "claude-sonnet-4-5",
+            0,
+            input_tokens=10**6,
+            output_tokens=10**6,
+            latency_ms=10**6,
+            timestamp=now - dt.timedelta(days=8),
+        ),
+        mk(cand, "claude-sonnet-4-5", 0, input_tokens=10**6, output_tokens=10**6, latency_ms=10**6, environment="prod"),
     ]
     shifted = mk(cand, "claude-sonnet-4-5", 0, input_tokens=10**6, output_tokens=10**6, latency_ms=10**6)
     # 5 minutes ago written with a +05:00 offset: FlightDeck compares timestamp *strings*,
@@ -415,7 +482,9 @@ def test_diff_matches_events(flightdeck_server: FlightDeckServer, sender: Flight
     in_b, cached_b, out_b = flightdeck_server.price_of("gpt-4o-mini")
     assert p["prices"]["baseline_input_usd_per_1k_tokens"] == pytest.approx(in_b * 1000)
     assert p["prices"]["baseline_cached_input_usd_per_1k_tokens"] == pytest.approx(cached_b * 1000)
-    assert p["prices"]["candidate_output_usd_per_1k_tokens"] == pytest.approx(flightdeck_server.price_of("claude-sonnet-4-5")[2] * 1000)
+    assert p["prices"]["candidate_output_usd_per_1k_tokens"] == pytest.approx(
+        flightdeck_server.price_of("claude-sonnet-4-5")[2] * 1000
+    )
     assert d["policy"]["passed"] is True
 
     # environment filter selects the other slice
@@ -423,12 +492,24 @@ def test_diff_matches_events(flightdeck_server: FlightDeckServer, sender: Flight
     assert prod["samples"] == {**prod["samples"], "baseline_runs": 0, "candidate_runs": 1}
 
 
-def test_diff_fails_when_event_model_has_no_price(flightdeck_server: FlightDeckServer, sender: FlightDeckSender) -> None:
+def test_diff_fails_when_event_model_has_no_price(
+    flightdeck_server: FlightDeckServer, sender: FlightDeckSender
+) -> None:
     agent = _agent()
     base = flightdeck_server.register_release(agent, "gpt-4.1", "a")
     cand = flightdeck_server.register_release(agent, "gpt-4.1", "b")
-    sender.send([make_run_event(release_id=cand, agent_id=agent, model="gpt-5-unknown", provider="openai",
-                                input_tokens=1, output_tokens=1)])
+    sender.send(
+        [
+            make_run_event(
+                release_id=cand,
+                agent_id=agent,
+                model="gpt-5-unknown",
+                provider="openai",
+                input_tokens=1,
+                output_tokens=1,
+            )
+        ]
+    )
     with pytest.raises(FlightDeckCLIError) as info:
         flightdeck_server.diff(base, cand)
     assert "Pricing table missing model entry" in info.value.stderr

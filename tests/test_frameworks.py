@@ -38,7 +38,9 @@ FIELDS = {
 # What a producer leaves off its spans of what the server sent (keys of FIELDS, "response_model", or "provider":
 # no attribute names the provider, so it is known only where the model name implies it).
 NOT_EMITTED: dict[str, set[str]] = {
-    "adk_genai": {"cached_tokens"},  # neither ADK 2.2's call_llm nor google-genai's span carries cachedContentTokenCount
+    "adk_genai": {
+        "cached_tokens"
+    },  # neither ADK 2.2's call_llm nor google-genai's span carries cachedContentTokenCount
     "openai_agents_genai": {"cached_tokens", "reasoning_tokens"},  # contrib instrumentation: input/output only
     "strands": {"provider"},  # gen_ai.system is the framework; the Bedrock model id names the provider, fail-model not
     "strands_swarm": {"provider"},
@@ -76,8 +78,11 @@ def visible_calls(name: str) -> list[dict]:
     calls = EXPECTED[name]["calls"]
     mapping = SPAN_MAPPING.get(name)
     if mapping == "client retries":
-        return [c for i, c in enumerate(calls) if not (i and c["error"] and calls[i - 1]["error"] and
-                                                       c["request_model"] == calls[i - 1]["request_model"])]
+        return [
+            c
+            for i, c in enumerate(calls)
+            if not (i and c["error"] and calls[i - 1]["error"] and c["request_model"] == calls[i - 1]["request_model"])
+        ]
     if mapping == "last call per agent":
         last = {c["plan"]: i for i, c in enumerate(calls)}
         return [c for i, c in enumerate(calls) if last[c["plan"]] == i]
@@ -194,8 +199,11 @@ def test_tools_and_their_errors(name):
     failed = Counter(a.tool_name for a in tools if a.error)
     assert sum(failed.values()) == want["tool_errors"]
     assert failed == Counter(t["name"] for t in want["tools"] if t.get("error"))
-    steps = [a for a in spans_of(name) if a.kind == "chain" and (a.operation in ("agent_handoff", "handoff") or
-                                                                 "names no tool" in a.sources["kind"])]
+    steps = [
+        a
+        for a in spans_of(name)
+        if a.kind == "chain" and (a.operation in ("agent_handoff", "handoff") or "names no tool" in a.sources["kind"])
+    ]
     assert len(steps) == len(want["handoffs"])
 
 
@@ -210,7 +218,9 @@ def test_agents(name):
     else:
         assert names == want | FUNCTION_AGENTS.get(name, set())
     for extra in FUNCTION_AGENTS.get(name, ()):  # named so by the producer itself
-        assert any(a.span.attributes.get(k) == extra for a in spans for k in ("gen_ai.agent.name", "ai.telemetry.functionId"))
+        assert any(
+            a.span.attributes.get(k) == extra for a in spans for k in ("gen_ai.agent.name", "ai.telemetry.functionId")
+        )
 
 
 @pytest.mark.parametrize("name", LEGACY_FIXTURES)
@@ -219,11 +229,20 @@ def test_reference_instrumentations_billed_total(name):
     totals = EXPECTED[name]["totals"]
     spans = spans_of(name)
     (run,) = assemble({a.span_id: a for a in spans})
-    assert run.total("input_tokens") + run.total("output_tokens") == totals["chat_prompt_tokens"] + totals["chat_completion_tokens"]
+    assert (
+        run.total("input_tokens") + run.total("output_tokens")
+        == totals["chat_prompt_tokens"] + totals["chat_completion_tokens"]
+    )
 
 
-@pytest.mark.parametrize("name", [n for n in AGENT_FIXTURES if "by_agent" in EXPECTED[n] and n not in SPAN_MAPPING
-                                  and "agent_name" not in NOT_EMITTED.get(n, ())])
+@pytest.mark.parametrize(
+    "name",
+    [
+        n
+        for n in AGENT_FIXTURES
+        if "by_agent" in EXPECTED[n] and n not in SPAN_MAPPING and "agent_name" not in NOT_EMITTED.get(n, ())
+    ],
+)
 def test_billed_per_agent_invocation(name):
     """Each trace here is one agent invocation: the billed tokens of its calls, by the agent they ran under."""
     billed: Counter = Counter()

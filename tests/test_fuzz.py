@@ -23,7 +23,9 @@ from otel_bridge.processors.stages import redact_span
 from otel_bridge.receivers.otlp import Refused, decode
 from otel_bridge.semconv import recognise
 
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 
 KEYS = st.sampled_from([
     "gen_ai.operation.name", "gen_ai.request.model", "gen_ai.response.model", "gen_ai.provider.name", "gen_ai.system",
@@ -36,7 +38,9 @@ KEYS = st.sampled_from([
 SCALARS = st.one_of(
     st.text(max_size=20).map(lambda s: {"stringValue": s}),
     st.integers(min_value=-(2**63), max_value=2**64 - 1).map(lambda i: {"intValue": str(i)}),
-    st.floats(allow_nan=True, allow_infinity=True).map(lambda f: {"doubleValue": f if f == f and abs(f) != float("inf") else str(f)}),
+    st.floats(allow_nan=True, allow_infinity=True).map(
+        lambda f: {"doubleValue": f if f == f and abs(f) != float("inf") else str(f)}
+    ),
     st.booleans().map(lambda b: {"boolValue": b}),
     st.binary(max_size=8).map(lambda b: {"bytesValue": __import__("base64").b64encode(b).decode()}),
     st.just({}),
@@ -45,7 +49,9 @@ ANY = st.recursive(
     SCALARS,
     lambda inner: st.one_of(
         st.lists(inner, max_size=3).map(lambda v: {"arrayValue": {"values": v}}),
-        st.lists(st.tuples(KEYS, inner), max_size=3).map(lambda kv: {"kvlistValue": {"values": [{"key": k, "value": v} for k, v in kv]}}),
+        st.lists(st.tuples(KEYS, inner), max_size=3).map(
+            lambda kv: {"kvlistValue": {"values": [{"key": k, "value": v} for k, v in kv]}}
+        ),
     ),
     max_leaves=6,
 )
@@ -74,7 +80,11 @@ def test_decoding_garbage_is_refused_or_decoded_never_raised(body, fmt, signal):
        st.one_of(st.integers(min_value=0, max_value=2**64 - 1).map(str), st.none()), JSONISH,
        st.one_of(st.none(), st.fixed_dictionaries({"code": st.integers(0, 2), "message": st.text(max_size=20)})))  # fmt: skip
 def test_random_attribute_types_never_break_recognition_or_conversion(attrs, resource, start, end, name, status):
-    doc = {"resourceSpans": [{"resource": {"attributes": resource}, "scopeSpans": [{"spans": [_span(attrs, start, end, name, status)]}]}]}
+    doc = {
+        "resourceSpans": [
+            {"resource": {"attributes": resource}, "scopeSpans": [{"spans": [_span(attrs, start, end, name, status)]}]}
+        ]
+    }
     try:
         decoded = decode("traces", json.dumps(doc).encode(), "json")
     except Refused:

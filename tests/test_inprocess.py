@@ -14,7 +14,11 @@ from otel_bridge.pipeline import PipelineOptions, build_inprocess
 
 
 def _provider() -> TracerProvider:
-    return TracerProvider(resource=Resource.create({"service.name": "support-bot", "service.version": "2.0.0", "deployment.environment.name": "prod"}))
+    return TracerProvider(
+        resource=Resource.create(
+            {"service.name": "support-bot", "service.version": "2.0.0", "deployment.environment.name": "prod"}
+        )
+    )
 
 
 def _messages(*pairs: tuple[str, str]) -> str:
@@ -39,7 +43,12 @@ def _chat(tracer, history, reply, tokens=(100, 20, 40)):
 
 def _install(sink, **kwargs):
     provider = _provider()
-    pipeline = build_inprocess(observatory_url=sink.url, observatory_api_key=sink.api_key, only=("observatory",), options=PipelineOptions(wait=0.05, max_wait=1))
+    pipeline = build_inprocess(
+        observatory_url=sink.url,
+        observatory_api_key=sink.api_key,
+        only=("observatory",),
+        options=PipelineOptions(wait=0.05, max_wait=1),
+    )
     processor = otel_bridge.install(provider, pipeline=pipeline)
     return provider, processor
 
@@ -47,9 +56,18 @@ def _install(sink, **kwargs):
 def test_agent_run_events_start_before_end_and_parents(observatory_sink):
     provider, processor = _install(observatory_sink)
     tracer = provider.get_tracer("app")
-    with tracer.start_as_current_span("invoke_agent support", attributes={"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "support", "user.email": "ann@example.com"}) as agent:
+    with tracer.start_as_current_span(
+        "invoke_agent support",
+        attributes={
+            "gen_ai.operation.name": "invoke_agent",
+            "gen_ai.agent.name": "support",
+            "user.email": "ann@example.com",
+        },
+    ) as agent:
         _chat(tracer, [("user", "hi")], "hello")
-        with tracer.start_as_current_span("execute_tool lookup", attributes={"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "lookup"}) as tool:
+        with tracer.start_as_current_span(
+            "execute_tool lookup", attributes={"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": "lookup"}
+        ) as tool:
             tool.set_status(Status(StatusCode.ERROR, "boom"))
         processor.force_flush()
         started = [e["name"] for e in observatory_sink.events]
@@ -64,7 +82,11 @@ def test_agent_run_events_start_before_end_and_parents(observatory_sink):
     assert by["agent_start"]["parent_run_id"] is None
     assert by["llm_end"]["parent_run_id"] == agent_run and by["tool_end"]["parent_run_id"] == agent_run
     assert by["llm_end"]["run_id"] == by["llm_start"]["run_id"]
-    assert (by["llm_end"]["prompt_tokens"], by["llm_end"]["completion_tokens"], by["llm_end"]["total_tokens"]) == (100, 40, 140)
+    assert (by["llm_end"]["prompt_tokens"], by["llm_end"]["completion_tokens"], by["llm_end"]["total_tokens"]) == (
+        100,
+        40,
+        140,
+    )
     assert by["llm_end"]["cached_tokens"] == 20 and by["llm_end"]["model"] == "gpt-4o-mini-2024-07-18"
     assert by["tool_end"]["status"] == "error" and by["tool_end"]["error"]["message"] == "boom"
     assert by["llm_end"]["metadata"]["agent"] == "support"  # inherited from the agent span
@@ -77,7 +99,14 @@ def test_agent_run_events_start_before_end_and_parents(observatory_sink):
 def test_chat_events_are_not_repeated_across_a_three_turn_conversation(observatory_sink):
     provider, _ = _install(observatory_sink)
     tracer = provider.get_tracer("app")
-    with tracer.start_as_current_span("invoke_agent support", attributes={"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "support", "gen_ai.conversation.id": "conv-42"}):
+    with tracer.start_as_current_span(
+        "invoke_agent support",
+        attributes={
+            "gen_ai.operation.name": "invoke_agent",
+            "gen_ai.agent.name": "support",
+            "gen_ai.conversation.id": "conv-42",
+        },
+    ):
         history = [("system", "be nice")]
         for turn, reply in (("hi", "hello!"), ("weather?", "sunny"), ("thanks", "you're welcome")):
             history.append(("user", turn))
@@ -86,22 +115,29 @@ def test_chat_events_are_not_repeated_across_a_three_turn_conversation(observato
     provider.shutdown()
     chats = [(e["role"], e["content"], e.get("thread_id")) for e in observatory_sink.events if e["name"] == "chat"]
     assert chats == [
-        ("user", "hi", "conv-42"), ("assistant", "hello!", "conv-42"),
-        ("user", "weather?", "conv-42"), ("assistant", "sunny", "conv-42"),
-        ("user", "thanks", "conv-42"), ("assistant", "you're welcome", "conv-42"),
+        ("user", "hi", "conv-42"),
+        ("assistant", "hello!", "conv-42"),
+        ("user", "weather?", "conv-42"),
+        ("assistant", "sunny", "conv-42"),
+        ("user", "thanks", "conv-42"),
+        ("assistant", "you're welcome", "conv-42"),
     ]
 
 
 def test_feedback_and_saved_from_track_event_and_span_events(observatory_sink):
     provider, _ = _install(observatory_sink)
     tracer = provider.get_tracer("app")
-    with tracer.start_as_current_span("invoke_agent support", attributes={"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "support"}) as span:
+    with tracer.start_as_current_span(
+        "invoke_agent support", attributes={"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "support"}
+    ) as span:
         otel_bridge.track_event("saved")
         span.add_event("feedback", {"rating": "negative", "comment": "slow"})
     otel_bridge.track_event("feedback", run_id="run-123", rating="positive", comment="great")
     provider.shutdown()
     time.sleep(0)
-    custom = {e["name"] + ":" + e.get("rating", ""): e for e in observatory_sink.events if e["type"] in ("feedback", "saved")}
+    custom = {
+        e["name"] + ":" + e.get("rating", ""): e for e in observatory_sink.events if e["type"] in ("feedback", "saved")
+    }
     agent_run = next(e["run_id"] for e in observatory_sink.events if e["name"] == "agent_end")
     assert custom["saved:"]["run_id"] == agent_run
     assert custom["feedback:negative"]["run_id"] == agent_run and custom["feedback:negative"]["comment"] == "slow"

@@ -14,11 +14,9 @@ from otel_bridge.exporters.batch import BatchExporter, PermanentError, Retryable
 from otel_bridge.exporters.observatory import ObservatorySender, observatory_exporter, parse_retry_after
 
 try:  # tests/ is a rootdir-less directory today; keep working if it becomes a package
-    from tests.observatory_sink import (  # noqa: F401
-        SINK_API_KEY, ObservatorySink, observatory_sink, validate_report)
+    from tests.observatory_sink import SINK_API_KEY, ObservatorySink, observatory_sink, validate_report  # noqa: F401
 except ImportError:
-    from observatory_sink import (  # noqa: F401
-        SINK_API_KEY, ObservatorySink, observatory_sink, validate_report)
+    from observatory_sink import SINK_API_KEY, ObservatorySink, observatory_sink, validate_report  # noqa: F401
 
 TS = "2026-05-29T08:42:11.123Z"
 
@@ -27,19 +25,53 @@ def run_events(i: int = 0) -> list[dict]:
     """A small valid run: agent start/end around one llm call, plus chat, feedback and saved."""
     run, llm = f"run-{i}", f"llm-{i}"
     return [
-        {"name": "agent_start", "type": "agent", "run_id": run, "parent_run_id": None, "timestamp": TS,
-         "app_id": "app-1", "input": {"prompt": "hi"}, "metadata": {"agent": "claims"}},
-        {"name": "llm_start", "type": "llm", "run_id": llm, "parent_run_id": run, "timestamp": TS,
-         "model": "gpt-4o"},
-        {"name": "llm_end", "type": "llm", "run_id": llm, "parent_run_id": run, "timestamp": TS,
-         "status": "success", "latency": 0.42, "model": "gpt-4o", "prompt_tokens": 12,
-         "completion_tokens": 5, "total_tokens": 17, "cached_tokens": 0, "output": "hello"},
-        {"name": "agent_end", "type": "agent", "run_id": run, "timestamp": TS, "status": "error",
-         "latency": 1, "error": {"type": "TimeoutError"}, "tags": ["high-risk"], "user_email": "a@b.c"},
-        {"name": "chat", "type": "chat", "run_id": run, "timestamp": TS, "role": "user", "content": "hi",
-         "thread_id": "cust-42"},
-        {"name": "feedback", "type": "feedback", "run_id": run, "timestamp": TS, "rating": "positive",
-         "comment": "ok"},
+        {
+            "name": "agent_start",
+            "type": "agent",
+            "run_id": run,
+            "parent_run_id": None,
+            "timestamp": TS,
+            "app_id": "app-1",
+            "input": {"prompt": "hi"},
+            "metadata": {"agent": "claims"},
+        },
+        {"name": "llm_start", "type": "llm", "run_id": llm, "parent_run_id": run, "timestamp": TS, "model": "gpt-4o"},
+        {
+            "name": "llm_end",
+            "type": "llm",
+            "run_id": llm,
+            "parent_run_id": run,
+            "timestamp": TS,
+            "status": "success",
+            "latency": 0.42,
+            "model": "gpt-4o",
+            "prompt_tokens": 12,
+            "completion_tokens": 5,
+            "total_tokens": 17,
+            "cached_tokens": 0,
+            "output": "hello",
+        },
+        {
+            "name": "agent_end",
+            "type": "agent",
+            "run_id": run,
+            "timestamp": TS,
+            "status": "error",
+            "latency": 1,
+            "error": {"type": "TimeoutError"},
+            "tags": ["high-risk"],
+            "user_email": "a@b.c",
+        },
+        {
+            "name": "chat",
+            "type": "chat",
+            "run_id": run,
+            "timestamp": TS,
+            "role": "user",
+            "content": "hi",
+            "thread_id": "cust-42",
+        },
+        {"name": "feedback", "type": "feedback", "run_id": run, "timestamp": TS, "rating": "positive", "comment": "ok"},
         {"name": "saved", "type": "saved", "run_id": run, "timestamp": TS},
     ]
 
@@ -50,6 +82,7 @@ def exporter_for(sink, **kw) -> BatchExporter:
 
 
 # ---- against the strict sink ------------------------------------------------------------------------------
+
 
 def test_delivers_valid_events(observatory_sink):
     exp = exporter_for(observatory_sink, max_batch=5)
@@ -99,8 +132,15 @@ def test_shutdown_delivers_everything_queued(observatory_sink):
 
 def test_sink_down_offer_stays_fast_and_shutdown_returns(observatory_sink):
     observatory_sink.stop()  # connection refused for the whole test
-    exp = exporter_for(observatory_sink, max_batch=10, max_queue=100, interval=0.01,
-                       initial_backoff=0.05, max_backoff=0.2, max_attempts=50)
+    exp = exporter_for(
+        observatory_sink,
+        max_batch=10,
+        max_queue=100,
+        interval=0.01,
+        initial_backoff=0.05,
+        max_backoff=0.2,
+        max_attempts=50,
+    )
     event = run_events()[0]
     start = time.perf_counter()
     accepted = sum(exp.offer(event) for _ in range(1000))
@@ -154,8 +194,14 @@ def body(*events) -> bytes:
 
 def test_validator_accepts_the_documented_shapes():
     assert validate_report(HEADERS, body(*run_events())) == []
-    curl_example = {"name": "agent_start", "type": "agent", "run_id": "01HXYZ", "timestamp": TS,
-                    "input": {"prompt": "..."}, "metadata": {"agent": "claims-approval"}}
+    curl_example = {
+        "name": "agent_start",
+        "type": "agent",
+        "run_id": "01HXYZ",
+        "timestamp": TS,
+        "input": {"prompt": "..."},
+        "metadata": {"agent": "claims-approval"},
+    }
     assert validate_report({k.lower(): v for k, v in HEADERS.items()}, body(curl_example)) == []
 
 
@@ -166,71 +212,78 @@ def _without(event: dict, key: str) -> dict:
 AGENT, LLM_START, LLM_END, AGENT_END, CHAT, FEEDBACK, SAVED = run_events()
 
 
-@pytest.mark.parametrize("headers, raw, expect", [
-    ({"Content-Type": "application/json"}, body(AGENT), "authorization"),
-    ({**HEADERS, "Authorization": "Bearer nope"}, body(AGENT), "authorization"),
-    ({**HEADERS, "Authorization": SINK_API_KEY}, body(AGENT), "authorization"),
-    ({**HEADERS, "Content-Type": "text/plain"}, body(AGENT), "content-type"),
-    (HEADERS, b"{not json", "not JSON"),
-    (HEADERS, orjson.dumps([AGENT]), "exactly the key 'events'"),
-    (HEADERS, orjson.dumps({"events": [AGENT], "extra": 1}), "exactly the key 'events'"),
-    (HEADERS, orjson.dumps({"events": []}), "non-empty list"),
-    (HEADERS, orjson.dumps({"events": AGENT}), "non-empty list"),
-])
+@pytest.mark.parametrize(
+    "headers, raw, expect",
+    [
+        ({"Content-Type": "application/json"}, body(AGENT), "authorization"),
+        ({**HEADERS, "Authorization": "Bearer nope"}, body(AGENT), "authorization"),
+        ({**HEADERS, "Authorization": SINK_API_KEY}, body(AGENT), "authorization"),
+        ({**HEADERS, "Content-Type": "text/plain"}, body(AGENT), "content-type"),
+        (HEADERS, b"{not json", "not JSON"),
+        (HEADERS, orjson.dumps([AGENT]), "exactly the key 'events'"),
+        (HEADERS, orjson.dumps({"events": [AGENT], "extra": 1}), "exactly the key 'events'"),
+        (HEADERS, orjson.dumps({"events": []}), "non-empty list"),
+        (HEADERS, orjson.dumps({"events": AGENT}), "non-empty list"),
+    ],
+)
 def test_validator_rejects_bad_requests(headers, raw, expect):
     errors = validate_report(headers, raw)
     assert any(expect in e for e in errors), errors
 
 
-@pytest.mark.parametrize("event, expect", [
-    ("agent_start", "not an object"),
-    (_without(AGENT, "run_id"), "missing 'run_id'"),
-    (_without(AGENT, "timestamp"), "missing 'timestamp'"),
-    ({**AGENT, "run_id": ""}, "run_id"),
-    ({**AGENT, "name": 3}, "strings"),
-    ({**AGENT, "timestamp": "2026-05-29T08:42:11Z"}, "timestamp"),
-    ({**AGENT, "timestamp": "2026-05-29T08:42:11.123456Z"}, "timestamp"),
-    ({**AGENT, "timestamp": "2026-05-29T08:42:11.123+00:00"}, "timestamp"),
-    ({**AGENT, "timestamp": "2026-02-30T08:42:11.123Z"}, "not a valid date"),
-    ({**AGENT, "timestamp": 1717000000}, "timestamp"),
-    ({**AGENT, "app_id": 7}, "app_id"),
-    ({**AGENT, "parent_run_id": 7}, "parent_run_id"),
-    ({**AGENT, "metadata": "x"}, "metadata"),
-    ({**AGENT, "surprise": 1}, "unknown keys ['surprise']"),
-    ({**AGENT, "status": "success"}, "unknown keys ['status']"),
-    ({**AGENT, "type": "workflow", "name": "workflow_start"}, "not a run type"),
-    ({**AGENT, "name": "agent_begin"}, "agent_start or agent_end"),
-    ({**AGENT, "name": "tool_start"}, "agent_start or agent_end"),
-    (_without(AGENT_END, "status"), "status"),
-    ({**AGENT_END, "status": "ok"}, "status"),
-    ({**AGENT_END, "latency": -1}, "latency"),
-    ({**AGENT_END, "latency": "1.2"}, "latency"),
-    ({**AGENT_END, "latency": True}, "latency"),
-    ({**AGENT_END, "status": "success"}, "error: only on status 'error'"),
-    ({**AGENT_END, "tags": "high-risk"}, "tags"),
-    ({**AGENT, "model": "gpt-4o"}, "unknown keys ['model']"),
-    (_without(LLM_END, "model"), "model"),
-    (_without(LLM_END, "prompt_tokens"), "prompt_tokens"),
-    ({**LLM_END, "completion_tokens": 1.5}, "completion_tokens"),
-    ({**LLM_END, "total_tokens": -1}, "total_tokens"),
-    ({**LLM_END, "total_tokens": False}, "total_tokens"),
-    ({**LLM_END, "reasoning_tokens": "3"}, "reasoning_tokens"),
-    ({**LLM_START, "prompt_tokens": 3}, "unknown keys ['prompt_tokens']"),
-    ({**CHAT, "role": "system"}, "role"),
-    (_without(CHAT, "content"), "content"),
-    ({**CHAT, "thread_id": 42}, "thread_id"),
-    ({**CHAT, "type": "agent"}, "must have type 'chat'"),
-    ({**FEEDBACK, "rating": 5}, "rating"),
-    ({**FEEDBACK, "comment": ["x"]}, "comment"),
-    (_without(FEEDBACK, "run_id"), "missing 'run_id'"),
-    ({**SAVED, "rating": "positive"}, "unknown keys ['rating']"),
-])
+@pytest.mark.parametrize(
+    "event, expect",
+    [
+        ("agent_start", "not an object"),
+        (_without(AGENT, "run_id"), "missing 'run_id'"),
+        (_without(AGENT, "timestamp"), "missing 'timestamp'"),
+        ({**AGENT, "run_id": ""}, "run_id"),
+        ({**AGENT, "name": 3}, "strings"),
+        ({**AGENT, "timestamp": "2026-05-29T08:42:11Z"}, "timestamp"),
+        ({**AGENT, "timestamp": "2026-05-29T08:42:11.123456Z"}, "timestamp"),
+        ({**AGENT, "timestamp": "2026-05-29T08:42:11.123+00:00"}, "timestamp"),
+        ({**AGENT, "timestamp": "2026-02-30T08:42:11.123Z"}, "not a valid date"),
+        ({**AGENT, "timestamp": 1717000000}, "timestamp"),
+        ({**AGENT, "app_id": 7}, "app_id"),
+        ({**AGENT, "parent_run_id": 7}, "parent_run_id"),
+        ({**AGENT, "metadata": "x"}, "metadata"),
+        ({**AGENT, "surprise": 1}, "unknown keys ['surprise']"),
+        ({**AGENT, "status": "success"}, "unknown keys ['status']"),
+        ({**AGENT, "type": "workflow", "name": "workflow_start"}, "not a run type"),
+        ({**AGENT, "name": "agent_begin"}, "agent_start or agent_end"),
+        ({**AGENT, "name": "tool_start"}, "agent_start or agent_end"),
+        (_without(AGENT_END, "status"), "status"),
+        ({**AGENT_END, "status": "ok"}, "status"),
+        ({**AGENT_END, "latency": -1}, "latency"),
+        ({**AGENT_END, "latency": "1.2"}, "latency"),
+        ({**AGENT_END, "latency": True}, "latency"),
+        ({**AGENT_END, "status": "success"}, "error: only on status 'error'"),
+        ({**AGENT_END, "tags": "high-risk"}, "tags"),
+        ({**AGENT, "model": "gpt-4o"}, "unknown keys ['model']"),
+        (_without(LLM_END, "model"), "model"),
+        (_without(LLM_END, "prompt_tokens"), "prompt_tokens"),
+        ({**LLM_END, "completion_tokens": 1.5}, "completion_tokens"),
+        ({**LLM_END, "total_tokens": -1}, "total_tokens"),
+        ({**LLM_END, "total_tokens": False}, "total_tokens"),
+        ({**LLM_END, "reasoning_tokens": "3"}, "reasoning_tokens"),
+        ({**LLM_START, "prompt_tokens": 3}, "unknown keys ['prompt_tokens']"),
+        ({**CHAT, "role": "system"}, "role"),
+        (_without(CHAT, "content"), "content"),
+        ({**CHAT, "thread_id": 42}, "thread_id"),
+        ({**CHAT, "type": "agent"}, "must have type 'chat'"),
+        ({**FEEDBACK, "rating": 5}, "rating"),
+        ({**FEEDBACK, "comment": ["x"]}, "comment"),
+        (_without(FEEDBACK, "run_id"), "missing 'run_id'"),
+        ({**SAVED, "rating": "positive"}, "unknown keys ['rating']"),
+    ],
+)
 def test_validator_rejects_bad_events(event, expect):
     errors = validate_report(HEADERS, body(event))
     assert any(expect in e for e in errors), errors
 
 
 # ---- scripted transport (httpx.MockTransport) -------------------------------------------------------------
+
 
 def mock_sender(handler, **kw) -> ObservatorySender:
     client = httpx.Client(transport=httpx.MockTransport(handler))
@@ -251,13 +304,16 @@ def test_request_shape_and_headers():
     assert orjson.loads(req.content) == {"events": run_events()[:2]}
 
 
-@pytest.mark.parametrize("status, header, expect", [
-    (429, "7", 7.0),
-    (503, "1.5", 1.5),
-    (503, None, None),
-    (502, "soon", None),
-    (500, "-3", 0.0),
-])
+@pytest.mark.parametrize(
+    "status, header, expect",
+    [
+        (429, "7", 7.0),
+        (503, "1.5", 1.5),
+        (503, None, None),
+        (502, "soon", None),
+        (500, "-3", 0.0),
+    ],
+)
 def test_retry_after_parsing(status, header, expect):
     headers = {} if header is None else {"Retry-After": header}
     sender = mock_sender(lambda r: httpx.Response(status, headers=headers, text="busy"))

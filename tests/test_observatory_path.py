@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import FIXTURES, REFERENCE_FIXTURES
 from opentelemetry.sdk.trace import TracerProvider
 
 import otel_bridge
@@ -18,8 +19,6 @@ from otel_bridge.exporters.batch import BatchExporter
 from otel_bridge.exporters.observatory import ObservatorySender
 from otel_bridge.inspect import agent_spans, read_otlp_file
 from otel_bridge.pipeline import Pipeline, PipelineOptions
-
-from conftest import FIXTURES, REFERENCE_FIXTURES
 
 NAMES = sorted(REFERENCE_FIXTURES)
 CHATS = [
@@ -48,12 +47,20 @@ def test_fixture_events(name, observatory_sink):
     events = observatory_sink.events
     expected = {a.run_id: a for a in agent_spans(files)}
     runs = [e for e in events if e["type"] not in ("chat", "feedback", "saved")]
-    assert sorted(e["name"] for e in runs) == sorted(f"{a.kind}_{p}" for a in expected.values() for p in ("start", "end"))
+    assert sorted(e["name"] for e in runs) == sorted(
+        f"{a.kind}_{p}" for a in expected.values() for p in ("start", "end")
+    )
     for e in runs:
         a = expected[e["run_id"]]
         assert e["app_id"] == "app-fixtures" and e["metadata"]["trace_id"] == a.trace_id
-        assert e["parent_run_id"] == (expected_parent := (None if a.kind == "agent" else next(x.run_id for x in expected.values() if x.kind == "agent")))
-        assert e["metadata"]["agent"] == "support-agent" or e["metadata"]["agent"] == "agent_support_v1", expected_parent
+        assert e["parent_run_id"] == (
+            expected_parent := (
+                None if a.kind == "agent" else next(x.run_id for x in expected.values() if x.kind == "agent")
+            )
+        )
+        assert e["metadata"]["agent"] == "support-agent" or e["metadata"]["agent"] == "agent_support_v1", (
+            expected_parent
+        )
         if e["name"] == "llm_end":
             assert (e["prompt_tokens"], e["completion_tokens"]) == (a.input_tokens or 0, a.output_tokens or 0)
             assert e["model"] == a.model and e["status"] == ("error" if a.error else "success")
@@ -79,7 +86,15 @@ def _run_instrumented(url: str, key: str, n: int = 3, timeout: float = 60, *extr
         "OTEL_METRICS_EXPORTER": "none",
         "OTEL_LOGS_EXPORTER": "none",
     }
-    cmd = [str(Path(sys.executable).parent / "opentelemetry-instrument"), "--traces_exporter", "observatory", sys.executable, str(Path(__file__).parent / "apps" / "instrumented_app.py"), str(n), *extra]
+    cmd = [
+        str(Path(sys.executable).parent / "opentelemetry-instrument"),
+        "--traces_exporter",
+        "observatory",
+        sys.executable,
+        str(Path(__file__).parent / "apps" / "instrumented_app.py"),
+        str(n),
+        *extra,
+    ]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -91,11 +106,14 @@ def test_opentelemetry_instrument_with_env_configuration_alone(observatory_sink)
     names = [e["name"] for e in observatory_sink.events]
     assert names.count("agent_start") == 3 and names.count("agent_end") == 3
     assert names.count("llm_end") == names.count("llm_start") >= 3
-    assert {e["metadata"]["service.name"] for e in observatory_sink.events if e["type"] != "feedback"} == {"instrumented-app"}
+    assert {e["metadata"]["service.name"] for e in observatory_sink.events if e["type"] != "feedback"} == {
+        "instrumented-app"
+    }
 
 
 def test_dead_sink_costs_the_app_nothing(observatory_sink):
     """With the sink down for the whole test the app thread's per-span time stays put and the app exits cleanly."""
+
     def per_span(url: str) -> float:
         provider = TracerProvider()
         pipeline = _pipeline(type("S", (), {"url": url, "api_key": observatory_sink.api_key}))

@@ -165,7 +165,7 @@ def test_time_of_day_windows_call_fees_and_reasoning_prices_equal_calc_price(sma
     assert {c[1].id for c in special} >= {"deepseek", "perplexity"}
     edges = [(0, 0), (0, 30), (1, 0), (4, 0), (6, 0), (10, 0), (16, 30)]
     draws = []
-    for provider, p, m, ref in special:
+    for provider, p, _m, ref in special:
         for day in (datetime(y, mo, 1, tzinfo=UTC) for y, mo in ((2025, 3), (2025, 10), (2026, 6))):
             for hour, minute in edges:
                 edge_ns = int((day + timedelta(hours=hour, minutes=minute)).timestamp()) * NS

@@ -21,7 +21,9 @@ from otel_bridge.cli import main
 from otel_bridge.exporters.clickhouse import ClickHouseSender, span_row, spans_items
 from otel_bridge.pricing import PriceTable
 
-OVERRIDES = "providers:\n  mine:\n    models:\n      mystery-model: {input: 4, output: 16}\n      o3: {input: 1, output: 3}\n"
+OVERRIDES = (
+    "providers:\n  mine:\n    models:\n      mystery-model: {input: 4, output: 16}\n      o3: {input: 1, output: 3}\n"
+)
 
 
 @pytest.fixture(scope="module")

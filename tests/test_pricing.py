@@ -24,9 +24,19 @@ OVERRIDES = {
         "hand": {
             "models": {
                 m: {"input": 1, "output": 1}
-                for m in ("gpt-4o", "gpt-4o-mini", "gpt-4o-2024-05-13", "gpt-4.1-mini", "claude-sonnet-4-5",
-                          "claude-sonnet-4", "claude-3-5-sonnet", "claude-3-5-haiku", "gemini-2.5-flash",
-                          "gemini-2.5-flash-lite", "mistral-large")  # fmt: skip
+                for m in (
+                    "gpt-4o",
+                    "gpt-4o-mini",
+                    "gpt-4o-2024-05-13",
+                    "gpt-4.1-mini",
+                    "claude-sonnet-4-5",
+                    "claude-sonnet-4",
+                    "claude-3-5-sonnet",
+                    "claude-3-5-haiku",
+                    "gemini-2.5-flash",
+                    "gemini-2.5-flash-lite",
+                    "mistral-large",
+                )  # fmt: skip
             }
         }
     }
@@ -86,8 +96,11 @@ def test_override_matching(seen: str, family: str | None) -> None:
         ("openai", "gpt-4o-2024-08-06", "openai/gpt-4o"),  # the library's match rules, not ours
         ("openai", "gpt-4o-2024-05-13", "openai/gpt-4o-2024-05-13"),
         ("anthropic", "claude-sonnet-4-5-20250929", "anthropic/claude-sonnet-4-5"),
-        ("aws.bedrock", "us.anthropic.claude-3-5-haiku-20241022-v1:0",
-         "aws/regional.anthropic.claude-3-5-haiku-20241022-v1:0"),
+        (
+            "aws.bedrock",
+            "us.anthropic.claude-3-5-haiku-20241022-v1:0",
+            "aws/regional.anthropic.claude-3-5-haiku-20241022-v1:0",
+        ),
         ("gcp.gemini", "models/gemini-2.5-flash-lite", "google/gemini-2.5-flash-lite"),  # prefix stripped
         ("azure.ai.openai", "gpt-4o", "azure/gpt-4o"),  # registry names map onto library ids
         ("mistral_ai", "mistral-large-latest", "mistral/mistral-large"),

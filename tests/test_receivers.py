@@ -22,26 +22,36 @@ import httpx
 import orjson
 import pytest
 import uvicorn
+from conftest import FIXTURES
 from fastapi import FastAPI, Request
 from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest, ExportTraceServiceResponse
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from test_observatory_path import _free_port
 
 from otel_bridge.exporters.batch import BatchExporter
 from otel_bridge.exporters.observatory import ObservatorySender
 from otel_bridge.pipeline import Pipeline, PipelineOptions
 from otel_bridge.receivers import otlp
-from otel_bridge.receivers.otlp import MiB, ReceiverSettings, ReceiverStats, Refused, authorized, check_bind, decompress_capped
+from otel_bridge.receivers.otlp import (
+    MiB,
+    ReceiverSettings,
+    ReceiverStats,
+    Refused,
+    authorized,
+    check_bind,
+    decompress_capped,
+)
 from otel_bridge.receivers.otlp_grpc import start_grpc_receiver
 from otel_bridge.receivers.otlp_http import otlp_router
 from otel_bridge.spans import span_from_sdk, spans_from_otlp_proto
 from otel_bridge.synthetic import emit, plan_runs
-
-from conftest import FIXTURES
-from test_observatory_path import _free_port
 
 PB, JSON = "application/x-protobuf", "application/json"
 SEND = Path(__file__).parent / "apps" / "send_otlp.py"
@@ -109,7 +119,9 @@ def bridge() -> Iterator[Any]:
         stop()
 
 
-def _post(b: Bridge, body: bytes, content_type: str | None = PB, path: str = "/v1/traces", **headers: str) -> httpx.Response:
+def _post(
+    b: Bridge, body: bytes, content_type: str | None = PB, path: str = "/v1/traces", **headers: str
+) -> httpx.Response:
     h = {k.replace("_", "-"): v for k, v in headers.items()}
     if content_type:
         h["content-type"] = content_type
@@ -117,9 +129,17 @@ def _post(b: Bridge, body: bytes, content_type: str | None = PB, path: str = "/v
 
 
 def _grpc(b: Bridge, body: bytes, signal: str = "traces", metadata: tuple = (), compression: Any = None) -> Any:
-    service, response = ("trace.v1.TraceService", ExportTraceServiceResponse) if signal == "traces" else ("logs.v1.LogsService", ExportLogsServiceResponse)
+    service, response = (
+        ("trace.v1.TraceService", ExportTraceServiceResponse)
+        if signal == "traces"
+        else ("logs.v1.LogsService", ExportLogsServiceResponse)
+    )
     with grpc.insecure_channel(b.target) as channel:
-        call = channel.unary_unary(f"/opentelemetry.proto.collector.{service}/Export", request_serializer=None, response_deserializer=response.FromString)
+        call = channel.unary_unary(
+            f"/opentelemetry.proto.collector.{service}/Export",
+            request_serializer=None,
+            response_deserializer=response.FromString,
+        )
         return call(body, metadata=metadata, compression=compression, timeout=10)
 
 
@@ -139,7 +159,12 @@ def _still_serving(b: Bridge, **headers: str) -> None:
 
 def _send(transport: str, b: Bridge, *args: str) -> subprocess.Popen:
     endpoint = b.target if transport == "grpc" else b.url.removeprefix("http://")
-    return subprocess.Popen([sys.executable, str(SEND), transport, endpoint, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(SEND), transport, endpoint, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _finish(p: subprocess.Popen, timeout: float = 30) -> tuple[int, str]:
@@ -209,8 +234,11 @@ def test_backpressure_refuses_then_sdk_retries(bridge, observatory_sink):
     pipeline = _observatory_pipeline(observatory_sink, max_queue=40, max_batch=20, max_attempts=10_000)
     exporter = pipeline.exporters["observatory"]
     b = bridge(pipeline, retry_after=0.5)
+
     def full() -> bool:  # the worker holds a batch it keeps retrying, and the queue behind it is full
-        return (exporter.stats()["retried"] > 0 and exporter.queue_depth == 40) or bool(pipeline.submit_spans(_fill_spans(3)) and False)
+        return (exporter.stats()["retried"] > 0 and exporter.queue_depth == 40) or bool(
+            pipeline.submit_spans(_fill_spans(3)) and False
+        )
 
     assert _wait(full)
     before = b.spans()
@@ -229,7 +257,9 @@ def test_backpressure_refuses_then_sdk_retries(bridge, observatory_sink):
     assert b.spans() == before  # nothing accepted
 
     procs = [_send("grpc", b, "--no-logs"), _send("http", b, "--no-logs")]
-    assert _wait(lambda: b.requests("grpc").get("unavailable", 0) >= 2 and b.requests("http").get("unavailable", 0) >= 3)
+    assert _wait(
+        lambda: b.requests("grpc").get("unavailable", 0) >= 2 and b.requests("http").get("unavailable", 0) >= 3
+    )
     with observatory_sink._cond:  # the sink comes back: the exporter drains, the SDKs' retries are accepted
         observatory_sink._script.clear()
     for p in procs:
@@ -258,7 +288,9 @@ def test_fixtures_over_http_json_protobuf_gzip_and_grpc(bridge):
             if fmt == JSON:
                 assert r.json() == {}
             else:
-                response = (ExportTraceServiceResponse if signal == "traces" else ExportLogsServiceResponse).FromString(r.content)
+                response = (ExportTraceServiceResponse if signal == "traces" else ExportLogsServiceResponse).FromString(
+                    r.content
+                )
                 assert not response.HasField("partial_success")
         if fmt == PB:  # the same bytes over gRPC, gzip-compressed by the client
             assert not _grpc(b, data, signal=signal, compression=grpc.Compression.Gzip).HasField("partial_success")
@@ -308,7 +340,10 @@ def test_one_bad_span_among_good_ones_is_rejected_alone(bridge):
     logs = orjson.loads((FIXTURES / "openai_v2_content.logs.json").read_bytes())
     logs["resourceLogs"][0]["scopeLogs"][0]["logRecords"].append({"traceId": "zz", "body": {"stringValue": "x"}})
     r = _post(b, orjson.dumps(logs), JSON, path="/v1/logs")
-    assert r.json()["partialSuccess"]["rejectedLogRecords"] == "1" and "traceId" in r.json()["partialSuccess"]["errorMessage"]
+    assert (
+        r.json()["partialSuccess"]["rejectedLogRecords"] == "1"
+        and "traceId" in r.json()["partialSuccess"]["errorMessage"]
+    )
     _still_serving(b)
 
 
@@ -318,14 +353,28 @@ BAD_HTTP = [  # name, body, content type, headers, status, message fragment
     ("malformed json", b'{"resourceSpans": [', JSON, {}, 400, "body is not valid JSON"),
     ("json of the wrong shape", b'{"resourceSpans": {"spans": 1}}', JSON, {}, 400, "'resourceSpans' array"),
     ("json that is a list", b"[1, 2]", JSON, {}, 400, "'resourceSpans' array"),
-    ("json with a scope of the wrong type", b'{"resourceSpans": [{"scopeSpans": [7]}]}', JSON, {}, 400, "could not be decoded"),
+    (
+        "json with a scope of the wrong type",
+        b'{"resourceSpans": [{"scopeSpans": [7]}]}',
+        JSON,
+        {},
+        400,
+        "could not be decoded",
+    ),
     ("unsupported content type", b"hello", "text/plain", {}, 415, "content-type 'text/plain' is not supported"),
     ("no content type", b"hello", None, {}, 415, "content-type None is not supported"),
     ("unsupported encoding", GOOD_PB, PB, {"content-encoding": "br"}, 415, "content-encoding 'br' is not supported"),
     ("not gzip", GOOD_PB, PB, {"content-encoding": "gzip"}, 400, "body is not valid gzip"),
     ("truncated gzip", gzip.compress(GOOD_PB)[:-20], PB, {"content-encoding": "gzip"}, 400, "truncated"),
     ("oversized body", bytes(LIMIT + 1), PB, {}, 413, f"larger than {LIMIT} bytes"),
-    ("oversized json, gzip", gzip.compress(b" " * (LIMIT * 2)), JSON, {"content-encoding": "gzip"}, 413, "after decompression"),
+    (
+        "oversized json, gzip",
+        gzip.compress(b" " * (LIMIT * 2)),
+        JSON,
+        {"content-encoding": "gzip"},
+        413,
+        "after decompression",
+    ),
     ("gzip bomb", BOMB, PB, {"content-encoding": "gzip"}, 413, "after decompression"),
 ]
 
@@ -395,7 +444,12 @@ def test_bearer_token_on_both_transports(bridge, caplog, monkeypatch):
     monkeypatch.setattr(otlp.hmac, "compare_digest", lambda a, b: compared.append(1) or real(a, b))
     caplog.set_level("DEBUG")
     b = bridge(bearer_token=TOKEN)
-    for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": TOKEN}, {"authorization": f"Basic {TOKEN}"}):
+    for headers in (
+        {},
+        {"authorization": "Bearer wrong"},
+        {"authorization": TOKEN},
+        {"authorization": f"Basic {TOKEN}"},
+    ):
         for fmt in (PB, JSON):
             r = _post(b, GOOD_PB, fmt, **headers)
             assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
@@ -433,7 +487,9 @@ def test_garbage_never_crashes_either_transport(bridge):
     b = bridge()
     rng = random.Random(7)
     json_doc = (FIXTURES / "openai_v2.traces.json").read_bytes()
-    deep = b'{"resourceSpans": [{"resource": {"attributes": [{"key": "k", "value": ' + b'{"arrayValue": {"values": [' * 300
+    deep = (
+        b'{"resourceSpans": [{"resource": {"attributes": [{"key": "k", "value": ' + b'{"arrayValue": {"values": [' * 300
+    )
     deep += b"]}}" * 300 + b"}]}}]}"
     bodies = [(deep, JSON), (b'{"resourceSpans": [{"scopeSpans": [{"spans": [{"events": [1]}]}]}]}', JSON)]
     for _ in range(40):

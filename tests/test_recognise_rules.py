@@ -12,10 +12,10 @@ from pathlib import Path
 import orjson
 import pytest
 
+from otel_bridge.billing import bill_once
 from otel_bridge.inspect import explanations, ignored_attributes
 from otel_bridge.pipeline import Pipeline, PipelineOptions
 from otel_bridge.processors.runs import assemble
-from otel_bridge.billing import bill_once
 from otel_bridge.semconv import recognise, unknown_operations
 from otel_bridge.semconv_tables import GENAI_OPERATION_KIND, VERCEL_OPERATION_KIND
 from otel_bridge.server.metrics import metrics_text
@@ -195,9 +195,16 @@ def test_framework_is_not_a_provider(attrs, scope, provider, framework):
 
 def test_vercel_ai_sdk_trace():
     base = {"ai.model.id": "gpt-4o-mini", "ai.model.provider": "openai.chat", "ai.telemetry.functionId": "weather"}
-    step = {**base, "ai.operationId": "ai.generateText.doGenerate", "operation.name": "ai.generateText.doGenerate",
-            "gen_ai.system": "openai.chat", "gen_ai.request.model": "gpt-4o-mini",
-            "ai.response.model": "gpt-4o-mini-2024-07-18", "ai.usage.inputTokens": 100, "ai.usage.outputTokens": 20}
+    step = {
+        **base,
+        "ai.operationId": "ai.generateText.doGenerate",
+        "operation.name": "ai.generateText.doGenerate",
+        "gen_ai.system": "openai.chat",
+        "gen_ai.request.model": "gpt-4o-mini",
+        "ai.response.model": "gpt-4o-mini-2024-07-18",
+        "ai.usage.inputTokens": 100,
+        "ai.usage.outputTokens": 20,
+    }
     spans = trace(
         bspan("1", None, {**base, "ai.operationId": "ai.generateText", "ai.usage.inputTokens": 250,
                           "ai.usage.outputTokens": 50, "ai.usage.cachedInputTokens": "64"}, name="ai.generateText"),
@@ -208,7 +215,12 @@ def test_vercel_ai_sdk_trace():
     )  # fmt: skip
     root, call, tool = (spans[s.rjust(16, "0")] for s in "123")
     assert (root.kind, root.agent_name, root.cached_input_tokens) == ("agent", "weather", 64)
-    assert (call.kind, call.model, call.request_model, call.provider) == ("llm", "gpt-4o-mini-2024-07-18", "gpt-4o-mini", "openai")
+    assert (call.kind, call.model, call.request_model, call.provider) == (
+        "llm",
+        "gpt-4o-mini-2024-07-18",
+        "gpt-4o-mini",
+        "openai",
+    )
     assert (tool.kind, tool.tool_name, tool.tool_call_id) == ("tool", "get_weather", "call_9")
     (run,) = assemble(spans)
     assert (run.root is root, run.total("input_tokens"), run.total("output_tokens")) == (True, 250, 50)
@@ -234,7 +246,11 @@ def test_a_framework_llm_span_wrapping_the_provider_span_is_a_step():
     outer, inner, alone = (spans[s.rjust(16, "0")] for s in "234")
     (run,) = assemble(spans)
     assert (outer.kind, outer.billed_in) == ("chain", inner.span_id)
-    assert (outer.operation, outer.input_tokens, outer.provider) == (None, 300, "gcp.gemini")  # figures kept, not billed
+    assert (outer.operation, outer.input_tokens, outer.provider) == (
+        None,
+        300,
+        "gcp.gemini",
+    )  # figures kept, not billed
     assert (inner.kind, inner.billed_in, inner.framework) == ("llm", None, "google-adk")
     assert alone.kind == "llm" and alone.provider == "gcp.gemini"
     assert (run.models[0].calls, run.total("input_tokens"), run.total("output_tokens")) == (2, 600, 60)
@@ -273,7 +289,10 @@ def test_sibling_calls_and_a_call_under_a_tool_are_all_billed():
 
 
 def test_ignored_attributes_name_what_an_unknown_producer_sends():
-    a = rec(CHAT | {"gen_ai.usage.weird_tokens": 5, "llm.fancy": "x", "http.method": "POST", "gen_ai.prompt.0.content": "hi"})
+    a = rec(
+        CHAT
+        | {"gen_ai.usage.weird_tokens": 5, "llm.fancy": "x", "http.method": "POST", "gen_ai.prompt.0.content": "hi"}
+    )
     assert ignored_attributes(a) == ["gen_ai.usage.weird_tokens", "llm.fancy"]
 
 
@@ -311,9 +330,18 @@ def test_clickhouse_rows_keep_framework_and_the_billed_span():
     assemble(spans)
     outer, inner = spans["2".rjust(16, "0")], spans["3".rjust(16, "0")]
     row = span_row(outer)
-    assert (row.kind, row.attributes["framework"], row.attributes["billed_in"]) == ("chain", "google-adk", inner.span_id)
+    assert (row.kind, row.attributes["framework"], row.attributes["billed_in"]) == (
+        "chain",
+        "google-adk",
+        inner.span_id,
+    )
     row = span_row(inner)
-    assert (row.kind, row.provider, row.input_tokens, row.attributes["framework"]) == ("llm", "gcp.gemini", 300, "google-adk")
+    assert (row.kind, row.provider, row.input_tokens, row.attributes["framework"]) == (
+        "llm",
+        "gcp.gemini",
+        300,
+        "google-adk",
+    )
 
 
 @pytest.mark.parametrize(("inner_out", "billed_out"), [(61, 94), (94, 94), (70, 70)])
@@ -360,7 +388,11 @@ def test_the_enclosing_agent_names_the_agent_of_every_other_span():
     span around them says which agent ran."""
     stamp = {"gen_ai.agent.name": "OpenAI Agent", "gen_ai.agent.id": "agent"}
     spans = trace(
-        bspan("1", None, {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "weather-agent", "gen_ai.agent.id": "agent"}),
+        bspan(
+            "1",
+            None,
+            {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "weather-agent", "gen_ai.agent.id": "agent"},
+        ),
         bspan("2", "1", {"gen_ai.operation.name": "unknown", **stamp}),
         bspan("3", "2", CHAT | stamp),
         bspan("4", None, CHAT | stamp),  # no agent encloses it: its own attribute stands

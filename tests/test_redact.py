@@ -30,7 +30,14 @@ def test_secrets_masked_in_events(observatory_sink):
     pipeline = Pipeline({"observatory": exporter}, PipelineOptions(wait=0.05, max_wait=0.5))
     otel_bridge.install(provider, pipeline=pipeline)
     messages = json.dumps([{"role": "user", "parts": [{"type": "text", "content": f"my key is {KEY}"}]}])
-    with provider.get_tracer("t").start_as_current_span("chat", attributes={"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o", "gen_ai.input.messages": messages}):
+    with provider.get_tracer("t").start_as_current_span(
+        "chat",
+        attributes={
+            "gen_ai.operation.name": "chat",
+            "gen_ai.request.model": "gpt-4o",
+            "gen_ai.input.messages": messages,
+        },
+    ):
         otel_bridge.track_event("chat", role="user", content=f"again {KEY}")
     provider.shutdown()
     wire = json.dumps(observatory_sink.events)

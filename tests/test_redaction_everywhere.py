@@ -27,11 +27,18 @@ def _everywhere() -> dict:
 def test_a_secret_in_every_field_reaches_no_destination(tmp_path, observatory_sink, flightdeck_server):
     fd = flightdeck_server
     release = fd.register_release("redact-agent", "gpt-4o-mini", f"redact-{uuid.uuid4().hex[:6]}")
-    svc = service(tmp_path, T_OBSERVATORY_URL=observatory_sink.url, T_OBSERVATORY_KEY=observatory_sink.api_key,
-                  T_FLIGHTDECK_URL=fd.base_url)
+    svc = service(
+        tmp_path,
+        T_OBSERVATORY_URL=observatory_sink.url,
+        T_OBSERVATORY_KEY=observatory_sink.api_key,
+        T_FLIGHTDECK_URL=fd.base_url,
+    )
     svc.pipeline.options.flightdeck.release_id = release
     try:
-        spans = [llm_span(i, attrs=_everywhere(), status={"code": 2, "message": f"failed with Bearer {SECRET}"}) for i in range(3)]
+        spans = [
+            llm_span(i, attrs=_everywhere(), status={"code": 2, "message": f"failed with Bearer {SECRET}"})
+            for i in range(3)
+        ]
         assert send(svc, request(spans))[:2] == (3, 0)
         report = {"events": [{"name": "feedback", "type": "feedback", "run_id": str(uuid.uuid4()), "timestamp": "2026-11-30T00:00:00Z",
                               "rating": "negative", "comment": f"leaked {SECRET}", "metadata": {"k": f"v {AWS}"}},

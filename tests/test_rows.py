@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from otel_bridge.analytics.schema import COLUMNS, DDLOptions, _TABLES
+from otel_bridge.analytics.schema import _TABLES, COLUMNS, DDLOptions
 from otel_bridge.exporters.rows import ROW_TYPES, EventRow, RunRow, SpanRow, text, ts, uint
 
 # DDL type → the Python annotation a row field must carry
@@ -42,7 +42,9 @@ def _ddl_columns(table: str) -> list[tuple[str, str]]:
                 out.append((f"usage.{name.strip()}", f"Array({typ.strip()})"))
             continue
         name, typ = part.split(None, 1)
-        out.append((name, re.sub(r"\s+CODEC.*", "", typ).replace("{text_ttl}", "").replace("{text_ttl_ts}", "").strip()))
+        out.append(
+            (name, re.sub(r"\s+CODEC.*", "", typ).replace("{text_ttl}", "").replace("{text_ttl_ts}", "").strip())
+        )
     return out
 
 
@@ -69,7 +71,7 @@ def test_row_fields_are_the_ddl_columns_with_matching_types(table):
 
 def test_any_value_is_coerced_to_its_column_type():
     row = SpanRow.of(*([{"odd": [1, 2]}] * len(SpanRow.column_names())))
-    for name, value in zip(SpanRow.column_names(), row.values()):
+    for name, value in zip(SpanRow.column_names(), row.values(), strict=True):
         assert value is not None or name == "parent_run_id"
     assert row.input_tokens == 0 and row.start == 0 and row.duration_ms == 0.0
     assert row.name == '{"odd":[1,2]}' and row.tags == ["odd"] and row.attributes == {"odd": "[1,2]"}

@@ -8,9 +8,9 @@ from collections import defaultdict
 import pytest
 from ch_data import BASE_NS, MS, Dataset, bridge, llm_attrs, make_dataset
 
+from otel_bridge.agentspan import AgentSpan
 from otel_bridge.analytics import queries as q
 from otel_bridge.analytics.store import Store, StoreConfig
-from otel_bridge.agentspan import AgentSpan
 from otel_bridge.exporters.clickhouse import ClickHouseSender, spans_items
 from otel_bridge.pricing import PriceTable
 from otel_bridge.semconv import recognise_trace
@@ -27,7 +27,9 @@ def _nested_trace() -> list[AgentSpan]:
         bridge(900, 2, 1, "chat", t0 + MS, 800, llm_attrs("openai", "gpt-4o", 1200, 300, cached=200)),
         bridge(900, 3, 1, "invoke_agent researcher", t0 + 900 * MS, 7000, sub),
         bridge(900, 4, 3, "chat", t0 + 1000 * MS, 900, llm_attrs("openai", "o3", 2000, 700, reasoning=400)),
-        bridge(900, 5, 3, "chat", t0 + 2000 * MS, 900, llm_attrs("anthropic", "claude-sonnet-4-5", 3000, 100, write=500)),
+        bridge(
+            900, 5, 3, "chat", t0 + 2000 * MS, 900, llm_attrs("anthropic", "claude-sonnet-4-5", 3000, 100, write=500)
+        ),
         bridge(900, 6, 3, "execute_tool", t0 + 3000 * MS, 50, tool, error=True),
     ]
     return recognise_trace(spans)
@@ -103,7 +105,11 @@ def test_every_run_carries_its_subtree_totals(store: Store, prices: PriceTable, 
 
 
 def test_nested_agents_sum_two_levels(store: Store, prices: PriceTable, data: Dataset) -> None:
-    rows = {r["name"]: r for r in q.runs(store, prices, agent="planner", limit=50) + q.runs(store, prices, agent="researcher", limit=50) if r["type"] == "agent"}
+    rows = {
+        r["name"]: r
+        for r in q.runs(store, prices, agent="planner", limit=50) + q.runs(store, prices, agent="researcher", limit=50)
+        if r["type"] == "agent"
+    }
     planner, researcher = rows["invoke_agent planner"], rows["invoke_agent researcher"]
     assert planner["llm_calls"] == 3 and researcher["llm_calls"] == 2
     assert planner["tool_calls"] == researcher["tool_calls"] == 1 and planner["errors"] == 1

@@ -76,7 +76,7 @@ def test_root_not_seen_waits_max_wait_and_the_cap_emits_early():
     assert a.poll() == 0  # root unseen: held up to max_wait
     clock.now = 31
     assert a.poll() == 1  # the local root with LLM descendants becomes the run
-    for i, trace in enumerate(("cd" * 16, "ef" * 16, "01" * 16)):
+    for trace in ("cd" * 16, "ef" * 16, "01" * 16):
         a.add([span("1", None, AGENT, trace=trace)])
     assert a.counters["early"] == 1 and a.in_flight == 2  # oldest trace assembled early past the cap
 
@@ -106,7 +106,16 @@ def test_outermost_agent_nested_agents_and_traces_without_runs():
 
 def _run(resource: dict | None = None, error: bool = False, root_attrs: dict | None = None):  # noqa: ANN202
     spans = [
-        span("1", None, {**AGENT, **(root_attrs or {})}, start=1_000_000_000, end=3_500_000_000, error=error, resource=resource, name="triage"),
+        span(
+            "1",
+            None,
+            {**AGENT, **(root_attrs or {})},
+            start=1_000_000_000,
+            end=3_500_000_000,
+            error=error,
+            resource=resource,
+            name="triage",
+        ),
         span("2", "1", llm("gpt-4o", 1000, 400, 100)),
         span("3", "1", llm("gpt-4o-mini", 300, 0, 50)),
         span("4", "1", llm("gpt-4o", 500, 100, 20)),
@@ -127,7 +136,13 @@ def test_run_event_mapping():
     assert event["metrics"] == {"latency_ms": 2500, "success": True, "error_type": None}
     usage = event["usage"]["model"]
     # Summed over every LLM span; input excludes the cached tokens FlightDeck prices separately.
-    assert usage == {"provider": "openai", "model": "gpt-4o", "input_tokens": 1800 - 500, "output_tokens": 170, "cached_input_tokens": 500}
+    assert usage == {
+        "provider": "openai",
+        "model": "gpt-4o",
+        "input_tokens": 1800 - 500,
+        "output_tokens": 170,
+        "cached_input_tokens": 500,
+    }
     assert event["usage"]["tools"] == [{"tool_name": "lookup", "invocations": 2}]
     assert event["labels"] == {"service.name": "svc", "service.version": "1.0", "models": "gpt-4o,gpt-4o-mini"}
     assert event["request"]["trace_id"] == T
@@ -136,8 +151,16 @@ def test_run_event_mapping():
 @pytest.mark.parametrize(
     ("resource", "mapping", "release"),
     [
-        ({"service.name": "svc", "service.version": "2.0"}, FlightDeckMapping(release_map={"svc@2.0": "rel_map"}, release_id="rel_default"), "rel_map"),
-        ({"service.name": "svc", "service.version": "3.0"}, FlightDeckMapping(release_map={"svc@2.0": "rel_map"}, release_id="rel_default"), "rel_default"),
+        (
+            {"service.name": "svc", "service.version": "2.0"},
+            FlightDeckMapping(release_map={"svc@2.0": "rel_map"}, release_id="rel_default"),
+            "rel_map",
+        ),
+        (
+            {"service.name": "svc", "service.version": "3.0"},
+            FlightDeckMapping(release_map={"svc@2.0": "rel_map"}, release_id="rel_default"),
+            "rel_default",
+        ),
         ({"service.name": "svc", "service.version": "3.0"}, FlightDeckMapping(), None),
     ],
 )
@@ -147,7 +170,9 @@ def test_release_precedence_and_runs_without_release(resource, mapping, release)
 
 
 def test_failed_run_defaults_and_opt_in_run_start():
-    mapping = FlightDeckMapping(release_id="rel", tenant_id="t", task_id="task", environment="staging", emit_run_start=True)
+    mapping = FlightDeckMapping(
+        release_id="rel", tenant_id="t", task_id="task", environment="staging", emit_run_start=True
+    )
     start, end = run_events(_run(error=True, root_attrs={"error.type": "Timeout", "gen_ai.agent.id": ""}), mapping)
     assert end["metrics"]["success"] is False and end["metrics"]["error_type"] == "Timeout"
     assert (end["tenant_id"], end["task_id"], end["environment"]) == ("t", "task", "staging")
@@ -160,7 +185,7 @@ def test_bytes_bound_assembles_the_oldest_trace_early_and_counts_it():
     conversations are cut early (counted) while the count bound is far away; a re-sent span is not counted twice."""
     text = "x" * 10_000
     a, clock, runs = assembler(max_traces=1000, max_bytes=25_000)
-    for i, trace in enumerate(("cd" * 16, "ef" * 16)):
+    for trace in ("cd" * 16, "ef" * 16):
         a.add([span("1", None, AGENT | {"input.value": text}, trace=trace)])
         a.add([span("1", None, AGENT | {"input.value": text}, trace=trace)])  # re-sent: replaces, not adds
     assert a.in_flight == 2 and a.counters["cut_for_bytes"] == 0 and 20_000 < a.held_bytes <= 25_000
@@ -180,5 +205,7 @@ def test_protobuf_spans_carry_their_encoded_size():
 
     body = (Path(__file__).parent / "fixtures" / "otlp" / "openllmetry.traces.pb").read_bytes()
     spans = spans_from_otlp_proto(body).items
-    wire = [s for rs in ExportTraceServiceRequest.FromString(body).resource_spans for ss in rs.scope_spans for s in ss.spans]
+    wire = [
+        s for rs in ExportTraceServiceRequest.FromString(body).resource_spans for ss in rs.scope_spans for s in ss.spans
+    ]
     assert spans and [s.size for s in spans] == [len(w.SerializeToString()) for w in wire]

@@ -21,8 +21,14 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, Status, StatusCod
 from otel_bridge.messages import Message, ToolCall
 from otel_bridge.semconv import CACHE_READ_KEYS, CACHE_WRITE_KEYS, REASONING_KEYS, recognise, recognise_trace, run_id
 from otel_bridge.semconv_tables import EXCLUSIVE_KEYS
-from otel_bridge.spans import DecodeError, logs_from_otlp_json, logs_from_otlp_proto, span_from_sdk
-from otel_bridge.spans import spans_from_otlp_json, spans_from_otlp_proto
+from otel_bridge.spans import (
+    DecodeError,
+    logs_from_otlp_json,
+    logs_from_otlp_proto,
+    span_from_sdk,
+    spans_from_otlp_json,
+    spans_from_otlp_proto,
+)
 
 EXPORTER = InMemorySpanExporter()
 PROVIDER = TracerProvider(resource=Resource.create({"service.name": "svc"}))
@@ -123,7 +129,9 @@ def test_is_run_root_kind(attrs, root):
 
 TOKENS_ALL = {"gen_ai.usage.input_tokens": 7, "gen_ai.usage.prompt_tokens": 8, "llm.token_count.prompt": 9,
               "gen_ai.usage.output_tokens": 3, "gen_ai.usage.completion_tokens": 4, "llm.token_count.completion": 5}  # fmt: skip
-WITHOUT_CURRENT = {k: v for k, v in TOKENS_ALL.items() if k not in ("gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens")}
+WITHOUT_CURRENT = {
+    k: v for k, v in TOKENS_ALL.items() if k not in ("gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens")
+}
 
 
 @pytest.mark.parametrize(("attrs", "want"), [
@@ -144,7 +152,7 @@ WITHOUT_CURRENT = {k: v for k, v in TOKENS_ALL.items() if k not in ("gen_ai.usag
        {field: 42, "input_tokens": 1000, "output_tokens": 1000 + (42 if key in EXCLUSIVE_KEYS else 0)})
       for keys, field in ((CACHE_READ_KEYS, "cached_input_tokens"), (CACHE_WRITE_KEYS, "cache_write_tokens"),
                           (REASONING_KEYS, "reasoning_tokens")) for key in keys],
-    (dict(zip(CACHE_READ_KEYS + CACHE_WRITE_KEYS + REASONING_KEYS, range(1, 100))),
+    (dict(zip(CACHE_READ_KEYS + CACHE_WRITE_KEYS + REASONING_KEYS, range(1, 100), strict=False)),
      {"cached_input_tokens": 1, "cache_write_tokens": 1 + len(CACHE_READ_KEYS),
       "reasoning_tokens": 1 + len(CACHE_READ_KEYS) + len(CACHE_WRITE_KEYS)}),
 ])  # fmt: skip
@@ -154,6 +162,7 @@ def test_precedence(attrs, want, path):
 
 
 # ------------------------------------------------------------------------------------------- 3. normalisation
+
 
 @pytest.mark.parametrize(("inp", "read", "write", "out", "reasoning", "expected"), [
     (100, 400, 50, 10, 30, (550, 40)),  # exclusive (Anthropic style): parts added
@@ -202,6 +211,7 @@ def test_malformed_content_skipped(bad, key, path):
 
 
 # ------------------------------------------------------------------------------------------- 5. context
+
 
 def nested(*levels: dict) -> dict:
     def build(i: int = 0):
@@ -297,10 +307,16 @@ EVENTS = (("gen_ai.system.message", {"content": "Be kind."}), ("gen_ai.user.mess
 ])  # fmt: skip
 def test_messages(attrs, events, inputs, outputs, texts, path):
     a = one(attrs, path, events)
-    assert (a.input_messages, a.output_messages, (a.input_text, a.output_text), a.skipped) == (inputs, outputs, texts, [])
+    assert (a.input_messages, a.output_messages, (a.input_text, a.output_text), a.skipped) == (
+        inputs,
+        outputs,
+        texts,
+        [],
+    )
 
 
 # ------------------------------------------------------------------------------------------- 7. OTLP/JSON, protobuf
+
 
 @pytest.mark.parametrize("kind", [3, "3", "SPAN_KIND_CLIENT"])
 @pytest.mark.parametrize("code", [2, "STATUS_CODE_ERROR"])
@@ -318,7 +334,14 @@ def test_otlp_json_encoding(kind, code):
     assert (d.rejected, d.error) == (0, None)
     s = d.items[0]
     assert (s.trace_id, s.span_id, s.parent_span_id, s.kind, s.status_code) == (TRACE, SPAN, SPAN2, 3, 2)
-    assert dict(s.attributes) == {"n_str": 12, "n_num": 12, "arr": ["a", 1, True], "kv": {"x": {"y": 0.5}}, "raw": b"hi", "snake": "s"}
+    assert dict(s.attributes) == {
+        "n_str": 12,
+        "n_num": 12,
+        "arr": ["a", 1, True],
+        "kv": {"x": {"y": 0.5}},
+        "raw": b"hi",
+        "snake": "s",
+    }
     assert (s.resource, s.scope_name, s.scope_version, s.events[0].time_ns) == ({"service.name": "svc"}, "s", "2", 5)
     a = recognise(s)
     assert (a.latency_ms, a.error, a.error_message) == (250.0, True, "boom")
@@ -342,7 +365,11 @@ def test_sdk_and_protobuf_remote_parent(path):
                 pass
 
     spans = {s.name: s for s in bridge(finished(build), path)}
-    assert (spans["server"].parent_span_id, spans["server"].local_root, spans["inner"].local_root) == (SPAN2, True, False)
+    assert (spans["server"].parent_span_id, spans["server"].local_root, spans["inner"].local_root) == (
+        SPAN2,
+        True,
+        False,
+    )
 
 
 @pytest.mark.parametrize(("trace_id", "message"), [
@@ -395,7 +422,10 @@ def test_logs_from_otlp_json_attach_to_span():
     ]  # fmt: skip
     d = logs_from_otlp_json(jdoc(*records, key="resourceLogs", scopes="scopeLogs", leaf="logRecords"))
     assert [(r.event_name, r.time_ns, r.trace_id) for r in d.items] == [
-        ("gen_ai.choice", 7, TRACE), ("gen_ai.user.message", 8, TRACE), ("other", 9, None)]
+        ("gen_ai.choice", 7, TRACE),
+        ("gen_ai.user.message", 8, TRACE),
+        ("other", 9, None),
+    ]
     (a,) = recognise_trace(spans_from_otlp_json(jdoc(jspan(attrs=CHAT))).items, d.items)
     assert (a.input_messages, a.output_messages) == ([Message("user", "Hi")], [Message("assistant", "Hello!")])
 
@@ -410,7 +440,9 @@ def test_logs_from_otlp_proto():
     req = ExportLogsServiceRequest(resource_logs=[ResourceLogs(scope_logs=[ScopeLogs(log_records=records)])])
     d = logs_from_otlp_proto(req.SerializeToString())
     assert [(r.event_name, r.time_ns, r.trace_id, r.span_id, r.body) for r in d.items] == [
-        ("gen_ai.choice", 7, TRACE, SPAN, json.dumps(CHOICE)), ("gen_ai.user.message", 8, None, None, "Hi")]
+        ("gen_ai.choice", 7, TRACE, SPAN, json.dumps(CHOICE)),
+        ("gen_ai.user.message", 8, None, None, "Hi"),
+    ]
 
 
 # ------------------------------------------------------------------------------------------- 8. run_id, as_dict
@@ -430,11 +462,18 @@ def test_run_id_and_as_dict():
     assert str(uuid.UUID(a.run_id)) == a.run_id
     out = a.as_dict()
     assert list(out) == AS_DICT_KEYS
-    assert (out["trace_id"], out["kind"], out["service_name"], out["status"], out["latency_ms"]) == (TRACE, "llm", "svc", "ok", 0.0)
+    assert (out["trace_id"], out["kind"], out["service_name"], out["status"], out["latency_ms"]) == (
+        TRACE,
+        "llm",
+        "svc",
+        "ok",
+        0.0,
+    )
     json.dumps(out)  # serialisable as is
 
 
 # ------------------------------------------------------------------------------------------- 9. errors
+
 
 @pytest.mark.parametrize(("attrs", "events", "status", "expected"), [
     ({}, (), None, (False, "ok", None, None)),
@@ -460,8 +499,19 @@ def test_plain_text_system_instructions_and_zero_id_logs():
         "gen_ai.operation.name": "chat", "gen_ai.system_instructions": "be brief",
         "gen_ai.input.messages": '[{"role": "user", "parts": [{"type": "text", "content": "hi"}]}]'})  # fmt: skip
     a = recognise(s)
-    assert [(m.role, m.content) for m in a.input_messages] == [("system", "be brief"), ("user", "hi")] and a.skipped == []
-    doc = {"resourceLogs": [{"scopeLogs": [{"logRecords": [{"traceId": "0" * 32, "spanId": "0" * 16, "eventName": "x", "timeUnixNano": "1"}]}]}]}
+    assert [(m.role, m.content) for m in a.input_messages] == [
+        ("system", "be brief"),
+        ("user", "hi"),
+    ] and a.skipped == []
+    doc = {
+        "resourceLogs": [
+            {
+                "scopeLogs": [
+                    {"logRecords": [{"traceId": "0" * 32, "spanId": "0" * 16, "eventName": "x", "timeUnixNano": "1"}]}
+                ]
+            }
+        ]
+    }
     (record,) = logs_from_otlp_json(doc).items
     assert (record.trace_id, record.span_id) == (None, None)
 

@@ -10,13 +10,12 @@ import uuid
 from pathlib import Path
 
 from bridge_server import TEST_CONFIG, start_bridge, wait_until
+from conftest import FIXTURES
 from flightdeck_server import make_run_event
 
 from otel_bridge.inspect import agent_spans
 from otel_bridge.processors.observatory import ObservatoryConverter
 from otel_bridge.synthetic import plan_runs
-
-from conftest import FIXTURES
 
 APPS = Path(__file__).parent / "apps"
 
@@ -54,7 +53,11 @@ def test_real_clients_to_every_destination(tmp_path, observatory_sink, flightdec
             r = c.post("/v1/traces", content=body, headers={"content-type": "application/json"})
             assert r.status_code == 200 and r.json() == {}
             body = gzip.compress((FIXTURES / "openllmetry.traces.pb").read_bytes())
-            r = c.post("/v1/traces", content=body, headers={"content-type": "application/x-protobuf", "content-encoding": "gzip"})
+            r = c.post(
+                "/v1/traces",
+                content=body,
+                headers={"content-type": "application/x-protobuf", "content-encoding": "gzip"},
+            )
             assert r.status_code == 200 and r.headers["content-type"] == "application/x-protobuf"
             expected_spans = _span_count(3) + _span_count(2) + 14
             stored = wait_until(lambda: len(c.get("/api/run/", params={"limit": 1000}).json()) >= expected_spans)
@@ -93,7 +96,9 @@ def test_cli_uses_the_server_then_the_store(tmp_path):
     offline = _cli("costs", "--data-dir", str(bridge.data_dir), "--json")  # the server released the directory
     assert offline.returncode == 0, offline.stderr
     assert json.loads(live.stdout) == json.loads(offline.stdout)
-    assert sum(r["calls"] for r in json.loads(offline.stdout)) == sum(len(r.calls) for r in plan_runs(4, seed=11, agents=("sdk-agent",), error_rate=0.0))
+    assert sum(r["calls"] for r in json.loads(offline.stdout)) == sum(
+        len(r.calls) for r in plan_runs(4, seed=11, agents=("sdk-agent",), error_rate=0.0)
+    )
 
 
 def test_trust_boundary(tmp_path):
@@ -106,7 +111,12 @@ def test_trust_boundary(tmp_path):
     try:
         with bridge.client(token=None) as anonymous, bridge.client() as authorized:
             assert anonymous.get("/api/costs").status_code == 401
-            assert anonymous.post("/v1/traces", content=b"", headers={"content-type": "application/x-protobuf"}).status_code == 401
+            assert (
+                anonymous.post(
+                    "/v1/traces", content=b"", headers={"content-type": "application/x-protobuf"}
+                ).status_code
+                == 401
+            )
             assert authorized.get("/api/costs").status_code == 200
         assert _send("grpc", bridge.grpc, 1, token="wrong").returncode == 1
         assert _send("grpc", bridge.grpc, 1, token=token).returncode == 0
@@ -143,7 +153,10 @@ def test_vendor_ingest(tmp_path):
             assert wait_until(lambda: len(c.get("/api/run/", params={"limit": 100}).json()) == len(spans))
 
             def release_diff() -> dict | None:  # the run rows may land in a later insert than the spans
-                rows = {r["metric"]: r for r in c.get("/api/diff", params={"baseline": "rel_base", "candidate": "rel_cand"}).json()}
+                rows = {
+                    r["metric"]: r
+                    for r in c.get("/api/diff", params={"baseline": "rel_base", "candidate": "rel_cand"}).json()
+                }
                 return rows if rows["runs"]["baseline"] == 2 and rows["runs"]["candidate"] == 1 else None
 
             diff = wait_until(release_diff)
@@ -168,7 +181,12 @@ def test_acknowledged_spans_survive_a_crash(tmp_path):
     restarted = start_bridge(tmp_path, {"OTEL_BRIDGE_DATA_DIR": str(bridge.data_dir)})
     try:
         with restarted.client() as c:
-            rows = wait_until(lambda: len(c.get("/api/run/", params={"limit": 1000}).json()) >= _span_count(3) and c.get("/api/run/", params={"limit": 1000}).json())
+            rows = wait_until(
+                lambda: (
+                    len(c.get("/api/run/", params={"limit": 1000}).json()) >= _span_count(3)
+                    and c.get("/api/run/", params={"limit": 1000}).json()
+                )
+            )
             assert rows and len(rows) == _span_count(3)
             assert "spool_replayed" in c.get("/metrics").text
         assert wait_until(lambda: not list(spool.glob("seg-*.otlp")), timeout=20), "exported segments are deleted"

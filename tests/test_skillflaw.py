@@ -10,7 +10,16 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 from bridge_server import start_bridge, wait_until
-from skillflaw.harness import ROLE, SERVE_CONFIG, load, local_pipeline, ns, query_in_subprocess, recorded_messages, responses
+from skillflaw.harness import (
+    ROLE,
+    SERVE_CONFIG,
+    load,
+    local_pipeline,
+    ns,
+    query_in_subprocess,
+    recorded_messages,
+    responses,
+)
 from skillflaw.replay import ReplayServer
 
 from otel_bridge.receivers.skillflaw_client import Unauthorized, Unavailable, parse_timestamp
@@ -40,7 +49,7 @@ def _seed_expectations() -> dict:
     components = {v: (v.rsplit("-", 1)[0], b[0]["data"]["timedelta"]) for v, b in builds["vertex_builds"].items()}
     chats = {m["id"]: m for m in recorded_messages(SEED).values() if m["sender"] in ROLE}
     malformed = [m for m in recorded_messages(SEED).values() if m["sender"] not in ROLE]
-    (_, tx), = [r for r in responses(SEED, "/api/v1/monitor/transactions") if r[1]["items"]]
+    ((_, tx),) = [r for r in responses(SEED, "/api/v1/monitor/transactions") if r[1]["items"]]
     return {"components": components, "chats": chats, "malformed": len(malformed), "tx": tx["items"]}
 
 
@@ -54,7 +63,7 @@ def test_seed_in_process(tmp_path):
         assert counts == {"builds": 4, "transactions": 1, "runs": 2, "messages": len(exp["chats"])}
         spans = local.spans()
         comps = {s["name"]: s for s in spans if s["kind"] == "chain"}
-        for vertex, (name, seconds) in exp["components"].items():
+        for name, seconds in exp["components"].values():
             assert comps[name]["duration_ms"] == pytest.approx(seconds * 1000, abs=1e-3)
             assert comps[name]["status"] == "success"
         (tx,) = exp["tx"]
@@ -68,7 +77,12 @@ def test_seed_in_process(tmp_path):
         assert set(chats) == set(exp["chats"])
         for mid, m in exp["chats"].items():
             c = chats[mid]
-            assert (c["role"], c["content"], c["thread_id"], c["ns"]) == (ROLE[m["sender"]], m["text"], m["session_id"], ns(m["timestamp"]))
+            assert (c["role"], c["content"], c["thread_id"], c["ns"]) == (
+                ROLE[m["sender"]],
+                m["text"],
+                m["session_id"],
+                ns(m["timestamp"]),
+            )
         assert local.stats.snapshot()["skillflaw"]["messages"]["refused"] == exp["malformed"]
     finally:
         local.pipeline.shutdown(5)
@@ -151,7 +165,11 @@ def test_serve_polls_the_seed(tmp_path):
     in ClickHouse; a restart imports nothing."""
     exp = _seed_expectations()
     with ReplayServer(SEED) as srv:
-        env = {"SKILLFLAW_BASE_URL": srv.url, "SKILLFLAW_API_KEY": "seed-key", "SKILLFLAW_FLOWS": ",".join(SEED["flows"])}
+        env = {
+            "SKILLFLAW_BASE_URL": srv.url,
+            "SKILLFLAW_API_KEY": "seed-key",
+            "SKILLFLAW_FLOWS": ",".join(SEED["flows"]),
+        }
         bridge = start_bridge(tmp_path, env, config=SERVE_CONFIG)
         try:
             with bridge.client() as c:
@@ -160,12 +178,17 @@ def test_serve_polls_the_seed(tmp_path):
                 rows = c.get("/api/run/").json()
                 assert sorted(r["type"] for r in rows) == ["agent"] * 2 + ["chain"] * (expected - 2)
                 metrics = c.get("/metrics").text
-                assert 'otel_bridge_receiver_items_total{outcome="refused",receiver="skillflaw",signal="messages"} 1.0' in metrics
+                assert (
+                    'otel_bridge_receiver_items_total{outcome="refused",receiver="skillflaw",signal="messages"} 1.0'
+                    in metrics
+                )
         finally:
             log = bridge.stop()
         assert "Traceback" not in log, log
         chats = query_in_subprocess(bridge.data_dir, "SELECT role, content FROM {events} FINAL WHERE name = 'chat'")
-        assert sorted((c["role"], c["content"]) for c in chats) == sorted((ROLE[m["sender"]], m["text"]) for m in exp["chats"].values())
+        assert sorted((c["role"], c["content"]) for c in chats) == sorted(
+            (ROLE[m["sender"]], m["text"]) for m in exp["chats"].values()
+        )
         polled = len(srv.requests)
         bridge = start_bridge(tmp_path, env, config=SERVE_CONFIG)
         try:
@@ -231,7 +254,9 @@ def test_items_wait_for_the_trace_of_a_running_flow(tmp_path):
         assert second["runs"] == 1 and second["transactions"] == held
         all_traces = sum(len(r[1]["traces"]) for r in responses(rec, "/api/v1/monitor/traces"))
         assert first["runs"] == all_traces - 1  # no synthetic run for the waiting transactions
-        assert first["transactions"] + held == sum(len(r[1]["items"]) for r in responses(rec, "/api/v1/monitor/transactions"))
+        assert first["transactions"] + held == sum(
+            len(r[1]["items"]) for r in responses(rec, "/api/v1/monitor/transactions")
+        )
     finally:
         pipeline.shutdown(5)
 
@@ -240,11 +265,18 @@ def test_config_section():
     from otel_bridge.config import ConfigError, parse_config
 
     env = {"SKILLFLAW_BASE_URL": "http://127.0.0.1:7860", "SKILLFLAW_API_KEY": "k1", "SKILLFLAW_FLOWS": "a, b,"}
-    text = (FIXTURES_CONFIG := "receivers:\n  skillflaw:\n    base_url: ${env:SKILLFLAW_BASE_URL:-}\n"
-            "    api_key: ${env:SKILLFLAW_API_KEY:-}\n    flows: ${env:SKILLFLAW_FLOWS:-}\n    poll_interval: 2s\n")
+    text = (
+        FIXTURES_CONFIG := "receivers:\n  skillflaw:\n    base_url: ${env:SKILLFLAW_BASE_URL:-}\n"
+        "    api_key: ${env:SKILLFLAW_API_KEY:-}\n    flows: ${env:SKILLFLAW_FLOWS:-}\n    poll_interval: 2s\n"
+    )
     cfg = parse_config(text, environ=env)
     sf = cfg.receivers.skillflaw
-    assert (sf.base_url, sf.api_key_value, sf.flows, sf.poll_interval) == ("http://127.0.0.1:7860", "k1", ["a", "b"], 2.0)
+    assert (sf.base_url, sf.api_key_value, sf.flows, sf.poll_interval) == (
+        "http://127.0.0.1:7860",
+        "k1",
+        ["a", "b"],
+        2.0,
+    )
     assert cfg.skillflaw_enabled() and "k1" not in repr(cfg)
     assert not parse_config(FIXTURES_CONFIG, environ={}).skillflaw_enabled()  # on only when base_url is set
     with pytest.raises(ConfigError) as info:

@@ -101,11 +101,17 @@ def test_runs_latency_tokens_and_components(source, polled):
         r = got[tid]
         assert (r["agent"], r["success"], r["spans"]) == (w["agent"], w["success"], w["spans"])
         assert 0 <= r["latency_ms"] - w["latency_ms"] < 1  # Langflow truncates to whole ms
-        assert (r["input_tokens"], r["output_tokens"], sorted(r["models"])) == (w["input_tokens"], w["output_tokens"], w["models"])
+        assert (r["input_tokens"], r["output_tokens"], sorted(r["models"])) == (
+            w["input_tokens"],
+            w["output_tokens"],
+            w["models"],
+        )
     spans = local.spans()
     for tid, w in want.items():
         assert sorted(s["name"] for s in spans if s["trace_id"] == tid and s["kind"] == "chain") == w["components"]
-        failed = sorted(s["name"] for s in spans if s["trace_id"] == tid and s["kind"] == "chain" and s["status"] == "error")
+        failed = sorted(
+            s["name"] for s in spans if s["trace_id"] == tid and s["kind"] == "chain" and s["status"] == "error"
+        )
         assert failed == w["failed_components"]
         assert {s["session_id"] for s in spans if s["trace_id"] == tid} == {w["session"]}
     # every successful call the fake OpenAI server answered is billed once, on its LLM span
@@ -117,7 +123,9 @@ def test_runs_latency_tokens_and_components(source, polled):
 def test_transactions_and_builds_join_their_components(source, polled):
     """Each transaction and build lands on the component of its vertex in its run (Langflow's own span ids)."""
     local, _ = polled
-    rows = local.store.query(f"SELECT trace_id, attributes FROM {local.store.table('spans')} FINAL WHERE kind = 'chain'")
+    rows = local.store.query(
+        f"SELECT trace_id, attributes FROM {local.store.table('spans')} FINAL WHERE kind = 'chain'"
+    )
     n = expected.counts(source.rec)
     assert sum(int(r["attributes"].get("metadata.skillflaw.transactions", 0)) for r in rows) == n["transactions"]
     assert sum(int(r["attributes"].get("metadata.skillflaw.builds", 0)) for r in rows) == n["builds"]
@@ -132,7 +140,12 @@ def test_chat_events(source, polled):
     assert set(got) == set(want)
     for mid, w in want.items():
         c, meta = got[mid], orjson.loads(got[mid]["metadata"])
-        assert (c["role"], c["content"], c["thread_id"], c["ns"]) == (w["role"], w["content"], w["thread_id"], w["ns"] // 10**6 * 10**6)  # events keep ms
+        assert (c["role"], c["content"], c["thread_id"], c["ns"]) == (
+            w["role"],
+            w["content"],
+            w["thread_id"],
+            w["ns"] // 10**6 * 10**6,
+        )  # events keep ms
         assert meta.get("usage", {}) == w["usage"]
     # the assistant replies of the OpenAI flow carry the usage the fake server answered
     answered = [c for c in source.rec["expected"]["openai_calls"] if c["status"] == 200]
@@ -174,8 +187,13 @@ def test_serve_runs_chats_in_clickhouse_and_observatory(source, tmp_path, observ
             assert wait_until(lambda: len(c.get("/api/run/", params={"limit": 1000}).json()) >= total, 60)
             rows = c.get("/api/run/", params={"limit": 1000}).json()
             agents = [r for r in rows if r["type"] == "agent"]
-            got_ms, want_ms = sorted(a["latency_s"] * 1000 for a in agents), sorted(w["latency_ms"] for w in want.values())
-            assert len(got_ms) == len(want_ms) and all(0 <= g - w < 1 for g, w in zip(got_ms, want_ms))  # Langflow truncates
+            got_ms, want_ms = (
+                sorted(a["latency_s"] * 1000 for a in agents),
+                sorted(w["latency_ms"] for w in want.values()),
+            )
+            assert len(got_ms) == len(want_ms) and all(
+                0 <= g - w < 1 for g, w in zip(got_ms, want_ms, strict=True)
+            )  # Langflow truncates
             llm = [r for r in rows if r["type"] == "llm"]
             assert sum(r["prompt_tokens"] for r in llm) == sum(w["input_tokens"] for w in want.values())
         chats = expected.chats(source.rec)
@@ -211,7 +229,10 @@ def test_phoenix_tracer_spans(tmp_path):
             assert wait_until(lambda: len(c.get("/api/run/", params={"limit": 1000}).json()) >= len(stored), 30)
             every = c.get("/api/run/", params={"limit": 1000}).json()
             rows = [r for r in every if r["type"] == "llm"]
-            assert sum(r["prompt_tokens"] for r in rows) == prompt and sum(r["completion_tokens"] for r in rows) == completion
+            assert (
+                sum(r["prompt_tokens"] for r in rows) == prompt
+                and sum(r["completion_tokens"] for r in rows) == completion
+            )
             components = [r for r in every if r["type"] == "chain"]
             assert sorted(r["name"] for r in components) == sorted(s.span.name for s in stored if s.kind == "chain")
     finally:

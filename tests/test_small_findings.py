@@ -13,7 +13,9 @@ from otel_bridge.config import ConfigError, parse_config
 def test_whitespace_only_bearer_token_is_refused():
     with pytest.raises(ConfigError) as info:
         parse_config('receivers: {otlp: {auth: {bearer_token: "   "}}}')
-    assert info.value.errors == ["receivers.otlp.auth.bearer_token: is only whitespace; set a real token or leave it empty"]
+    assert info.value.errors == [
+        "receivers.otlp.auth.bearer_token: is only whitespace; set a real token or leave it empty"
+    ]
     cfg = parse_config('receivers: {otlp: {auth: {bearer_token: " tok "}}}')
     assert cfg.receivers.otlp.auth.bearer_token_value == "tok"
 
@@ -24,7 +26,13 @@ def test_report_with_a_non_numeric_latency_is_a_400_and_the_data_dir_is_owner_on
         assert (tmp_path / "data").stat().st_mode & 0o777 == 0o700
         assert svc.spooled.spool.dir.stat().st_mode & 0o777 == 0o700
         with TestClient(svc.app(), raise_server_exceptions=False) as c:
-            event = {"name": "llm_end", "type": "llm", "run_id": "01HX", "timestamp": "2026-11-30T00:00:00Z", "latency": "abc"}
+            event = {
+                "name": "llm_end",
+                "type": "llm",
+                "run_id": "01HX",
+                "timestamp": "2026-11-30T00:00:00Z",
+                "latency": "abc",
+            }
             r = c.post("/api/report", json={"events": [event]})
             assert r.status_code == 400 and "latency" in r.json()["detail"]
             r = c.post("/api/report", json={"events": [{**event, "latency": 0.25}]})

@@ -45,7 +45,9 @@ class Pki:
 
     @property
     def server_der(self) -> bytes:
-        return ssl.PEM_cert_to_DER_cert((self.dir / "server.pem").read_text().split("-----END CERTIFICATE-----")[0] + "-----END CERTIFICATE-----\n")
+        return ssl.PEM_cert_to_DER_cert(
+            (self.dir / "server.pem").read_text().split("-----END CERTIFICATE-----")[0] + "-----END CERTIFICATE-----\n"
+        )
 
 
 @pytest.fixture
@@ -67,8 +69,10 @@ def pki(tmp_path: Path) -> Pki:
 
 def _config(pki: Pki, *, mutual: bool, reload: str = "0s") -> str:
     extra = f', client_ca_file: "{pki.path("ca.pem")}"' if mutual else ""
-    tls = (f'{{cert_file: "{pki.path("server.pem")}", key_file: "{pki.path("server.key")}",'
-           f" reload_interval: {reload}{extra}}}")
+    tls = (
+        f'{{cert_file: "{pki.path("server.pem")}", key_file: "{pki.path("server.key")}",'
+        f" reload_interval: {reload}{extra}}}"
+    )
     return f"""
 receivers:
   otlp:
@@ -92,7 +96,10 @@ def _start(tmp: Path, pki: Pki, config: str, env: dict[str, str] | None = None) 
     def ready() -> bool:
         assert bridge.proc.poll() is None, bridge.log.read_text()
         try:
-            return httpx.get(f"https://{bridge.http}/healthz", verify=verify, timeout=2).status_code in (200, 401)  # 401: a token is set
+            return httpx.get(f"https://{bridge.http}/healthz", verify=verify, timeout=2).status_code in (
+                200,
+                401,
+            )  # 401: a token is set
         except httpx.HTTPError:
             return False
 
@@ -102,10 +109,28 @@ def _start(tmp: Path, pki: Pki, config: str, env: dict[str, str] | None = None) 
     return bridge
 
 
-def _sender(transport: str, endpoint: str, *, ca: str | None = None, client: tuple[str, str] | None = None,
-            token: str | None = None, runs: int = 1, timeout: float = 10) -> subprocess.Popen:
+def _sender(
+    transport: str,
+    endpoint: str,
+    *,
+    ca: str | None = None,
+    client: tuple[str, str] | None = None,
+    token: str | None = None,
+    runs: int = 1,
+    timeout: float = 10,
+) -> subprocess.Popen:
     """The SDK's OTLP exporter in a subprocess (tests/apps/send_otlp.py); its exit code says if the export succeeded."""
-    cmd = [sys.executable, str(APPS / "send_otlp.py"), transport, endpoint, "--runs", str(runs), "--timeout", str(timeout), "--no-logs"]
+    cmd = [
+        sys.executable,
+        str(APPS / "send_otlp.py"),
+        transport,
+        endpoint,
+        "--runs",
+        str(runs),
+        "--timeout",
+        str(timeout),
+        "--no-logs",
+    ]
     cmd += ["--ca-file", ca] if ca else []
     cmd += ["--cert-file", client[0], "--key-file", client[1]] if client else []
     cmd += ["--token", token] if token else []
@@ -133,8 +158,13 @@ def _spans(runs: int) -> int:
 
 
 def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "otel_bridge.cli", *args], capture_output=True, text=True, timeout=60,
-                          env={**os.environ, **env})
+    return subprocess.run(
+        [sys.executable, "-m", "otel_bridge.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **env},
+    )
 
 
 def _served_der(port: str, pki: Pki, alpn: list[str] | None = None) -> bytes:
@@ -168,16 +198,24 @@ def test_tls_with_token_on_both_listeners(tmp_path: Path, pki: Pki) -> None:
         ) == [1, 1, 1, 1]
         # the API on the same listener: httpx verifies against the CA; plaintext and the wrong CA fail
         auth = {"authorization": f"Bearer {TOKEN}"}
-        with httpx.Client(base_url=f"https://{bridge.http}", verify=ssl.create_default_context(cafile=ca), headers=auth) as c:
+        with httpx.Client(
+            base_url=f"https://{bridge.http}", verify=ssl.create_default_context(cafile=ca), headers=auth
+        ) as c:
             assert wait_until(lambda: len(c.get("/api/run/", params={"limit": 1000}).json()) == _spans(2) + _spans(1))
-            assert c.get("/api/costs", headers={"authorization": "Bearer wrong"}).status_code == 401  # the token still counts
+            assert (
+                c.get("/api/costs", headers={"authorization": "Bearer wrong"}).status_code == 401
+            )  # the token still counts
         with pytest.raises(httpx.HTTPError):
             httpx.get(f"http://{bridge.http}/healthz", headers=auth, timeout=5)
         with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
             httpx.get(f"https://{bridge.http}/healthz", verify=ssl.create_default_context(cafile=other), timeout=5)
         # CLI commands that ask the running server: --ca-file, or --config (the listener's own certificate is trusted)
-        env = {"OTEL_BRIDGE_TOKEN": TOKEN, "OTEL_BRIDGE_DATA_DIR": str(bridge.data_dir),
-               "OTEL_BRIDGE_HTTP_ENDPOINT": bridge.http, "OTEL_BRIDGE_GRPC_ENDPOINT": bridge.grpc}  # what the config reads
+        env = {
+            "OTEL_BRIDGE_TOKEN": TOKEN,
+            "OTEL_BRIDGE_DATA_DIR": str(bridge.data_dir),
+            "OTEL_BRIDGE_HTTP_ENDPOINT": bridge.http,
+            "OTEL_BRIDGE_GRPC_ENDPOINT": bridge.grpc,
+        }  # what the config reads
         data = ["--data-dir", str(bridge.data_dir)]
         with_flag = _cli("runs", *data, "--ca-file", ca, "--json", "--limit", "1000", env=env)
         assert with_flag.returncode == 0, with_flag.stderr
@@ -239,10 +277,15 @@ def test_mutual_tls_without_token_and_certificate_reload(tmp_path: Path, pki: Pk
 
 
 def test_serve_refuses_a_token_in_clear_and_names_both_ways_out(tmp_path: Path) -> None:
-    exposed = start_bridge(tmp_path / "clear", {"OTEL_BRIDGE_HTTP_ENDPOINT": "0.0.0.0:4999", "OTEL_BRIDGE_TOKEN": TOKEN}, wait=False)
+    exposed = start_bridge(
+        tmp_path / "clear", {"OTEL_BRIDGE_HTTP_ENDPOINT": "0.0.0.0:4999", "OTEL_BRIDGE_TOKEN": TOKEN}, wait=False
+    )
     assert exposed.proc.wait(60) == 1
     log = exposed.log.read_text()
-    assert "receivers.otlp.protocols.http.tls: required to receive the bearer token on a non-loopback address (0.0.0.0:4999)" in log
+    assert (
+        "receivers.otlp.protocols.http.tls: required to receive the bearer token on a non-loopback address (0.0.0.0:4999)"
+        in log
+    )
     assert "configure tls (cert_file, key_file)" in log and "insecure_allow_plaintext_token: true" in log
     assert TOKEN not in log
 
@@ -251,4 +294,7 @@ def test_serve_refuses_an_unreadable_certificate(tmp_path: Path, pki: Pki) -> No
     config = _config(pki, mutual=False).replace(pki.path("server.pem"), pki.path("missing.pem"), 1)
     bridge = start_bridge(tmp_path, config=config, wait=False)
     assert bridge.proc.wait(60) == 1
-    assert f'receivers.otlp.protocols.grpc.tls.cert_file: cannot read "{pki.path("missing.pem")}": no such file or directory' in bridge.log.read_text()
+    assert (
+        f'receivers.otlp.protocols.grpc.tls.cert_file: cannot read "{pki.path("missing.pem")}": no such file or directory'
+        in bridge.log.read_text()
+    )

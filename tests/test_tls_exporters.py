@@ -56,7 +56,11 @@ class TlsSink:
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
                 peer = self.connection.getpeercert() or {}
-                sink.seen.append(Seen(self.path, {k.lower(): v for k, v in self.headers.items()}, body, peer.get("subjectAltName", ())))
+                sink.seen.append(
+                    Seen(
+                        self.path, {k.lower(): v for k, v in self.headers.items()}, body, peer.get("subjectAltName", ())
+                    )
+                )
                 status, headers, payload = sink.answer(self.path, dict(self.headers), body)
                 self.send_response(status)
                 for k, v in {**headers, "content-length": str(len(payload))}.items():
@@ -86,13 +90,19 @@ class TlsSink:
 def _events_answer(path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
     """Observatory answers 200; FlightDeck answers with the number of runs it inserted."""
     n = len(orjson.loads(body)["events"])
-    return 200, {"content-type": "application/json"}, orjson.dumps({"inserted": n} if path == "/v1/events" else {"ok": True})
+    return (
+        200,
+        {"content-type": "application/json"},
+        orjson.dumps({"inserted": n} if path == "/v1/events" else {"ok": True}),
+    )
 
 
 def _clickhouse_answer(path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict[str, str], bytes]:
     """What a ClickHouse server says to a login it does not accept (HTTP interface, code 516)."""
-    text = (b"Code: 516. DB::Exception: default: Authentication failed: password is incorrect, or there is no user with "
-            b"such name. (AUTHENTICATION_FAILED) (version 24.8.4.13 (official build))\n")
+    text = (
+        b"Code: 516. DB::Exception: default: Authentication failed: password is incorrect, or there is no user with "
+        b"such name. (AUTHENTICATION_FAILED) (version 24.8.4.13 (official build))\n"
+    )
     return 403, {"content-type": "text/plain; charset=UTF-8", "X-ClickHouse-Exception-Code": "516"}, text
 
 
@@ -134,7 +144,12 @@ SENDERS = {
     "observatory": lambda url, verify: ObservatorySender(url, "obs-key-not-secret", verify=verify),
     "flightdeck": lambda url, verify: FlightDeckSender(url, "fd-token-not-secret", verify=verify),
 }
-EVENT = {"name": "saved", "type": "custom", "run_id": "00000000-0000-4000-8000-000000000001", "timestamp": "2026-05-29T08:42:11.123Z"}
+EVENT = {
+    "name": "saved",
+    "type": "custom",
+    "run_id": "00000000-0000-4000-8000-000000000001",
+    "timestamp": "2026-05-29T08:42:11.123Z",
+}
 
 
 @pytest.mark.parametrize("name", sorted(SENDERS))
@@ -172,12 +187,12 @@ def test_config_tls_blocks_reach_the_senders(pki: Pki, sinks) -> None:
     observatory, flightdeck = sinks(_events_answer), sinks(_events_answer, mutual=True)
     cfg = parse_config(f"""
 exporters:
-  observatory: {{url: "{observatory.url}", api_key: k, tls: {{ca_file: "{pki.path('ca.pem')}"}}, batch: {{interval: 50ms}}}}
+  observatory: {{url: "{observatory.url}", api_key: k, tls: {{ca_file: "{pki.path("ca.pem")}"}}, batch: {{interval: 50ms}}}}
   flightdeck:
     url: "{flightdeck.url}"
     dead_letter: ""
     batch: {{interval: 50ms}}
-    tls: {{ca_file: "{pki.path('ca.pem')}", cert_file: "{pki.path('client.pem')}", key_file: "{pki.path('client.key')}"}}
+    tls: {{ca_file: "{pki.path("ca.pem")}", cert_file: "{pki.path("client.pem")}", key_file: "{pki.path("client.key")}"}}
 service: {{pipelines: {{traces: {{exporters: [observatory, flightdeck]}}}}}}
 """)
     pipeline = pipeline_from_config(cfg)
@@ -197,7 +212,9 @@ service: {{pipelines: {{traces: {{exporters: [observatory, flightdeck]}}}}}}
 def _clickhouse_cfg(sink: TlsSink, tls: str, password: str = "ch-password-not-secret") -> StoreConfig:
     """``exporters.clickhouse`` pointing at the sink, as ``serve`` maps it (``pipeline.store_config``)."""
     port = sink.url.rsplit(":", 1)[1]
-    cfg = parse_config(f"exporters: {{clickhouse: {{host: 127.0.0.1, port: {port}, secure: true, password: '{password}', tls: {tls}}}}}")
+    cfg = parse_config(
+        f"exporters: {{clickhouse: {{host: 127.0.0.1, port: {port}, secure: true, password: '{password}', tls: {tls}}}}}"
+    )
     return store_config(cfg)
 
 
@@ -237,9 +254,13 @@ def test_clickhouse_client_certificate(pki: Pki, sinks) -> None:
     with pytest.raises(StoreError):
         Store.open(_clickhouse_cfg(sink, f"{{ca_file: '{pki.path('ca.pem')}'}}"))  # no client certificate
     assert sink.seen == []
-    pair = f"ca_file: '{pki.path('ca.pem')}', cert_file: '{pki.path('client.pem')}', key_file: '{pki.path('client.key')}'"
+    pair = (
+        f"ca_file: '{pki.path('ca.pem')}', cert_file: '{pki.path('client.pem')}', key_file: '{pki.path('client.key')}'"
+    )
     with pytest.raises(StoreError, match="Authentication failed"):
-        Store.open(_clickhouse_cfg(sink, f"{{{pair}}}"))  # with a password: the certificate secures, the password logs in
+        Store.open(
+            _clickhouse_cfg(sink, f"{{{pair}}}")
+        )  # with a password: the certificate secures, the password logs in
     with pytest.raises(StoreError, match="Authentication failed"):
         Store.open(_clickhouse_cfg(sink, f"{{{pair}}}", password=""))  # without: ClickHouse's certificate login
     strict, mutual = sink.seen[0], sink.seen[-1]

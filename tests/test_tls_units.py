@@ -26,14 +26,20 @@ def files(tmp_path: Path) -> dict[str, str]:
         out[f"{name}.pem"], out[f"{name}.key"] = str(tmp_path / f"{name}.pem"), str(tmp_path / f"{name}.key")
     ca.cert_pem.write_to_path(tmp_path / "ca.pem")
     (tmp_path / "junk.pem").write_text("not a certificate\n")
-    out["ca.pem"], out["junk.pem"], out["missing"] = str(tmp_path / "ca.pem"), str(tmp_path / "junk.pem"), str(tmp_path / "missing.pem")
+    out["ca.pem"], out["junk.pem"], out["missing"] = (
+        str(tmp_path / "ca.pem"),
+        str(tmp_path / "junk.pem"),
+        str(tmp_path / "missing.pem"),
+    )
     return out
 
 
 def test_server_context(files: dict[str, str]) -> None:
     ctx = tls.server_context(ServerTLS(cert_file=files["a.pem"], key_file=files["a.key"], min_version="1.3"), KEY)
     assert ctx.minimum_version == ssl.TLSVersion.TLSv1_3 and ctx.verify_mode == ssl.CERT_NONE
-    mutual = tls.server_context(ServerTLS(cert_file=files["a.pem"], key_file=files["a.key"], client_ca_file=files["ca.pem"]), KEY)
+    mutual = tls.server_context(
+        ServerTLS(cert_file=files["a.pem"], key_file=files["a.key"], client_ca_file=files["ca.pem"]), KEY
+    )
     assert mutual.minimum_version == ssl.TLSVersion.TLSv1_2 and mutual.verify_mode == ssl.CERT_REQUIRED
 
 
@@ -44,7 +50,9 @@ def test_server_context(files: dict[str, str]) -> None:
     ("a.pem", "b.key", "", f'{KEY}.key_file: "<b.key>" does not match the certificate in cert_file'),
     ("a.pem", "a.key", "junk.pem", f'{KEY}.client_ca_file: "<junk.pem>" is not a pem ca certificate'),
 ])  # fmt: skip
-def test_server_context_errors_name_the_key(files: dict[str, str], cert: str, key: str, client_ca: str, message: str) -> None:
+def test_server_context_errors_name_the_key(
+    files: dict[str, str], cert: str, key: str, client_ca: str, message: str
+) -> None:
     block = ServerTLS(cert_file=files[cert], key_file=files[key], client_ca_file=files[client_ca] if client_ca else "")
     with pytest.raises(ValueError) as info:
         tls.server_context(block, KEY)
@@ -60,7 +68,9 @@ def test_reload_only_after_the_interval_and_keeps_the_last_good(files: dict[str,
     now = [0.0]
     loads = []
     block = ServerTLS(cert_file=str(cert), key_file=str(key), reload_interval="10s")
-    reloader = tls._Reloader(block, KEY, lambda: loads.append(cert.read_bytes()) or tls.server_context(block, KEY), clock=lambda: now[0])
+    reloader = tls._Reloader(
+        block, KEY, lambda: loads.append(cert.read_bytes()) or tls.server_context(block, KEY), clock=lambda: now[0]
+    )
     assert len(loads) == 1 and not reloader.poll()
     cert.write_bytes(Path(files["b.pem"]).read_bytes())  # half a renewal: the key is still the old one
     now[0] = 5.0
@@ -74,7 +84,9 @@ def test_reload_only_after_the_interval_and_keeps_the_last_good(files: dict[str,
     assert reloader.poll() and reloader.reloads == 1 and loads[-1] == Path(files["b.pem"]).read_bytes()
     now[0] = 40.0
     assert not reloader.poll()  # nothing changed since: nothing reloaded
-    assert not tls._Reloader(ServerTLS(cert_file=str(cert), key_file=str(key)), KEY, lambda: 1, clock=lambda: now[0]).poll()
+    assert not tls._Reloader(
+        ServerTLS(cert_file=str(cert), key_file=str(key)), KEY, lambda: 1, clock=lambda: now[0]
+    ).poll()
 
 
 def test_check_bind_rules(files: dict[str, str], caplog) -> None:
@@ -87,7 +99,9 @@ def test_check_bind_rules(files: dict[str, str], caplog) -> None:
         check_bind("0.0.0.0:4318", None, tls=plain_tls)
     with pytest.raises(ValueError) as info:
         check_bind("0.0.0.0:4318", "t", key="receivers.otlp.protocols.http.endpoint")
-    assert "configure tls (cert_file, key_file)" in str(info.value) and "insecure_allow_plaintext_token: true" in str(info.value)
+    assert "configure tls (cert_file, key_file)" in str(info.value) and "insecure_allow_plaintext_token: true" in str(
+        info.value
+    )
     caplog.set_level(logging.WARNING)
     check_bind("0.0.0.0:4318", "secret-value", key="receivers.otlp.protocols.http.endpoint", allow_plaintext_token=True)
     assert "bearer token crosses the network unencrypted" in caplog.text and "secret-value" not in caplog.text
@@ -97,7 +111,7 @@ def test_client_context(files: dict[str, str], caplog) -> None:
     assert tls.client_context(None, "t") is True  # httpx's default verification
     ctx = tls.client_context(tls_block(ca_file=files["ca.pem"]), "exporters.observatory.tls")
     assert ctx.verify_mode == ssl.CERT_REQUIRED and ctx.check_hostname
-    with pytest.raises(ValueError, match=r'^exporters.observatory.tls.ca_file: cannot read'):
+    with pytest.raises(ValueError, match=r"^exporters.observatory.tls.ca_file: cannot read"):
         tls.client_context(tls_block(ca_file=files["missing"]), "exporters.observatory.tls")
     caplog.set_level(logging.WARNING, "otel_bridge.tls")
     skip = tls.client_context(tls_block(insecure_skip_verify=True), "exporters.flightdeck.tls")
@@ -122,11 +136,23 @@ def test_readme_collector_section_configs() -> None:
     section = readme.split("## Behind a Collector on another host", 1)[1].split("\n## ", 1)[0]
     collector, bridge = re.findall(r"```yaml\n(.*?)```", section, re.S)
     exporter = yaml.safe_load(collector)["exporters"]["otlp/bridge"]
-    assert set(exporter["tls"]) <= {"ca_file", "cert_file", "key_file", "insecure", "insecure_skip_verify", "min_version", "reload_interval"}
+    assert set(exporter["tls"]) <= {
+        "ca_file",
+        "cert_file",
+        "key_file",
+        "insecure",
+        "insecure_skip_verify",
+        "min_version",
+        "reload_interval",
+    }
     assert exporter["headers"]["authorization"].startswith("Bearer ")
     cfg = parse_config(bridge, environ={"OTEL_BRIDGE_TOKEN": "t"})
     grpc = cfg.receivers.otlp.protocols.grpc
-    assert grpc.endpoint == "0.0.0.0:4317" and grpc.tls.reload_interval == 3600.0 and cfg.receivers.otlp.auth.bearer_token_value == "t"
+    assert (
+        grpc.endpoint == "0.0.0.0:4317"
+        and grpc.tls.reload_interval == 3600.0
+        and cfg.receivers.otlp.auth.bearer_token_value == "t"
+    )
 
 
 def test_check_listeners_names_the_listener(files: dict[str, str]) -> None:
@@ -138,5 +164,7 @@ def test_check_listeners_names_the_listener(files: dict[str, str]) -> None:
     with pytest.raises(ValueError, match=r"^receivers.otlp.protocols.grpc.tls.key_file: .* does not match"):
         check_listeners(ReceiverSettings(grpc_tls=bad, http_tls=good))
     check_listeners(ReceiverSettings(grpc_endpoint="", grpc_tls=bad, http_tls=good))  # grpc off: its block is not used
-    with pytest.raises(ValueError, match=r"^receivers.otlp.protocols.grpc.endpoint: binding '0.0.0.0:4317' .* in clear"):
+    with pytest.raises(
+        ValueError, match=r"^receivers.otlp.protocols.grpc.endpoint: binding '0.0.0.0:4317' .* in clear"
+    ):
         check_listeners(ReceiverSettings(grpc_endpoint="0.0.0.0:4317", bearer_token="t", http_tls=good))

@@ -36,8 +36,7 @@ def price_join(alias: str = "s", provider: str = "provider", model: str = "model
 def price_index(start_ns: str, tod_ns: str, input_tokens: str) -> str:
     """1-based index of the row in force (0 = unpriced): the last whose date, time of day and tier apply."""
     return (
-        f"arrayLastIndex((f, d, t) -> f <= {start_ns} AND d <= {tod_ns} AND t < {input_tokens}, "
-        "p_from, p_tod, p_tier)"
+        f"arrayLastIndex((f, d, t) -> f <= {start_ns} AND d <= {tod_ns} AND t < {input_tokens}, p_from, p_tod, p_tier)"
     )
 
 

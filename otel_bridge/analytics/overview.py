@@ -34,7 +34,9 @@ def step_for(from_ns: int, to_ns: int) -> int:
 
 
 def _first_start(store: Store) -> int | None:
-    rows = store.client.query(f"SELECT toUnixTimestamp64Nano(min(start)), count() FROM {store.table('spans')}").result_rows
+    rows = store.client.query(
+        f"SELECT toUnixTimestamp64Nano(min(start)), count() FROM {store.table('spans')}"
+    ).result_rows
     return rows[0][0] if rows and rows[0][1] else None
 
 
@@ -52,19 +54,24 @@ def over_time(store: Store, prices: PriceTable, from_ns: int | None, to_ns: int)
     FROM (
         SELECT start, provider, model, kind, input_tokens, cached_input_tokens, cache_write_tokens, output_tokens,
             reasoning_tokens, toUnixTimestamp64Nano(start) AS start_ns
-        FROM {store.table('spans')} FINAL WHERE kind = 'llm' AND {' AND '.join(where)}
+        FROM {store.table("spans")} FINAL WHERE kind = 'llm' AND {" AND ".join(where)}
     ) AS s
-    {price_join('s')}
+    {price_join("s")}
     GROUP BY t, model ORDER BY t, model
     {q.SETTINGS}"""
     err_sql = f"""
     SELECT {bucket} AS t, countIf(kind = 'llm') AS llm_calls, countIf(kind = 'llm' AND status = 'error') AS llm_errors,
         countIf(kind = 'agent') AS agent_runs, countIf(kind = 'agent' AND status = 'error') AS agent_errors
-    FROM {store.table('spans')} FINAL WHERE {' AND '.join(where)} GROUP BY t ORDER BY t
+    FROM {store.table("spans")} FINAL WHERE {" AND ".join(where)} GROUP BY t ORDER BY t
     {q.SETTINGS}"""
     first = from_ns // 10**9 // step * step
     buckets = list(range(first, to_ns // 10**9 + 1, step))
-    return {"step": step, "buckets": buckets, "cost": store.query(cost_sql, params), "errors": store.query(err_sql, params)}
+    return {
+        "step": step,
+        "buckets": buckets,
+        "cost": store.query(cost_sql, params),
+        "errors": store.query(err_sql, params),
+    }
 
 
 def pick_lists(store: Store) -> dict[str, list[str]]:
@@ -88,7 +95,9 @@ def release_order(store: Store) -> list[str]:
 def run_tree(store: Store, prices: PriceTable, run_id: str) -> dict[str, Any] | None:
     """A run, every stored span below it (depth-first, with depth) and its messages and feedback."""
     t = store.table("spans")
-    found = store.query(f"SELECT trace_id FROM {t} FINAL WHERE run_id = toUUIDOrZero({{r:String}}) LIMIT 1", {"r": run_id})
+    found = store.query(
+        f"SELECT trace_id FROM {t} FINAL WHERE run_id = toUUIDOrZero({{r:String}}) LIMIT 1", {"r": run_id}
+    )
     if not found:
         return None
     rows = q.runs(store, prices, trace_id=found[0]["trace_id"], limit=10_000, order="start_time")
@@ -112,7 +121,7 @@ def run_tree(store: Store, prices: PriceTable, run_id: str) -> dict[str, Any] | 
     events = store.query(
         f"""SELECT name, toString(run_id) AS rid, role, content, rating, comment, thread_id,
             toUnixTimestamp64Milli(timestamp) AS ts_ms
-        FROM {store.table('events')} FINAL WHERE run_id IN {{ids:Array(UUID)}} ORDER BY timestamp, role DESC""",
+        FROM {store.table("events")} FINAL WHERE run_id IN {{ids:Array(UUID)}} ORDER BY timestamp, role DESC""",
         {"ids": ids},
     )
     for e in events:

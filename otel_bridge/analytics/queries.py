@@ -15,7 +15,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from otel_bridge.analytics.cost import (
-    DAY_NS, SPAN_COST, bucket, cost_sql, price_index, price_join, price_parameters, span_cost, span_pairs,
+    DAY_NS,
+    SPAN_COST,
+    bucket,
+    cost_sql,
+    price_index,
+    price_join,
+    price_parameters,
+    span_cost,
+    span_pairs,
 )  # fmt: skip
 from otel_bridge.analytics.store import Store
 from otel_bridge.analytics.totals import (
@@ -57,6 +65,7 @@ _COST_KEYS = {
     "day": "toString(toDate(start))",
 }
 _LATENCY_KEYS = {"model": "model", "agent": "agent", "kind": "kind", "release": RELEASE}
+
 
 def to_ns(value: str | datetime | int | None) -> int | None:
     """An ISO timestamp (``Z`` or offset; naive = UTC), datetime or ns → ns since epoch."""
@@ -140,21 +149,21 @@ def runs(
         output_tokens AS completion_tokens, user_email, tags, start_ms, end_ms"""
     base = f"""SELECT {_RUN_COLUMNS}, span_id, toUnixTimestamp64Nano(start) AS start_ns,
             toUnixTimestamp64Milli(start) AS start_ms, toUnixTimestamp64Milli(end) AS end_ms
-        FROM {spans} FINAL WHERE {' AND '.join(where)}"""
+        FROM {spans} FINAL WHERE {" AND ".join(where)}"""
     if not walk:
-        sql = f"""{select}, span_id, start_ns FROM ({base} {f'ORDER BY {sort} {page}' if early else ''}) AS s
+        sql = f"""{select}, span_id, start_ns FROM ({base} {f"ORDER BY {sort} {page}" if early else ""}) AS s
         {price_join()}
-        WHERE {' AND '.join(after) or '1'}
-        ORDER BY {sort} {'' if early else page} {SETTINGS}"""
+        WHERE {" AND ".join(after) or "1"}
+        ORDER BY {sort} {"" if early else page} {SETTINGS}"""
         out = store.query(sql, params)
         attach_totals(store, out, SPAN_COST, params)
     else:
         sql = f"""WITH RECURSIVE base AS ({base}),
-        {subtree_ctes(spans, 'base', SPAN_COST)}
-        {select}, span_id, start_ns, {', '.join(TOTALS)}
+        {subtree_ctes(spans, "base", SPAN_COST)}
+        {select}, span_id, start_ns, {", ".join(TOTALS)}
         FROM base AS s {price_join()}
         LEFT JOIN totals ON s.trace_id = totals.t_trace AND s.span_id = totals.t_root
-        WHERE {' AND '.join(after) or '1'}
+        WHERE {" AND ".join(after) or "1"}
         ORDER BY {sort} {page}
         {SETTINGS}"""
         out = store.query(sql, params)
@@ -200,7 +209,7 @@ def costs(
             FROM (
                 SELECT {expr} AS key, provider, model, input_tokens, cached_input_tokens, cache_write_tokens,
                     output_tokens, reasoning_tokens, {epoch} AS epoch_ns, {tod} AS tod_ns, {tier} AS tier_ns
-                FROM {store.table('spans')} FINAL WHERE {' AND '.join(where)}
+                FROM {store.table("spans")} FINAL WHERE {" AND ".join(where)}
             )
             GROUP BY key, provider, model, epoch_ns, tod_ns, tier_ns
         ) AS s
@@ -228,7 +237,7 @@ def latency(
     sql = f"""
     SELECT {expr} AS {by}, count() AS count, countIf(status = 'error') / count() AS error_rate,
         avg(duration_ms) AS mean_ms, quantiles(0.5, 0.9, 0.95, 0.99)(duration_ms) AS q
-    FROM {store.table('spans')} FINAL WHERE {' AND '.join(where)}
+    FROM {store.table("spans")} FINAL WHERE {" AND ".join(where)}
     GROUP BY {by} ORDER BY count DESC, {by}
     {SETTINGS}"""
     out = store.query(sql, params)
@@ -245,7 +254,7 @@ def prices_check(store: Store, prices: PriceTable) -> list[dict[str, Any]]:
     SELECT model, provider, count() AS spans, countIf(kind = 'llm') AS llm_spans, sum(input_tokens) AS input_tokens,
         sum(output_tokens) AS output_tokens, toUnixTimestamp64Milli(min(start)) AS first_ms,
         toUnixTimestamp64Milli(max(start)) AS last_ms
-    FROM {store.table('spans')} FINAL WHERE model != '' GROUP BY model, provider ORDER BY spans DESC, model, provider
+    FROM {store.table("spans")} FINAL WHERE model != '' GROUP BY model, provider ORDER BY spans DESC, model, provider
     {SETTINGS}"""
     out = []
     for row in store.query(sql):
@@ -267,7 +276,13 @@ def _release_stats(store: Store, prices: PriceTable, releases: list[str]) -> dic
     params = price_parameters(prices, pairs) | {"releases": releases}
     # A run's usage is summed per model, so the tier is judged on the mean prompt of its calls.
     usage_cost = span_cost(
-        "1", i="u_in", c="u_cached", w="u_write", o="u_out", r="u_reason", calls="u_calls",
+        "1",
+        i="u_in",
+        c="u_cached",
+        w="u_write",
+        o="u_out",
+        r="u_reason",
+        calls="u_calls",
         tier_input="intDiv(toInt64(u_in), greatest(toInt64(u_calls), 1))",
     )
     sql = f"""

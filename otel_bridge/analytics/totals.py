@@ -71,7 +71,7 @@ def subtree_ctes(spans_table: str, seed: str, cost_expr: str) -> str:
         SELECT d.trace_id, sub.root, d.span_id, d.kind, d.provider, d.model, d.status, d.input_tokens, d.cached_input_tokens,
             d.cache_write_tokens, d.output_tokens, d.reasoning_tokens, d.start_ns
         FROM (
-            SELECT trace_id, span_id, parent_span_id, {_CARRIED.replace('start_ns', '')}
+            SELECT trace_id, span_id, parent_span_id, {_CARRIED.replace("start_ns", "")}
                 toUnixTimestamp64Nano(start) AS start_ns
             FROM {spans_table} FINAL WHERE trace_id IN (SELECT trace_id FROM {seed}) AND parent_span_id != ''
         ) AS d
@@ -80,7 +80,7 @@ def subtree_ctes(spans_table: str, seed: str, cost_expr: str) -> str:
     totals AS (
         SELECT trace_id AS t_trace, root AS t_root,
         {sums}
-        FROM sub {price_join('sub')}
+        FROM sub {price_join("sub")}
         GROUP BY trace_id, root
     )"""
 
@@ -94,12 +94,12 @@ def attach_totals(store: Any, rows: list[dict[str, Any]], cost_expr: str, params
     sql = f"""SELECT trace_id, span_id, parent_span_id, kind, status, input_tokens, cached_input_tokens,
         cache_write_tokens, output_tokens, reasoning_tokens, {cost_expr} AS cost
     FROM (
-        SELECT trace_id, span_id, parent_span_id, {_CARRIED.replace('start_ns', '')}
+        SELECT trace_id, span_id, parent_span_id, {_CARRIED.replace("start_ns", "")}
             toUnixTimestamp64Nano(start) AS start_ns
-        FROM {store.table('spans')} FINAL
+        FROM {store.table("spans")} FINAL
         WHERE trace_id IN {{t_traces:Array(String)}} AND start >= fromUnixTimestamp64Nano({{t_from:Int64}}, 'UTC')
     ) AS d
-    {price_join('d')}"""
+    {price_join("d")}"""
     page = {"t_traces": sorted({r["trace_id"] for r in rows}), "t_from": min(r["start_ns"] for r in rows) - SKEW_NS}
     spans = store.query(sql, {k: params[k] for k in PRICE_PARAMS} | page)
     children: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)

@@ -193,7 +193,9 @@ class BatchExporter:
                 self._warn_dropped()
             return len(take)
         except Exception:  # noqa: BLE001
-            logger.exception("%s exporter: could not queue %d item(s)", self._name, len(items) if isinstance(items, list) else -1)
+            logger.exception(
+                "%s exporter: could not queue %d item(s)", self._name, len(items) if isinstance(items, list) else -1
+            )
             return 0
 
     def _add_run(self, pos: int | None, n: int) -> None:
@@ -227,7 +229,9 @@ class BatchExporter:
             self._last_drop_warn = now
             logger.warning(
                 "%s exporter: queue full (%d) or shut down, dropping items; %d dropped so far",
-                self._name, self._max_queue, self._counts["dropped"],
+                self._name,
+                self._max_queue,
+                self._counts["dropped"],
             )
 
     # ---- lifecycle -----------------------------------------------------------------------------------------
@@ -237,9 +241,7 @@ class BatchExporter:
         with self._lock:
             if self._thread is not None or self._shut:
                 return
-            self._thread = threading.Thread(
-                target=self._run, name=f"otel-bridge-{self._name}-exporter", daemon=True
-            )
+            self._thread = threading.Thread(target=self._run, name=f"otel-bridge-{self._name}-exporter", daemon=True)
         self._thread.start()
 
     def force_flush(self, timeout: float | None = None) -> bool:
@@ -292,7 +294,9 @@ class BatchExporter:
             self._finished += len(left)
             self._done.notify_all()
         if left:
-            logger.warning("%s exporter: shutdown deadline; %d queued item(s) left for the next start", self._name, len(left))
+            logger.warning(
+                "%s exporter: shutdown deadline; %d queued item(s) left for the next start", self._name, len(left)
+            )
 
     def _worker_alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()

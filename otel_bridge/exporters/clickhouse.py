@@ -19,11 +19,11 @@ from typing import Any
 import orjson
 from clickhouse_connect.driver.exceptions import DatabaseError, DataError, OperationalError
 
+from otel_bridge.agentspan import AgentSpan, run_id
 from otel_bridge.analytics.schema import COLUMNS
 from otel_bridge.analytics.store import Store, StoreConfig
 from otel_bridge.exporters.batch import BatchExporter, PermanentError, RetryableError
-from otel_bridge.exporters.rows import ROW_TYPES, EventRow, RunRow, SpanRow, row_values, text
-from otel_bridge.agentspan import AgentSpan, run_id
+from otel_bridge.exporters.rows import EventRow, RunRow, SpanRow, row_values, text
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +61,9 @@ def _attributes(a: AgentSpan) -> dict[str, str]:
     return out
 
 
-def span_row(a: AgentSpan, *, status: str | None = None, release_id: str | None = None, text_limit: int = 4096) -> SpanRow:
+def span_row(
+    a: AgentSpan, *, status: str | None = None, release_id: str | None = None, text_limit: int = 4096
+) -> SpanRow:
     """One ``spans`` row. ``status`` None → success/error from the span; ``"started"`` for an in-process start."""
     started = status == "started"
     status = status or ("error" if a.error else "success")
@@ -131,8 +133,9 @@ def event_row(event: Mapping[str, Any]) -> EventRow:
     ts = _parse_ts(event.get("timestamp"))
     name = str(event.get("name") or "")
     key = orjson.dumps(
-        [name, event.get("event_id")] if event.get("event_id") else
-        [name, event.get("run_id"), event.get("thread_id"), event.get("role"), event.get("content"), ts],
+        [name, event.get("event_id")]
+        if event.get("event_id")
+        else [name, event.get("run_id"), event.get("thread_id"), event.get("role"), event.get("content"), ts],
         default=str,
     ).decode()
     revision = meta.get("revision")
@@ -234,7 +237,9 @@ class ClickHouseConversion:
             custom = self.custom_events.custom_events(a)
             if a.kind != "other":
                 rows.append(("spans", span_row(a, release_id=release.get(a.span_id), text_limit=self.text_limit)))
-            rows.extend(("events", event_row(e)) for e in custom if e["name"] in CUSTOM_EVENTS)  # whatever span carried them
+            rows.extend(
+                ("events", event_row(e)) for e in custom if e["name"] in CUSTOM_EVENTS
+            )  # whatever span carried them
         return rows + [("runs", self._run_row(run)) for run in runs]
 
     def _run_row(self, run: Any) -> RunRow:

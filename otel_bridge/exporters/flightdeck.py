@@ -42,7 +42,9 @@ class FlightDeckSender(JsonEventsSender):
     ) -> None:
         self.base_url = (base_url or os.environ.get(ENV_BASE_URL) or DEFAULT_BASE_URL).strip().rstrip("/")
         token = token if token is not None else os.environ.get(ENV_TOKEN)
-        super().__init__(self.base_url + EVENTS_PATH, token.strip() if token else None, client=client, timeout=timeout, verify=verify)
+        super().__init__(
+            self.base_url + EVENTS_PATH, token.strip() if token else None, client=client, timeout=timeout, verify=verify
+        )
         self.last_inserted: int | None = None
 
     @property

@@ -76,7 +76,12 @@ class JsonEventsSender:
     splittable_statuses: frozenset[int] = frozenset()  # permanent failures the engine should bisect
 
     def __init__(
-        self, endpoint: str, token: str | None, *, client: httpx.Client | None = None, timeout: float = 10.0,
+        self,
+        endpoint: str,
+        token: str | None,
+        *,
+        client: httpx.Client | None = None,
+        timeout: float = 10.0,
         verify: ssl.SSLContext | bool = True,  # otel_bridge.tls.client_context: certificates are verified by default
     ) -> None:
         self.endpoint = endpoint

@@ -87,7 +87,11 @@ def run_events(run: Run, m: FlightDeckMapping) -> list[dict[str, Any]]:
         "tenant_id": ident["tenant_id"],
         "task_id": ident["task_id"],
         "environment": ident["environment"],
-        "request": {"session_id": root.conversation_id or root.session_id, "trace_id": root.trace_id, "span_id": root.span_id},
+        "request": {
+            "session_id": root.conversation_id or root.session_id,
+            "trace_id": root.trace_id,
+            "span_id": root.span_id,
+        },
         "metrics": {"latency_ms": int(round(run.latency_ms)), "success": run.success, "error_type": run.error_type},
         "usage": {
             "model": {
@@ -103,5 +107,11 @@ def run_events(run: Run, m: FlightDeckMapping) -> list[dict[str, Any]]:
     }
     if not m.emit_run_start:
         return [end]
-    start = {**end, "type": "run_start", "run_id": f"{run.run_id}:start", "timestamp": iso_ms(span.start_ns), "metrics": {"success": True}}
+    start = {
+        **end,
+        "type": "run_start",
+        "run_id": f"{run.run_id}:start",
+        "timestamp": iso_ms(span.start_ns),
+        "metrics": {"success": True},
+    }
     return [start, end]

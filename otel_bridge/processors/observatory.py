@@ -14,8 +14,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from otel_bridge.messages import Message
 from otel_bridge.agentspan import AgentSpan, run_id
+from otel_bridge.messages import Message
 
 EVENT_TYPES = ("agent", "llm", "tool", "chain", "retriever", "embedding")
 CUSTOM_EVENTS = ("chat", "feedback", "saved")
@@ -137,7 +137,9 @@ class ObservatoryConverter:
         """Observatory prices type=llm events from model + prompt/completion tokens (its cost rules)."""
         event["model"] = a.model or a.request_model or "unknown"
         prompt, completion = a.input_tokens or 0, a.output_tokens or 0
-        event.update(prompt_tokens=prompt, completion_tokens=completion, total_tokens=a.total_tokens or prompt + completion)
+        event.update(
+            prompt_tokens=prompt, completion_tokens=completion, total_tokens=a.total_tokens or prompt + completion
+        )
         if a.cached_input_tokens:
             event["cached_tokens"] = a.cached_input_tokens
         if a.cache_write_tokens:
@@ -155,7 +157,9 @@ class ObservatoryConverter:
         events = [end]
         if not started:  # the _start shares the _end's identity, metadata and input: built once, copied
             shared = {k: end[k] for k in ("run_id", "parent_run_id", "type", "app_id", "metadata", "input") if k in end}
-            events.insert(0, {**shared, "name": f"{a.kind}_start", "timestamp": iso_ms(a.span.start_ns), "output": None})
+            events.insert(
+                0, {**shared, "name": f"{a.kind}_start", "timestamp": iso_ms(a.span.start_ns), "output": None}
+            )
             self.counters["events"] += 1
         return events + self.custom_events(a)
 
@@ -196,7 +200,9 @@ class ObservatoryConverter:
         self.counters["chat"] += len(out)
         return out
 
-    def chat_event(self, a: AgentSpan, role: str, content: str, thread_id: str | None, ns: int, ident: str) -> dict[str, Any]:
+    def chat_event(
+        self, a: AgentSpan, role: str, content: str, thread_id: str | None, ns: int, ident: str
+    ) -> dict[str, Any]:
         event = self.custom_event("chat", {"role": role, "content": content}, a, ns)
         event["event_id"] = hashlib.blake2b(ident.encode(), digest_size=16).hexdigest()
         if thread_id:

@@ -20,7 +20,9 @@ _SECRETS = [
 ]
 _PII = [
     re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b"),  # e-mail addresses
-    re.compile(r"(?<!\d)(?:\+?\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?)?\d{3,4}[ .-]\d{3,4}(?:[ .-]\d{2,4})?(?!\d)"),  # phones
+    re.compile(
+        r"(?<!\d)(?:\+?\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?)?\d{3,4}[ .-]\d{3,4}(?:[ .-]\d{2,4})?(?!\d)"
+    ),  # phones
     re.compile(r"\b(?:\d[ -]?){13,16}\b"),  # card numbers
 ]
 MASK = "[REDACTED]"

@@ -74,7 +74,9 @@ class _Queue:
 class BridgeSpanProcessor(SpanProcessor):
     """Feeds Observatory / FlightDeck / ClickHouse from the app's spans; ``_start`` events go out from ``on_start``."""
 
-    def __init__(self, sink: SpanSink, *, max_queue: int = 20_000, interval: float = 0.2, shutdown_timeout: float = 10.0) -> None:
+    def __init__(
+        self, sink: SpanSink, *, max_queue: int = 20_000, interval: float = 0.2, shutdown_timeout: float = 10.0
+    ) -> None:
         self._queue = _Queue(sink, max_queue, interval)
         self._shutdown_timeout = shutdown_timeout
         self._offer = self._queue.engine.offer

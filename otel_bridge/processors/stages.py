@@ -26,7 +26,9 @@ def redact_value(value: Any, redactor: Callable[[str | None], str | None]) -> An
     if isinstance(value, str):
         return redactor(value)
     if isinstance(value, Mapping):
-        return {redact_value(k, redactor) if isinstance(k, str) else k: redact_value(v, redactor) for k, v in value.items()}
+        return {
+            redact_value(k, redactor) if isinstance(k, str) else k: redact_value(v, redactor) for k, v in value.items()
+        }
     if isinstance(value, list | tuple):
         return [redact_value(v, redactor) for v in value]
     return value

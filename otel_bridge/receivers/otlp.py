@@ -108,21 +108,29 @@ def is_loopback(host: str) -> bool:
         return False  # any other name may resolve anywhere; an empty host means every interface
 
 
-def check_bind(endpoint: str, token: str | None, *, key: str = "endpoint", tls: Any = None, allow_plaintext_token: bool = False) -> None:
+def check_bind(
+    endpoint: str, token: str | None, *, key: str = "endpoint", tls: Any = None, allow_plaintext_token: bool = False
+) -> None:
     """Loopback by default; any other address needs a bearer token or mutual TLS (FlightDeck's trust boundary),
     and a token only crosses the network inside TLS unless the operator says the network is trusted."""
     if is_loopback(_host_of(endpoint)):
         return
     if not token and not tlsmod.mutual(tls):
-        raise ValueError(f"{key}: binding {endpoint!r} (not loopback) requires a bearer token or mutual tls (tls.client_ca_file)")
+        raise ValueError(
+            f"{key}: binding {endpoint!r} (not loopback) requires a bearer token or mutual tls (tls.client_ca_file)"
+        )
     if token and not tlsmod.enabled(tls):
         if not allow_plaintext_token:
             raise ValueError(
                 f"{key}: binding {endpoint!r} (not loopback) would receive the bearer token in clear: configure tls "
                 "(cert_file, key_file), or set receivers.otlp.auth.insecure_allow_plaintext_token: true on a trusted network"
             )
-        log.warning("%s: %s serves plaintext and the bearer token crosses the network unencrypted "
-                    "(receivers.otlp.auth.insecure_allow_plaintext_token is true)", key, endpoint)
+        log.warning(
+            "%s: %s serves plaintext and the bearer token crosses the network unencrypted "
+            "(receivers.otlp.auth.insecure_allow_plaintext_token is true)",
+            key,
+            endpoint,
+        )
 
 
 def check_listeners(settings: ReceiverSettings) -> None:
@@ -132,8 +140,13 @@ def check_listeners(settings: ReceiverSettings) -> None:
     if settings.grpc_endpoint:
         listeners.append(("grpc", settings.grpc_endpoint, settings.grpc_tls))
     for name, endpoint, tls in listeners:
-        check_bind(endpoint, settings.bearer_token, key=f"receivers.otlp.protocols.{name}.endpoint", tls=tls,
-                   allow_plaintext_token=settings.allow_plaintext_token)
+        check_bind(
+            endpoint,
+            settings.bearer_token,
+            key=f"receivers.otlp.protocols.{name}.endpoint",
+            tls=tls,
+            allow_plaintext_token=settings.allow_plaintext_token,
+        )
     for name, _, tls in listeners:
         if tlsmod.enabled(tls):
             tlsmod.server_context(tls, f"receivers.otlp.protocols.{name}.tls")
@@ -158,7 +171,10 @@ SUPPORTED_ENCODINGS = ("gzip", "deflate", "identity")
 def check_encoding(encoding: str | None) -> str:
     enc = (encoding or "identity").strip().lower()
     if enc not in _WBITS and enc not in ("", "identity"):
-        raise Refused("unsupported", f"content-encoding {encoding!r} is not supported, use one of {', '.join(SUPPORTED_ENCODINGS)}")
+        raise Refused(
+            "unsupported",
+            f"content-encoding {encoding!r} is not supported, use one of {', '.join(SUPPORTED_ENCODINGS)}",
+        )
     return enc
 
 
@@ -192,9 +208,13 @@ class ReceiverStats:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._data = {(t, s): {"received": 0, "accepted": 0, "refused": 0, "requests": {}} for t in TRANSPORTS for s in SIGNALS}
+        self._data = {
+            (t, s): {"received": 0, "accepted": 0, "refused": 0, "requests": {}} for t in TRANSPORTS for s in SIGNALS
+        }
 
-    def record(self, transport: str, signal: str, outcome: str, *, received: int = 0, accepted: int = 0, refused: int = 0) -> None:
+    def record(
+        self, transport: str, signal: str, outcome: str, *, received: int = 0, accepted: int = 0, refused: int = 0
+    ) -> None:
         with self._lock:
             c = self._data.setdefault((transport, signal), {"received": 0, "accepted": 0, "refused": 0, "requests": {}})
             c["received"] += received
@@ -248,12 +268,16 @@ def _summary(messages: list[str], limit: int = 5) -> list[str]:
     return messages[:limit] + ([f"... and {len(messages) - limit} more"] if len(messages) > limit else [])
 
 
-def export_traces(consumer: SpanConsumer, decoded: Decoded, persist: Callable[[], int] | None = None) -> tuple[int, int, str | None]:
+def export_traces(
+    consumer: SpanConsumer, decoded: Decoded, persist: Callable[[], int] | None = None
+) -> tuple[int, int, str | None]:
     """(accepted, rejected, message); raises ``Refused("unavailable")`` when the consumer has no room."""
     return _export(consumer, decoded, consumer.submit_spans, persist)
 
 
-def export_logs(consumer: SpanConsumer, decoded: Decoded, persist: Callable[[], int] | None = None) -> tuple[int, int, str | None]:
+def export_logs(
+    consumer: SpanConsumer, decoded: Decoded, persist: Callable[[], int] | None = None
+) -> tuple[int, int, str | None]:
     return _export(consumer, decoded, consumer.submit_logs, persist)
 
 
@@ -302,5 +326,12 @@ def receive(
         r = Refused("internal", "internal error")
         stats.refuse(transport, signal, r)
         raise r from None
-    stats.record(transport, signal, "partial" if rejected else "ok", received=accepted + rejected, accepted=accepted, refused=rejected)
+    stats.record(
+        transport,
+        signal,
+        "partial" if rejected else "ok",
+        received=accepted + rejected,
+        accepted=accepted,
+        refused=rejected,
+    )
     return accepted, rejected, message

@@ -17,7 +17,15 @@ from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.proto.collector.logs.v1 import logs_service_pb2, logs_service_pb2_grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-from otel_bridge.receivers.otlp import ReceiverSettings, ReceiverStats, Refused, SpanConsumer, authorized, check_bind, receive
+from otel_bridge.receivers.otlp import (
+    ReceiverSettings,
+    ReceiverStats,
+    Refused,
+    SpanConsumer,
+    authorized,
+    check_bind,
+    receive,
+)
 from otel_bridge.tls import grpc_server_credentials
 
 log = logging.getLogger(__name__)
@@ -41,11 +49,16 @@ def _status_for(r: Refused, retry_after: float) -> _Status:
     """
     metadata: tuple[tuple[str, Any], ...] = ()
     if r.reason == "unavailable":
-        info = error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=int(retry_after), nanos=int(retry_after % 1 * 1e9)))
+        info = error_details_pb2.RetryInfo(
+            retry_delay=duration_pb2.Duration(seconds=int(retry_after), nanos=int(retry_after % 1 * 1e9))
+        )
         detail = any_pb2.Any()
         detail.Pack(info)
         status = status_pb2.Status(code=r.grpc_code, message=r.message, details=[detail])
-        metadata = (("grpc-status-details-bin", status.SerializeToString()), ("google.rpc.retryinfo-bin", info.SerializeToString()))
+        metadata = (
+            ("grpc-status-details-bin", status.SerializeToString()),
+            ("google.rpc.retryinfo-bin", info.SerializeToString()),
+        )
     return _Status(_CODES[r.grpc_code], r.message, metadata)
 
 
@@ -104,14 +117,21 @@ class LogsService(logs_service_pb2_grpc.LogsServiceServicer):
 def _handler(module: Any, service: str, servicer: Any, response_type: Any) -> grpc.GenericRpcHandler:
     """The generated registration, but with raw request bytes (no deserializer)."""
     name = module.DESCRIPTOR.services_by_name[service].full_name
-    method = grpc.unary_unary_rpc_method_handler(servicer.Export, request_deserializer=None, response_serializer=response_type.SerializeToString)
+    method = grpc.unary_unary_rpc_method_handler(
+        servicer.Export, request_deserializer=None, response_serializer=response_type.SerializeToString
+    )
     return grpc.method_handlers_generic_handler(name, {"Export": method})
 
 
 def start_grpc_receiver(consumer: SpanConsumer, settings: ReceiverSettings, stats: ReceiverStats) -> grpc.Server:
     """Bind ``settings.grpc_endpoint`` (refused off loopback without a token), start serving, return the server."""
-    check_bind(settings.grpc_endpoint, settings.bearer_token, key="receivers.otlp.grpc.endpoint",
-               tls=settings.grpc_tls, allow_plaintext_token=settings.allow_plaintext_token)
+    check_bind(
+        settings.grpc_endpoint,
+        settings.bearer_token,
+        key="receivers.otlp.grpc.endpoint",
+        tls=settings.grpc_tls,
+        allow_plaintext_token=settings.allow_plaintext_token,
+    )
     credentials = grpc_server_credentials(settings.grpc_tls, "receivers.otlp.protocols.grpc.tls")  # None: plaintext
     options = [
         ("grpc.max_receive_message_length", settings.max_recv_msg_size),

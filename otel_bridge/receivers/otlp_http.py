@@ -106,7 +106,9 @@ def _success(signal: str, fmt: str, rejected: int, message: str | None) -> Respo
     return Response(response.SerializeToString(), 200, media_type=PROTOBUF)
 
 
-async def _handle(request: Request, signal: str, consumer: SpanConsumer, settings: ReceiverSettings, stats: ReceiverStats) -> Response:
+async def _handle(
+    request: Request, signal: str, consumer: SpanConsumer, settings: ReceiverSettings, stats: ReceiverStats
+) -> Response:
     try:
         body, fmt, encoding = await _checked_body(request, settings)
     except Refused as r:

@@ -26,9 +26,23 @@ from typing import Any
 import orjson
 
 from otel_bridge.receivers.otlp import ReceiverStats, Refused, SpanConsumer, receive
-from otel_bridge.receivers.skillflaw_client import NotOffered, SkillFlawClient, SkillFlawError, Unauthorized, Unavailable
+from otel_bridge.receivers.skillflaw_client import (
+    NotOffered,
+    SkillFlawClient,
+    SkillFlawError,
+    Unauthorized,
+    Unavailable,
+)
 from otel_bridge.receivers.skillflaw_items import (
-    Item, Malformed, covering, merge, parse_build, parse_message, parse_trace, parse_transaction, synthetic_runs,
+    Item,
+    Malformed,
+    covering,
+    merge,
+    parse_build,
+    parse_message,
+    parse_trace,
+    parse_transaction,
+    synthetic_runs,
 )  # fmt: skip
 from otel_bridge.receivers.skillflaw_otlp import FlowRun, export_request, message_span, resource_of, run_spans
 
@@ -66,7 +80,9 @@ class PollState:
         except FileNotFoundError:
             self.data = {}
         except (OSError, orjson.JSONDecodeError):
-            log.warning("skillflaw: state file %s unreadable; starting over (ids are deterministic, so no duplicates)", path)
+            log.warning(
+                "skillflaw: state file %s unreadable; starting over (ids are deterministic, so no duplicates)", path
+            )
             self.data = {}
         self.data.setdefault("flows", {})
 
@@ -174,7 +190,9 @@ class SkillFlawReceiver:
             return self.client.flows()
         except NotOffered:
             if not self.settings.flows:
-                raise SkillFlawError("GET /api/v1/flows/ is not offered: list the flow ids in receivers.skillflaw.flows") from None
+                raise SkillFlawError(
+                    "GET /api/v1/flows/ is not offered: list the flow ids in receivers.skillflaw.flows"
+                ) from None
             return []
 
     def _count(self, kind: str, outcome: str, n: int = 1) -> None:
@@ -236,9 +254,14 @@ class SkillFlawReceiver:
         ts = st["traces"]
         since = ts["watermark"] - ts["overlap"] if ts["watermark"] else 0
         try:
-            summaries = list(self.client.traces(flow_id, datetime.fromtimestamp(since / 1e9, UTC) if since > 0 else None))
+            summaries = list(
+                self.client.traces(flow_id, datetime.fromtimestamp(since / 1e9, UTC) if since > 0 else None)
+            )
         except NotOffered:
-            log.info("skillflaw: %s offers no /monitor/traces; runs are formed from builds and transactions", self.settings.base_url)
+            log.info(
+                "skillflaw: %s offers no /monitor/traces; runs are formed from builds and transactions",
+                self.settings.base_url,
+            )
             self.traces_offered = False
             return []
         self.traces_offered = True

@@ -123,8 +123,10 @@ class SkillFlawClient:
     def messages(self, flow_id: str, stop_before_ns: int) -> Iterator[Any]:
         """Messages newest first, a page of ``MESSAGE_PAGE`` at a time, until a page reaches ``stop_before_ns``."""
         for page in range(MAX_PAGES):
-            items = self.get("/api/v1/monitor/messages",
-                             {"flow_id": flow_id, "order": "DESC", "limit": MESSAGE_PAGE, "offset": page * MESSAGE_PAGE})
+            items = self.get(
+                "/api/v1/monitor/messages",
+                {"flow_id": flow_id, "order": "DESC", "limit": MESSAGE_PAGE, "offset": page * MESSAGE_PAGE},
+            )
             if not isinstance(items, list):
                 raise SkillFlawError("/monitor/messages: the answer is not a list")
             yield from items
@@ -134,7 +136,9 @@ class SkillFlawClient:
     def transactions(self, flow_id: str, stop_before_ns: int) -> Iterator[Any]:
         """Transactions newest first, page by page until a page reaches ``stop_before_ns`` or the last page."""
         for page in range(1, MAX_PAGES + 1):
-            body = self.get("/api/v1/monitor/transactions", {"flow_id": flow_id, "page": page, "size": TRANSACTION_PAGE})
+            body = self.get(
+                "/api/v1/monitor/transactions", {"flow_id": flow_id, "page": page, "size": TRANSACTION_PAGE}
+            )
             items = body.get("items") if isinstance(body, dict) else None
             if not isinstance(items, list):
                 raise SkillFlawError("/monitor/transactions: no items list in the answer")

@@ -218,7 +218,9 @@ def merge(run: FlowRun, item: Item) -> None:
         run.components[item.vertex_id] = target
     c = run.components.get(item.vertex_id)
     if c is None:
-        c = run.components[item.vertex_id] = Component(item.vertex_id, item.vertex_id.rsplit("-", 1)[0], item.start_ns, item.end_ns)
+        c = run.components[item.vertex_id] = Component(
+            item.vertex_id, item.vertex_id.rsplit("-", 1)[0], item.start_ns, item.end_ns
+        )
     elif target is None and item.duration_ns:  # no trace timing: the build's own is the best there is
         c.start_ns, c.end_ns = min(c.start_ns, item.start_ns), max(c.end_ns, item.end_ns)
     c.error = c.error or item.error
@@ -257,7 +259,9 @@ def synthetic_runs(items: list[Item], flow_name: str) -> list[FlowRun]:
     current: FlowRun | None = None
     for item in sorted(items, key=lambda i: (i.start_ns, i.end_ns, i.id)):
         if current is None or item.start_ns > current.end_ns + RUN_GAP_NS:
-            current = FlowRun(f"{item.flow_id}:{item.id}", item.flow_id, flow_name, item.start_ns, item.end_ns, synthetic=True)
+            current = FlowRun(
+                f"{item.flow_id}:{item.id}", item.flow_id, flow_name, item.start_ns, item.end_ns, synthetic=True
+            )
             runs.append(current)
         current.end_ns = max(current.end_ns, item.end_ns)
         merge(current, item)

@@ -180,7 +180,11 @@ def run_spans(run: FlowRun, *, root: bool = True) -> list[Span]:
     for c in run.components.values():
         # a late component gets its own id: it must never replace the fuller span its run already sent
         sid = span_id_of("component", run.key, c.vertex_id, *(() if root else ("late", str(c.end_ns))))
-        kind = {"openinference.span.kind": "TOOL", "tool.name": c.name} if c.kind == "tool" else {"openinference.span.kind": "CHAIN"}
+        kind = (
+            {"openinference.span.kind": "TOOL", "tool.name": c.name}
+            if c.kind == "tool"
+            else {"openinference.span.kind": "CHAIN"}
+        )
         # ``metadata`` is what the recogniser hands on to every destination (ClickHouse attributes, event metadata)
         meta = {"skillflaw.vertex_id": c.vertex_id, **{k: v for k, v in c.attributes.items() if v is not None}}
         cattrs = {**kind, "input.value": text_of(c.inputs), "output.value": text_of(c.outputs), "metadata": meta}
@@ -191,7 +195,9 @@ def run_spans(run: FlowRun, *, root: bool = True) -> list[Span]:
                       "skillflaw.span_id": call.key}  # fmt: skip
             if call.kind != "llm":
                 lattrs = {"openinference.span.kind": call.kind.upper(), "skillflaw.span_id": call.key}
-            spans.append(_span(tid, span_id_of("call", call.key), sid, call.name, call.start_ns, call.end_ns, lattrs, call.error))
+            spans.append(
+                _span(tid, span_id_of("call", call.key), sid, call.name, call.start_ns, call.end_ns, lattrs, call.error)
+            )
     return spans
 
 
@@ -205,7 +211,13 @@ def message_span(m: ChatMessage) -> Span:
         meta["edited"] = True
     if m.error:
         meta["error"] = True
-    event: dict[str, Any] = {"role": m.role, "content": m.text, "thread_id": m.session_id, "event_id": m.id, "metadata": meta}
+    event: dict[str, Any] = {
+        "role": m.role,
+        "content": m.text,
+        "thread_id": m.session_id,
+        "event_id": m.id,
+        "metadata": meta,
+    }
     if m.run is not None:
         event["run_id"] = run_id(m.run.trace_id.hex(), m.run.root_span_id.hex())
     attrs = {"session.id": m.session_id, "skillflaw.message_id": m.id, "skillflaw.flow_id": m.flow_id}
@@ -227,4 +239,8 @@ def export_request(spans_by_resource: Iterable[tuple[Mapping[str, Any], list[Spa
 
 
 def resource_of(flow_id: str, flow_name: str) -> dict[str, Any]:
-    return {"service.name": flow_name or flow_id, "skillflaw.flow_id": flow_id, "telemetry.sdk.name": "otel-bridge skillflaw receiver"}
+    return {
+        "service.name": flow_name or flow_id,
+        "skillflaw.flow_id": flow_id,
+        "telemetry.sdk.name": "otel-bridge skillflaw receiver",
+    }

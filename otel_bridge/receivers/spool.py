@@ -61,7 +61,12 @@ class Spool:
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         os.chmod(self.dir, 0o700)  # accepted requests are other people's data
         self.ledger = ledger if ledger is not None else Ledger()
-        self.max_bytes, self.segment_bytes, self.segment_seconds, self.fsync = max_bytes, segment_bytes, segment_seconds, fsync
+        self.max_bytes, self.segment_bytes, self.segment_seconds, self.fsync = (
+            max_bytes,
+            segment_bytes,
+            segment_seconds,
+            fsync,
+        )
         self._lock = threading.Lock()
         self._closed: list[_Segment] = []
         self._current: _Segment | None = None
@@ -164,7 +169,11 @@ class Spool:
         return left
 
     def stats(self) -> dict[str, Any]:
-        return {**self.counters, "pending_bytes": self.pending_bytes(), "segments": len(self._closed) + bool(self._current)}
+        return {
+            **self.counters,
+            "pending_bytes": self.pending_bytes(),
+            "segments": len(self._closed) + bool(self._current),
+        }
 
 
 def read_segment(path: Path) -> Iterator[tuple[str, str, bytes]]:

@@ -60,7 +60,9 @@ def create_app(rt: Runtime) -> FastAPI:
         @app.middleware("http")
         async def bearer(request: Request, call_next):  # noqa: ANN001, ANN202
             if not _authorized(request.headers.get("authorization"), rt.token):
-                return JSONResponse({"detail": "missing or wrong bearer token"}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+                return JSONResponse(
+                    {"detail": "missing or wrong bearer token"}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
+                )
             return await call_next(request)
 
     _analytics_routes(app, rt)

@@ -79,7 +79,9 @@ def router(rt: Any) -> APIRouter:
         return templates.TemplateResponse(request, "run.html", ctx | data.run_page(tree) | {"page": "runs"})
 
     @r.get("/diff", response_class=HTMLResponse)
-    async def diff(request: Request, baseline: str = "", candidate: str = "", range: str = "24h", refresh: int = 0) -> HTMLResponse:  # noqa: A002
+    async def diff(
+        request: Request, baseline: str = "", candidate: str = "", range: str = "24h", refresh: int = 0
+    ) -> HTMLResponse:  # noqa: A002
         ctx = _common(request, range, refresh)
         releases = await _call(ov.release_order, rt.store)
         baseline = baseline or (releases[-2] if len(releases) > 1 else "")

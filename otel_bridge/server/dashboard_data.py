@@ -29,11 +29,25 @@ ORDERS = ("-start_time", "start_time", "-latency_s", "-total_cost", "-total_toke
 
 def _label(t: int, step: int) -> str:
     dt = datetime.fromtimestamp(t, UTC)
-    return dt.strftime("%m-%d") if step >= 86400 else dt.strftime("%m-%d %H:%M") if step >= 3 * 3600 else dt.strftime("%H:%M")
+    return (
+        dt.strftime("%m-%d")
+        if step >= 86400
+        else dt.strftime("%m-%d %H:%M")
+        if step >= 3 * 3600
+        else dt.strftime("%H:%M")
+    )
 
 
 def _chart(cid: str, title: str, kind: str, unit: str, labels: list, datasets: list, stacked: bool = False) -> dict:
-    return {"id": cid, "title": title, "kind": kind, "unit": unit, "labels": labels, "datasets": datasets, "stacked": stacked}
+    return {
+        "id": cid,
+        "title": title,
+        "kind": kind,
+        "unit": unit,
+        "labels": labels,
+        "datasets": datasets,
+        "stacked": stacked,
+    }
 
 
 def _series(ts: dict[str, Any]) -> list[dict[str, Any]]:

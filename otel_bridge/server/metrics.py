@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import resource
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -16,14 +17,20 @@ class _Snapshot:
     def __init__(self, stats: dict[str, Any]) -> None:
         self.stats = stats
 
-    def collect(self):  # noqa: ANN201 - prometheus_client's collector protocol
+    def collect(self) -> Iterator[Any]:  # prometheus_client's collector protocol
         s = self.stats
-        received = CounterMetricFamily("otel_bridge_receiver_items", "Items per receiver, signal and outcome", labels=["receiver", "signal", "outcome"])
+        received = CounterMetricFamily(
+            "otel_bridge_receiver_items",
+            "Items per receiver, signal and outcome",
+            labels=["receiver", "signal", "outcome"],
+        )
         for (receiver, signal), counts in _receiver_counts(s.get("receivers", {})):
             for outcome, value in counts.items():
                 received.add_metric([receiver, signal, outcome], value)
         yield received
-        pipeline = CounterMetricFamily("otel_bridge_pipeline", "Pipeline counters (spans converted, logs, late spans...)", labels=["counter"])
+        pipeline = CounterMetricFamily(
+            "otel_bridge_pipeline", "Pipeline counters (spans converted, logs, late spans...)", labels=["counter"]
+        )
         for name, value in s.get("pipeline", {}).items():
             pipeline.add_metric([name], value)
         yield pipeline
@@ -41,18 +48,28 @@ class _Snapshot:
         for name, value in s.get("unknown_operations", {}).items():
             unknown.add_metric([name], value)
         yield unknown
-        yield GaugeMetricFamily("otel_bridge_runs_in_flight", "Traces held for assembly", value=runs.get("in_flight", 0))
+        yield GaugeMetricFamily(
+            "otel_bridge_runs_in_flight", "Traces held for assembly", value=runs.get("in_flight", 0)
+        )
         yield GaugeMetricFamily("otel_bridge_runs_held_bytes", "Bytes of the spans held for assembly (as received)",
                                 value=runs.get("held_bytes", 0))  # fmt: skip
-        rss = GaugeMetricFamily("otel_bridge_process_rss_bytes", "Resident memory per process", labels=["process", "pid"])
-        peak = GaugeMetricFamily("otel_bridge_process_peak_rss_bytes", "Peak resident memory per process", labels=["process", "pid"])
+        rss = GaugeMetricFamily(
+            "otel_bridge_process_rss_bytes", "Resident memory per process", labels=["process", "pid"]
+        )
+        peak = GaugeMetricFamily(
+            "otel_bridge_process_peak_rss_bytes", "Peak resident memory per process", labels=["process", "pid"]
+        )
         for name, mem in s.get("processes", {}).items():
             rss.add_metric([name, str(mem["pid"])], mem["rss_bytes"])
             peak.add_metric([name, str(mem["pid"])], mem["peak_rss_bytes"])
         yield rss
         yield peak
-        items = CounterMetricFamily("otel_bridge_exporter_items", "Items per exporter and outcome", labels=["exporter", "outcome"])
-        depth = GaugeMetricFamily("otel_bridge_exporter_queue_depth", "Items waiting in an exporter's queue", labels=["exporter"])
+        items = CounterMetricFamily(
+            "otel_bridge_exporter_items", "Items per exporter and outcome", labels=["exporter", "outcome"]
+        )
+        depth = GaugeMetricFamily(
+            "otel_bridge_exporter_queue_depth", "Items waiting in an exporter's queue", labels=["exporter"]
+        )
         for exporter, counts in s.get("exporters", {}).items():
             for outcome, value in counts.items():
                 if outcome == "queue_depth":

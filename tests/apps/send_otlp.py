@@ -40,7 +40,9 @@ def _http_tls(tls: argparse.Namespace) -> dict:
     return {"certificate_file": tls.ca_file, "client_key_file": tls.key_file, "client_certificate_file": tls.cert_file}
 
 
-def _exporters(transport: str, endpoint: str, headers: dict[str, str], timeout: float, tls: argparse.Namespace) -> tuple:
+def _exporters(
+    transport: str, endpoint: str, headers: dict[str, str], timeout: float, tls: argparse.Namespace
+) -> tuple:
     if transport == "grpc":
         from grpc import Compression
         from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
@@ -75,7 +77,9 @@ def _logs(span) -> list:
     from opentelemetry.trace import NonRecordingSpan
 
     context = set_span_in_context(NonRecordingSpan(span.context))
-    provider.get_logger("send-otlp").emit(event_name="gen_ai.user.message", body={"content": "hello from the sdk"}, context=context)
+    provider.get_logger("send-otlp").emit(
+        event_name="gen_ai.user.message", body={"content": "hello from the sdk"}, context=context
+    )
     return list(memory.get_finished_logs())
 
 

@@ -112,6 +112,8 @@ def query_in_subprocess(data_dir: Path, sql_template: str) -> list[dict[str, Any
         "    sql = sys.argv[2].format(**{t: s.table(t) for t in ('spans', 'runs', 'events')})\n"
         "    sys.stdout.write(orjson.dumps(s.query(sql), default=str).decode())\n"
     )
-    out = subprocess.run([sys.executable, "-c", code, str(data_dir), sql_template], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(data_dir), sql_template], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)

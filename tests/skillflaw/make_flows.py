@@ -32,6 +32,10 @@ def openai(base_url: str, model: str) -> dict:
 
 
 if __name__ == "__main__":
-    flows = {"echo": echo(), "openai": openai(sys.argv[1], sys.argv[2]), "openai_fail": openai(sys.argv[1], sys.argv[3])}
+    flows = {
+        "echo": echo(),
+        "openai": openai(sys.argv[1], sys.argv[2]),
+        "openai_fail": openai(sys.argv[1], sys.argv[3]),
+    }
     flows["openai_fail"]["name"] = "otel-bridge openai (failing model)"
     print(json.dumps(flows))

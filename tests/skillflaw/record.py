@@ -116,7 +116,10 @@ def create_flows(c: httpx.Client, fake_url: str) -> dict[str, str]:
                          capture_output=True, text=True, check=True, timeout=600)  # fmt: skip
     ids = {}
     for key, flow in json.loads(out.stdout.strip().splitlines()[-1]).items():
-        r = c.post("/api/v1/flows/", json={"name": flow["name"], "description": flow.get("description", ""), "data": flow["data"]})
+        r = c.post(
+            "/api/v1/flows/",
+            json={"name": flow["name"], "description": flow.get("description", ""), "data": flow["data"]},
+        )
         r.raise_for_status()
         ids[key] = r.json()["id"]
     return ids
@@ -124,7 +127,9 @@ def create_flows(c: httpx.Client, fake_url: str) -> dict[str, str]:
 
 def build(c: httpx.Client, flow_id: str, session: str, text: str) -> None:
     """The Playground path: POST /build/{flow}/flow, then read the job's events until it ends."""
-    r = c.post(f"/api/v1/build/{flow_id}/flow", json={"inputs": {"input_value": text, "session": session, "type": "chat"}})
+    r = c.post(
+        f"/api/v1/build/{flow_id}/flow", json={"inputs": {"input_value": text, "session": session, "type": "chat"}}
+    )
     r.raise_for_status()
     job = r.json()["job_id"]
     with c.stream("GET", f"/api/v1/build/{job}/events", timeout=300) as events:
@@ -170,7 +175,10 @@ def snapshot(c: httpx.Client, flows: dict[str, str]) -> list[dict[str, Any]]:
             page += 1
         get("/api/v1/monitor/builds", {"flow_id": flow_id})
         offset = 0
-        while len(get("/api/v1/monitor/messages", {"flow_id": flow_id, "order": "DESC", "limit": 200, "offset": offset})) == 200:
+        while (
+            len(get("/api/v1/monitor/messages", {"flow_id": flow_id, "order": "DESC", "limit": 200, "offset": offset}))
+            == 200
+        ):
             offset += 200
     return exchanges
 
@@ -258,5 +266,7 @@ def _merge(bodies: list[bytes]) -> bytes:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--live", metavar="SNAPSHOT", help="keep Langflow running for a live test; write its snapshot here")
+    parser.add_argument(
+        "--live", metavar="SNAPSHOT", help="keep Langflow running for a live test; write its snapshot here"
+    )
     record(parser.parse_args())

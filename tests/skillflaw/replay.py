@@ -117,7 +117,10 @@ class ReplayServer:
             return 503, {"detail": "Service Unavailable"}
         h = {k.lower(): v for k, v in headers.items()}
         if self.api_key and h.get("x-api-key") != self.api_key:
-            denied = self.data.denied or {"status": 403, "body": {"detail": "An API key must be passed as query or header"}}
+            denied = self.data.denied or {
+                "status": 403,
+                "body": {"detail": "An API key must be passed as query or header"},
+            }
             return denied["status"], denied["body"]
         url = urlsplit(raw_path)
         path, q = url.path.rstrip("/"), {k: v[-1] for k, v in parse_qs(url.query).items()}
@@ -155,4 +158,8 @@ class ReplayServer:
             since = _ts(q["start_time"]).astimezone(UTC)
             traces = [t for t in traces if _ts(t["startTime"]) >= since]
         page, size = max(1, int(q.get("page") or 1)), int(q.get("size") or 50)
-        return {"traces": traces[(page - 1) * size : page * size], "total": len(traces), "pages": math.ceil(len(traces) / size)}
+        return {
+            "traces": traces[(page - 1) * size : page * size],
+            "total": len(traces),
+            "pages": math.ceil(len(traces) / size),
+        }
