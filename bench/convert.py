@@ -23,9 +23,13 @@ from otel_bridge.spans import spans_from_otlp_proto  # noqa: E402
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "otlp"
 
 
-def build_requests(total: int, per_request: int = 512) -> list[bytes]:
-    """Serialized requests of ``per_request`` spans, copied from the fixtures with fresh trace ids."""
-    templates = [ExportTraceServiceRequest.FromString(p.read_bytes()) for p in sorted(FIXTURES.glob("*.traces.pb"))]
+def build_requests(total: int, per_request: int = 512, only: list[str] | None = None) -> list[bytes]:
+    """Serialized requests of ``per_request`` spans, copied from the fixtures (all, or the ``only`` names) with fresh
+    trace ids."""
+    paths = sorted(FIXTURES.glob("*.traces.pb"))
+    if only:
+        paths = [p for p in paths if p.name.removesuffix(".traces.pb") in only]
+    templates = [ExportTraceServiceRequest.FromString(p.read_bytes()) for p in paths]
     if not templates:
         raise SystemExit(f"no fixtures in {FIXTURES}")
     out: list[bytes] = []
@@ -73,8 +77,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--spans", type=int, default=100_000)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--only", nargs="+", metavar="FIXTURE", help="fixture names (default: every fixture)")
     args = ap.parse_args()
-    requests = build_requests(args.spans)
+    requests = build_requests(args.spans, only=args.only)
     t_bare, n = timed(bare, requests, args.repeat)
     t_conv, m = timed(convert, requests, args.repeat)
     assert n == m, (n, m)
