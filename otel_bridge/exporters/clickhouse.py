@@ -231,7 +231,10 @@ class ClickHouseConversion:
         from otel_bridge.processors.flightdeck import release_of
         from otel_bridge.processors.observatory import CUSTOM_EVENTS
 
-        release = {a.span_id: release_of(r, self.mapping) for r in runs for a in r.spans}
+        release: dict[str, str | None] = {}
+        for run in runs:  # one lookup per run, not per span
+            release_id = release_of(run, self.mapping)
+            release.update(dict.fromkeys((a.span_id for a in run.spans), release_id))
         rows: list[tuple[str, Any]] = []
         for a in sorted(spans, key=lambda a: a.span.end_ns):  # rows go in the order things ended
             custom = self.custom_events.custom_events(a)
@@ -243,12 +246,12 @@ class ClickHouseConversion:
         return rows + [("runs", self._run_row(run)) for run in runs]
 
     def _run_row(self, run: Any) -> RunRow:
-        from otel_bridge.processors.flightdeck import release_of, run_identity
+        from otel_bridge.processors.flightdeck import run_identity
 
-        ident = run_identity(run, self.mapping) or {}
+        ident = run_identity(run, self.mapping) or {}  # None only when no release can be named
         return run_row(
             run,
-            release_id=ident.get("release_id") or release_of(run, self.mapping),
+            release_id=ident.get("release_id"),
             tenant_id=ident.get("tenant_id"),
             task_id=ident.get("task_id"),
             environment=ident.get("environment") or run.root.environment,
