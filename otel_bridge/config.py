@@ -443,6 +443,9 @@ class Telemetry(_Model):
 class Service(_Model):
     pipelines: Pipelines = Pipelines()
     telemetry: Telemetry = Telemetry()
+    # Processes running the stages (recognise, run assembly, conversion): 0 = one per core; 1 = all in the
+    # serving process. Spans are routed to workers by trace id; the serving process owns ClickHouse.
+    workers: Annotated[int, Field(ge=0, le=256)] = 0
 
 
 class BridgeConfig(_Model):

@@ -478,6 +478,23 @@ def sender_for(cfg: Any, name: str, store: Any = None) -> Any:
     return FlightDeckSender(ex.flightdeck.url, ex.flightdeck.token_value or None, verify=verify)
 
 
+def exporter_for(cfg: Any, name: str, store: Any = None, *, ledger: Ledger | None = None,
+                 default_dead_letters: bool = True) -> BatchExporter:  # fmt: skip
+    """One configured destination's batching engine and sender (``serve``'s worker pool builds ClickHouse's)."""
+    batch = getattr(cfg.exporters, name).batch
+    return BatchExporter(
+        sender_for(cfg, name, store),
+        max_batch=batch.max_batch,
+        interval=batch.interval,
+        max_queue=batch.max_queue,
+        max_elapsed=batch.max_elapsed,
+        initial_backoff=batch.initial_backoff,
+        max_backoff=batch.max_backoff,
+        dead_letter=dead_letter_path(cfg, name, default_dead_letters),
+        ledger=ledger,
+    )
+
+
 def build(
     cfg: Any,
     store: Any = None,
@@ -485,28 +502,23 @@ def build(
     ledger: Ledger | None = None,
     options: PipelineOptions | None = None,
     default_dead_letters: bool = True,
+    replace: Mapping[str, Any] | None = None,
 ) -> Pipeline:
-    """The traces pipeline of a ``BridgeConfig`` — serve, ``install()`` and the SDK entry points all come here:
-    its enabled exporters, its processors' settings, in the order ``service.pipelines.traces.processors`` lists
-    them. ``store`` is the ClickHouse store the serving process already opened (the API queries share it), or
+    """The traces pipeline of a ``BridgeConfig`` — serve, its workers, ``install()`` and the SDK entry points all
+    come here: its enabled exporters, its processors' settings, in the order ``service.pipelines.traces.processors``
+    lists them. ``store`` is the ClickHouse store the serving process already opened (the API queries share it), or
     the ``StoreConfig`` given to ``install()``; ``ledger`` the spool's delivery ledger (serve); ``options``
-    replaces the processors' settings; ``default_dead_letters=False`` writes dead letters only where configured."""
+    replaces the processors' settings; ``default_dead_letters=False`` writes dead letters only where configured;
+    ``replace`` gives ready exporters by name (a worker ships ClickHouse rows to the process owning the store)."""
     traces = cfg.service.pipelines.traces
     ex, pr = cfg.exporters, cfg.processors
-    exporters: dict[str, BatchExporter] = {}
-    for name in cfg.enabled_exporters():
-        batch = getattr(ex, name).batch
-        exporters[name] = BatchExporter(
-            sender_for(cfg, name, store),
-            max_batch=batch.max_batch,
-            interval=batch.interval,
-            max_queue=batch.max_queue,
-            max_elapsed=batch.max_elapsed,
-            initial_backoff=batch.initial_backoff,
-            max_backoff=batch.max_backoff,
-            dead_letter=dead_letter_path(cfg, name, default_dead_letters),
-            ledger=ledger,
-        )
+    replace = replace or {}
+    exporters: dict[str, BatchExporter] = {
+        name: replace[name]
+        if name in replace
+        else exporter_for(cfg, name, store, ledger=ledger, default_dead_letters=default_dead_letters)
+        for name in cfg.enabled_exporters()
+    }
     redact = "redact" in traces.processors
     options = options or PipelineOptions(
         wait=pr.runs.wait,

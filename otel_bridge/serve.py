@@ -26,7 +26,7 @@ from otel_bridge.analytics.price_sync import SyncLoop
 from otel_bridge.analytics.store import Store
 from otel_bridge.config import BridgeConfig
 from otel_bridge.exporters.ledger import Ledger
-from otel_bridge.pipeline import Pipeline, build, store_config
+from otel_bridge.pipeline import Pipeline, build, exporter_for, store_config
 from otel_bridge.price_library import snapshot_path
 from otel_bridge.pricing import PriceTable
 from otel_bridge.receivers.otlp import ReceiverSettings, ReceiverStats, check_listeners, decode
@@ -37,6 +37,7 @@ from otel_bridge.receivers.spool import Spool, SpoolFull
 from otel_bridge.server import ingest
 from otel_bridge.server.app import Runtime, create_app
 from otel_bridge.server.metrics import process_memory
+from otel_bridge.workerpool import WorkerPool, worker_count
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +116,10 @@ class SpooledPipeline:
 class Service:
     cfg: BridgeConfig
     store: Store
-    pipeline: Pipeline
+    pipeline: Pipeline | WorkerPool  # the stages here (service.workers: 1), or in worker processes
     settings: ReceiverSettings
     stats: ReceiverStats
+    spool: Spool | None = None
     spooled: SpooledPipeline | None = None
     skillflaw: Any = None  # the SkillFlaw poller, when receivers.skillflaw.base_url is set
     grpc: Any = None
@@ -135,17 +137,32 @@ class Service:
         if cfg.exporters.clickhouse.embedded:  # the data dir holds other people's prompts: owner only
             os.chmod(Path(cfg.exporters.clickhouse.data_dir).expanduser(), 0o700)
         spool_cfg = cfg.receivers.otlp.spool
-        ledger = Ledger() if spool_cfg.enabled else None
-        service = cls(cfg, store, build(cfg, store, ledger=ledger), settings, ReceiverStats())
-        # One price table for the API and for model_prices (what Grafana joins), written at start and for new models.
-        service.prices = PriceTable.load(snapshot=snapshot_path(cfg.exporters.clickhouse.data_dir))
-        service.price_sync = SyncLoop(store, service.prices).start()
+        spool = None
         if spool_cfg.enabled:
             data_dir = Path(cfg.exporters.clickhouse.data_dir).expanduser().resolve()
             spool = Spool(data_dir.with_name(data_dir.name + ".spool"), max_bytes=spool_cfg.max_size, fsync=spool_cfg.fsync,
-                          ledger=ledger)  # fmt: skip
-            service.spooled = SpooledPipeline(service.pipeline, spool)
-            service.spooled.replay()  # what a crash left behind goes first, before new traffic
+                          ledger=Ledger())  # fmt: skip
+        ledger = spool.ledger if spool is not None else None
+        workers = worker_count(cfg.service.workers)
+        if workers > 1:  # the stages in worker processes; this process receives, spools, routes, owns ClickHouse
+            clickhouse = (
+                exporter_for(cfg, "clickhouse", store, ledger=ledger)
+                if "clickhouse" in cfg.enabled_exporters()
+                else None
+            )
+            pipeline: Pipeline | WorkerPool = WorkerPool(cfg, workers, clickhouse, spool)
+        else:
+            pipeline = build(cfg, store, ledger=ledger)
+        service = cls(cfg, store, pipeline, settings, ReceiverStats(), spool=spool)
+        # One price table for the API and for model_prices (what Grafana joins), written at start and for new models.
+        service.prices = PriceTable.load(snapshot=snapshot_path(cfg.exporters.clickhouse.data_dir))
+        service.price_sync = SyncLoop(store, service.prices).start()
+        if spool is not None:
+            if isinstance(pipeline, WorkerPool):
+                pipeline.replay()
+            else:
+                service.spooled = SpooledPipeline(pipeline, spool)
+                service.spooled.replay()  # what a crash left behind goes first, before new traffic
             threading.Thread(target=service._collect_spool, name="otel-bridge-spool", daemon=True).start()
         service.skillflaw = skillflaw_from_config(
             cfg, service.consumer, service.stats
@@ -156,12 +173,14 @@ class Service:
 
     @property
     def consumer(self) -> Any:
+        if isinstance(self.pipeline, WorkerPool):
+            return self.pipeline
         return self.spooled or self.pipeline
 
     def _collect_spool(self) -> None:
         while not self._stop.wait(0.5):
             try:
-                self.spooled.collect()  # type: ignore[union-attr]
+                self.spool.collect()  # type: ignore[union-attr]
             except Exception:
                 log.exception("spool clean-up failed")
 
@@ -171,12 +190,11 @@ class Service:
 
     def stats_snapshot(self) -> dict[str, Any]:
         snapshot = {**self.pipeline.stats(), "receivers": self.stats.snapshot()}
-        snapshot["processes"] = {"serve": process_memory()}  # one process today; workers would add theirs
-        if self.spooled is not None:
-            snapshot["pipeline"] = {
-                **snapshot["pipeline"],
-                **{f"spool_{k}": v for k, v in self.spooled.spool.stats().items()},
-            }
+        snapshot["processes"] = {"serve": process_memory()}
+        if isinstance(self.pipeline, WorkerPool):
+            snapshot["processes"].update(self.pipeline.processes())
+        if self.spool is not None:
+            snapshot["pipeline"] = {**snapshot["pipeline"], **{f"spool_{k}": v for k, v in self.spool.stats().items()}}
         return snapshot
 
     def ingest(self, kind: str, body: bytes, events: Any) -> int | None:
@@ -188,17 +206,17 @@ class Service:
         rows = ingest.rows_of(kind, events, pipeline.redactor)
         if not pipeline.has_room(len(rows)):
             return None
-        if self.spooled is None:
+        if self.spool is None:
             pipeline.submit_rows(rows)
             return len(rows)
         try:
-            pos = self.spooled.persist(kind, "json", body)
+            pos = self.spool.append(kind, "json", body)
         except SpoolFull:
             return None
         try:
             pipeline.submit_rows(rows, pos)
         finally:
-            self.spooled.release(pos)
+            self.spool.ledger.release(pos)
         return len(rows)
 
     def app(self):  # noqa: ANN201
@@ -238,8 +256,8 @@ class Service:
             self.skillflaw.stop()
         self._stop.set()
         flushed = self.pipeline.shutdown(max(1.0, deadline - time.monotonic()))
-        if self.spooled is not None:
-            left = self.spooled.spool.close()  # deletes what was delivered; the rest is replayed next start
+        if self.spool is not None:
+            left = self.spool.close()  # deletes what was delivered; the rest is replayed next start
             flushed = flushed and not left
         if not flushed:
             log.warning("shutdown deadline: undelivered data stays in the spool for the next start")

@@ -9,6 +9,7 @@ from test_inprocess import _chat
 
 from otel_bridge.exporters.clickhouse import ClickHouseConversion, event_row
 from otel_bridge.exporters.observatory import ObservatoryConversion
+from otel_bridge.exporters.rows import encode_row
 from otel_bridge.pipeline import Pipeline, build_inprocess
 from otel_bridge.processors.flightdeck import FlightDeckMapping
 from otel_bridge.processors.observatory import CUSTOM_EVENTS
@@ -49,7 +50,7 @@ def test_clickhouse_events_do_not_depend_on_observatory_being_on():
     spans = _spans(turns)
     for a in spans:
         events = observatory.trace([a], [], frozenset())
-        expected += [event_row(e) for e in events if e["name"] in CUSTOM_EVENTS]
+        expected += [encode_row(event_row(e)) for e in events if e["name"] in CUSTOM_EVENTS]
         rows_beside += beside.trace([a], [], frozenset())
     for a in spans:
         rows_alone += alone.trace([a], [], frozenset())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -68,7 +69,11 @@ def test_real_clients_to_every_destination(tmp_path, observatory_sink, flightdec
             assert 'otel_bridge_receiver_items_total{outcome="accepted",receiver="grpc",signal="traces"}' in metrics
             assert 'otel_bridge_exporter_items_total{exporter="clickhouse",outcome="sent"}' in metrics
             rss = [line for line in metrics.splitlines() if line.startswith("otel_bridge_process_peak_rss_bytes{")]
-            assert len(rss) == 1 and 'process="serve"' in rss[0] and float(rss[0].split()[-1]) > 10 * 2**20
+            # service.workers defaults to one per core: the serving process and each worker report their own memory
+            processes = {line.split('process="')[1].split('"')[0]: float(line.split()[-1]) for line in rss}
+            workers = os.cpu_count() if (os.cpu_count() or 1) > 1 else 0
+            assert set(processes) == {"serve", *(f"worker-{i}" for i in range(workers))}
+            assert all(peak > 10 * 2**20 for peak in processes.values())
             assert "otel_bridge_runs_held_bytes " in metrics
         # The synthetic runs (environment local). The fixtures' runs are not counted here: FlightDeck keys runs by
         # run_id across releases, and the session's FlightDeck server may have stored these fixtures already.

@@ -480,7 +480,9 @@ class BatchExporter:
         opts = orjson.OPT_NON_STR_KEYS
         at = time.time()
         lines = b"".join(
-            orjson.dumps({"exporter": self._name, "time": at, "error": message, "item": item}, default=str, option=opts)
+            orjson.dumps(
+                {"exporter": self._name, "time": at, "error": message, "item": item}, default=_jsonable, option=opts
+            )
             + b"\n"
             for item in items
         )
@@ -489,3 +491,10 @@ class BatchExporter:
                 fh.write(lines)
         except OSError:
             logger.exception("%s exporter: cannot write the dead-letter file %s", self._name, self._dead_letter)
+
+
+def _jsonable(value: Any) -> Any:
+    """Dead letters are JSON: a ClickHouse row travels already encoded as a JSON line, kept as it is."""
+    if isinstance(value, bytes):
+        return orjson.Fragment(value)
+    return str(value)

@@ -1,9 +1,12 @@
 """ClickHouse sender for the shared batching engine: AgentSpans, Runs and Observatory events as table rows.
 
 Items are ``(table, row)`` pairs; rows are the dataclasses of ``exporters.rows`` (``SpanRow``, ``RunRow``,
-``EventRow``) built by ``span_row`` / ``run_row`` / ``event_row``, every value coerced to its column's type. ``send`` groups a batch by table and does one insert per table (row-oriented: on chDB it
-measured ~1.35× faster than a columnar insert of the same rows) — big inserts are what ClickHouse ingests best (big, infrequent inserts: https://clickhouse.com/docs/best-practices/selecting-an-insert-strategy),
-hence the 10 000 rows / 1 s default batching.
+``EventRow``) built by ``span_row`` / ``run_row`` / ``event_row``, every value coerced to its column's type, and
+the conversion serialises each as one ``JSONCompactEachRow`` line (``encode_row``) where it runs — in a worker
+process under ``service.workers`` — so the process that owns ClickHouse only joins lines and hands them to
+ClickHouse's own parser (``Store.insert_lines``). ``send`` does one insert per table: big inserts are what
+ClickHouse ingests best (https://clickhouse.com/docs/best-practices/selecting-an-insert-strategy), hence the
+10 000 rows / 1 s default batching.
 No cost is stored: analytics price rows at query time against the current ``prices.yaml``.
 """
 
@@ -23,7 +26,7 @@ from otel_bridge.agentspan import AgentSpan, run_id
 from otel_bridge.analytics.schema import COLUMNS
 from otel_bridge.analytics.store import Store, StoreConfig
 from otel_bridge.exporters.batch import BatchExporter, PermanentError, RetryableError
-from otel_bridge.exporters.rows import EventRow, RunRow, SpanRow, row_values, text
+from otel_bridge.exporters.rows import EventRow, RunRow, SpanRow, encode_row, text
 
 logger = logging.getLogger(__name__)
 
@@ -160,15 +163,17 @@ class ClickHouseSender:
         self._owns = owns_store
 
     def send(self, batch: list) -> None:
-        grouped: dict[str, list[tuple]] = defaultdict(list)
+        """``(table, line)`` items as the conversion encoded them; a row dataclass (a dead letter being
+        retried, a test) is encoded here."""
+        grouped: dict[str, list[bytes]] = defaultdict(list)
         for table, row in batch:
-            grouped[table].append(row_values(row))
-        for table, rows in grouped.items():
+            grouped[table].append(row if isinstance(row, bytes) else encode_row(row))
+        for table, lines in grouped.items():
             names = COLUMNS.get(table)
             if names is None:
                 raise PermanentError(f"clickhouse: unknown table {table!r}")
             try:
-                self.store.insert(table, rows, names)
+                self.store.insert_lines(table, lines, names)
             except (OperationalError, ConnectionError, TimeoutError) as exc:
                 raise RetryableError(f"clickhouse insert into {table}: {exc}") from exc
             except (DataError, DatabaseError, TypeError, ValueError, AttributeError, OverflowError, KeyError) as exc:
@@ -225,7 +230,9 @@ class ClickHouseConversion:
         """In-process: a ``started`` spans row for what Observatory shows as started."""
         from otel_bridge.processors.observatory import EVENT_TYPES
 
-        return [("spans", span_row(a, status="started", text_limit=self.text_limit))] if a.kind in EVENT_TYPES else []
+        if a.kind not in EVENT_TYPES:
+            return []
+        return [("spans", encode_row(span_row(a, status="started", text_limit=self.text_limit)))]
 
     def trace(self, spans: list[AgentSpan], runs: list[Any], started: frozenset[str]) -> list[tuple[str, Any]]:
         from otel_bridge.processors.flightdeck import release_of
@@ -239,11 +246,12 @@ class ClickHouseConversion:
         for a in sorted(spans, key=lambda a: a.span.end_ns):  # rows go in the order things ended
             custom = self.custom_events.custom_events(a)
             if a.kind != "other":
-                rows.append(("spans", span_row(a, release_id=release.get(a.span_id), text_limit=self.text_limit)))
+                row = span_row(a, release_id=release.get(a.span_id), text_limit=self.text_limit)
+                rows.append(("spans", encode_row(row)))
             rows.extend(
-                ("events", event_row(e)) for e in custom if e["name"] in CUSTOM_EVENTS
+                ("events", encode_row(event_row(e))) for e in custom if e["name"] in CUSTOM_EVENTS
             )  # whatever span carried them
-        return rows + [("runs", self._run_row(run)) for run in runs]
+        return rows + [("runs", encode_row(self._run_row(run))) for run in runs]
 
     def _run_row(self, run: Any) -> RunRow:
         from otel_bridge.processors.flightdeck import run_identity
@@ -258,4 +266,4 @@ class ClickHouseConversion:
         )
 
     def custom(self, event: Mapping[str, Any]) -> list[tuple[str, Any]]:
-        return [("events", event_row(event))]
+        return [("events", encode_row(event_row(event)))]

@@ -60,8 +60,19 @@ def uint32(value: Any) -> int:
 
 
 def ts(value: Any) -> int:
-    """A DateTime64(9) column in epoch nanoseconds, clamped into what the type holds."""
+    """A DateTime64(9) column in epoch nanoseconds, clamped into what the type holds; also reads back the
+    ``seconds.nanoseconds`` text of ``encode_row`` (a dead-lettered row being retried)."""
+    if isinstance(value, str) and "." in value:
+        sec, _, frac = value.strip().partition(".")
+        if sec.isdigit() and frac.isdigit():
+            value = int(sec) * 1_000_000_000 + int(frac[:9].ljust(9, "0"))
     return uint(value, TS_MAX_NS)
+
+
+def ts_text(ns: int) -> str:
+    """Epoch nanoseconds as ClickHouse reads a DateTime64(9) from JSON without ambiguity: an integer is out of
+    range and a short ``1.5`` is taken for a date, a zero-padded ``0000000001.500000000`` is not."""
+    return f"{ns // 1_000_000_000:010d}.{ns % 1_000_000_000:09d}"
 
 
 def real(value: Any) -> float:
@@ -115,12 +126,14 @@ class _Row:
     TABLE: ClassVar[str]
     _coercers: ClassVar[tuple]
     _getter: ClassVar[Any]
+    _timestamps: ClassVar[tuple[int, ...]]  # positions of the DateTime64 columns
 
     @classmethod
     def _prepare(cls) -> None:
         fs = fields(cls)  # type: ignore[arg-type]
         cls._coercers = tuple(_COERCE[f.type] for f in fs)
         cls._getter = attrgetter(*(f.name for f in fs))
+        cls._timestamps = tuple(i for i, f in enumerate(fs) if f.type == "Ts")
 
     @classmethod
     def of(cls, *values: Any) -> Any:
@@ -246,3 +259,25 @@ for _cls in ROW_TYPES.values():
 def row_values(row: Any) -> tuple:
     """The insert tuple of a row dataclass (a plain tuple passes through)."""
     return row.values() if isinstance(row, _Row) else tuple(row)
+
+
+def encode_row(row: _Row) -> bytes:
+    """One ``JSONCompactEachRow`` line: what the process owning ClickHouse inserts as it is, so rows are
+    serialised once, by orjson, where they were converted (a worker), and never re-encoded in Python."""
+    values = list(row.values())
+    for i in row._timestamps:
+        values[i] = ts_text(values[i])
+    try:
+        return orjson.dumps(values)
+    except orjson.JSONEncodeError:  # a lone surrogate from an app's str: UTF-8 cannot carry it
+        return orjson.dumps(_scrub(values))
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "replace").decode("utf-8")
+    if isinstance(value, list):
+        return [_scrub(v) for v in value]
+    if isinstance(value, dict):
+        return {_scrub(k): _scrub(v) for k, v in value.items()}
+    return value

@@ -47,8 +47,9 @@ class SpanConsumer(Protocol):
     """What a receiver hands its data to (``Pipeline`` is one); ``has_room`` is the backpressure signal.
 
     A consumer may also have ``persist(signal, fmt, body) -> pos`` — a write-ahead spool — called before a request
-    is accepted, and ``release(pos)`` called once the request was handed over with that position.
-    ``submit_spans`` returns the messages of spans it refused (reported in OTLP ``partial_success``)."""
+    is accepted, and ``release(pos)`` called once the request was handed over with that position. A consumer
+    with ``route(signal, fmt, body) -> (accepted, rejected, message)`` (serve's worker pool) takes the whole
+    undecoded request instead. ``submit_spans`` returns the messages of spans it refused (reported in OTLP ``partial_success``)."""
 
     def submit_spans(self, spans: list[Any], pos: int | None = None) -> list[str]: ...
 
@@ -259,11 +260,11 @@ def _export(
             consumer.release(pos)  # type: ignore[attr-defined]
     messages = [m for m in (refused if isinstance(refused, list) else ()) if m]
     rejected = decoded.rejected + len(messages)
-    message = "; ".join(([decoded.error] if decoded.error else []) + _summary(messages)) or None
+    message = "; ".join(([decoded.error] if decoded.error else []) + summary(messages)) or None
     return len(items) - len(messages), rejected, message
 
 
-def _summary(messages: list[str], limit: int = 5) -> list[str]:
+def summary(messages: list[str], limit: int = 5) -> list[str]:
     """A few refusal messages, then how many more: partial_success carries one string."""
     return messages[:limit] + ([f"... and {len(messages) - limit} more"] if len(messages) > limit else [])
 
@@ -313,10 +314,15 @@ def receive(
     try:
         raw = inflate(body) if inflate else body
         del body  # a refused body is freed with its request, not kept by a traceback (issue 10, memory)
-        decoded = decode(signal, raw, fmt)
-        spool = getattr(consumer, "persist", None)  # a consumer with a write-ahead spool (serve)
-        persist = (lambda: spool(signal, fmt, raw)) if spool is not None else None
-        accepted, rejected, message = (export_traces if signal == "traces" else export_logs)(consumer, decoded, persist)
+        route = getattr(consumer, "route", None)  # serve's worker processes: split by trace id, decoded there
+        if route is not None:
+            accepted, rejected, message = route(signal, fmt, raw)
+        else:
+            decoded = decode(signal, raw, fmt)
+            spool = getattr(consumer, "persist", None)  # a consumer with a write-ahead spool (serve)
+            persist = (lambda: spool(signal, fmt, raw)) if spool is not None else None
+            export = export_traces if signal == "traces" else export_logs
+            accepted, rejected, message = export(consumer, decoded, persist)
     except Refused as r:
         stats.refuse(transport, signal, r)
         r.__traceback__ = None  # the frames above hold the body; the caller only needs reason and message

@@ -143,6 +143,11 @@ class Spool:
             log.warning("replayed %d request(s) a previous run had accepted but not finished exporting", n)
         return n
 
+    def records(self, seq: int) -> Iterator[tuple[str, str, bytes]]:
+        """The records of the segment at a position (a restarted worker's predecessor still held it)."""
+        path = self.dir / f"seg-{seq:012d}.otlp"
+        return read_segment(path) if path.exists() else iter(())
+
     # ------------------------------------------------------------------------------------------- deletion
 
     def collect(self, *, close_current: bool = False) -> int:
