@@ -182,6 +182,7 @@ class _Worker:
             elif kind == "flush":
                 ok = self.pipeline.force_flush(message[2])
                 self.report()
+                self.stats()  # a flush is a checkpoint: counters as of now
                 self.send(("flushed", message[1], ok))
             elif kind == "shutdown":
                 self._stop.set()

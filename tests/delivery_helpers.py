@@ -38,6 +38,7 @@ exporters:
 service:
   pipelines:
     traces: {receivers: [otlp], processors: [runs, observatory, flightdeck, redact], exporters: [clickhouse, observatory, flightdeck]}
+  workers: ${env:T_WORKERS:-1}  # 1: the stages in this process, where the tests look at them
 """
 
 
