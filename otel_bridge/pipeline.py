@@ -222,15 +222,21 @@ class Pipeline:
 
     def _hold_spans(self, agents: list[AgentSpan], pos: int) -> None:
         ledger = self.ledger
+        moved: list[int] = []
         with self._held_lock:
+            span_pos = self._span_pos
+            held = 0
             for a in agents:
                 key = (a.trace_id, a.span_id)
-                old = self._span_pos.get(key)
+                old = span_pos.get(key)
                 if old is None or pos < old:  # a span sent twice keeps one hold, on its oldest position
-                    self._span_pos[key] = pos
-                    ledger.hold(pos)  # type: ignore[union-attr]
+                    span_pos[key] = pos
+                    held += 1
                     if old is not None:
-                        ledger.release(old)  # type: ignore[union-attr]
+                        moved.append(old)
+            ledger.hold(pos, held)  # type: ignore[union-attr]  # once per request, not per span (one lock)
+            for old in moved:
+                ledger.release(old)  # type: ignore[union-attr]
 
     def _take_positions(self, spans: list[AgentSpan]) -> list[int]:
         if self.ledger is None:

@@ -2,8 +2,8 @@
 the same worker, so each worker's run assembly sees whole traces, and ids arrive in the same worker whether a
 trace came as protobuf or as JSON (the route is a function of the id's bytes, not of the encoding).
 
-The serving process only parses the envelope (upb for protobuf, orjson for JSON) and re-encodes each worker's
-share; decoding spans into the span model, with its per-span refusals, happens in the workers. Anything the split
+The serving process only reads the envelope (the protobuf wire format directly, JSON with orjson) and encodes each
+worker's share; decoding spans into the span model, with its per-span refusals, happens in the workers. Anything the split
 cannot place (a span without a readable trace id, a block of the wrong shape) goes to worker 0 as it came, where
 the decoder refuses it with its usual message.
 """
@@ -14,8 +14,6 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import orjson
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 
 class Split(NamedTuple):
@@ -33,48 +31,116 @@ def worker_of(trace_id: bytes, workers: int) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- protobuf
+#
+# The protobuf envelope is walked on the wire (https://protobuf.dev/programming-guides/encoding/) instead of being
+# parsed into messages: each share is then the original bytes of its spans under copies of their resource and
+# scope headers — no span is decoded or re-encoded here. Both requests nest the same way: field 1 of the request
+# is a resource block; in it field 2 is a scope block (the rest: resource, schema_url); in that, field 2 is one
+# span or log record. A span's trace id is its field 1, a log record's its field 9.
 
-_PROTO = {
-    "traces": (ExportTraceServiceRequest, "resource_spans", "scope_spans", "spans", "resource", "scope"),
-    "logs": (ExportLogsServiceRequest, "resource_logs", "scope_logs", "log_records", "resource", "scope"),
-}
+_TRACE_ID_FIELD = {"traces": 1, "logs": 9}
+
+
+def _varint(buf: memoryview, pos: int) -> tuple[int, int]:
+    result = shift = 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        result |= (b & 0x7F) << shift
+        if b < 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint longer than 10 bytes")
+
+
+def _fields(buf: memoryview, pos: int, end: int) -> list[tuple[int, int, int, int]]:
+    """(field number, start of the field's encoding, start of its value, end) for each field in buf[pos:end]."""
+    out = []
+    while pos < end:
+        start = pos
+        key = buf[pos]  # field numbers below 16: a one-byte key, the common case, read inline
+        pos += 1
+        if key >= 0x80:
+            key, pos = _varint(buf, start)
+        wire = key & 7
+        if wire == 2:
+            n = buf[pos]
+            pos += 1
+            if n >= 0x80:
+                n, pos = _varint(buf, pos - 1)
+            value, pos = pos, pos + n
+        elif wire == 0:
+            value = pos
+            _, pos = _varint(buf, pos)
+        elif wire in (1, 5):
+            value, pos = pos, pos + (8 if wire == 1 else 4)
+        else:
+            raise ValueError(f"wire type {wire} is not used by OTLP")
+        if pos > end:
+            raise ValueError("truncated field")
+        out.append((key >> 3, start, value, pos))
+    return out
+
+
+def _trace_id(buf: memoryview, signal: str, start: int, end: int) -> bytes:
+    if signal == "traces" and end - start >= 18 and buf[start] == 0x0A and buf[start + 1] == 16:
+        return bytes(buf[start + 2 : start + 18])  # what every SDK writes first: trace_id, 16 bytes
+    wanted = _TRACE_ID_FIELD[signal]
+    for number, _, value, stop in _fields(buf, start, end):
+        if number == wanted:
+            return bytes(buf[value:stop])
+    return b""
+
+
+def _length_delimited(number: int, parts: list) -> list:
+    size = sum(len(p) for p in parts)
+    header = bytearray([number << 3 | 2])
+    while size >= 0x80:
+        header.append(size & 0x7F | 0x80)
+        size >>= 7
+    header.append(size)
+    return [bytes(header), *parts]
 
 
 def _split_proto(signal: str, body: bytes, workers: int) -> Split:
-    cls, top, scopes, leaf, _, _ = _PROTO[signal]
-    request = cls.FromString(body)
-    # per worker: [(resource index, resource block, scope block, [items])]
-    shares: list[list[tuple[int, Any, Any, list]]] = [[] for _ in range(workers)]
+    buf = memoryview(body)
+    # per worker: resource blocks, each [resource header fields, {scope block index: [scope header, leaves]}]
+    shares: list[list[list]] = [[] for _ in range(workers)]
     counts = [0] * workers
-    for r, block in enumerate(getattr(request, top)):
-        for scope_block in getattr(block, scopes):
-            buckets: dict[int, list] = {}
-            for item in getattr(scope_block, leaf):
-                buckets.setdefault(worker_of(item.trace_id, workers), []).append(item)
-            for w, items in buckets.items():
-                shares[w].append((r, block, scope_block, items))
-                counts[w] += len(items)
+    for number, _, value, end in _fields(buf, 0, len(buf)):
+        if number != 1:
+            continue  # an unknown top-level field: nothing of ours
+        block = _fields(buf, value, end)
+        header = [buf[f:e] for n, f, _, e in block if n != 2]
+        taken: list[dict[int, list]] = [{} for _ in range(workers)]
+        for i, (n, _, scope_value, scope_end) in enumerate(block):
+            if n != 2:
+                continue
+            scope = _fields(buf, scope_value, scope_end)
+            scope_header = [buf[f:e] for m, f, _, e in scope if m != 2]
+            for m, f, leaf, e in scope:
+                if m == 2:
+                    w = worker_of(_trace_id(buf, signal, leaf, e), workers)
+                    taken[w].setdefault(i, [scope_header, []])[1].append(buf[f:e])
+                    counts[w] += 1
+        for w, scopes in enumerate(taken):
+            if scopes:
+                shares[w].append([header, scopes])
     used = [w for w, share in enumerate(shares) if share]
     if len(used) == 1:  # the whole request belongs to one worker: forwarded as it came
         return Split([body if w == used[0] else None for w in range(workers)], counts)
-    return Split([_encode_share(cls, signal, share) if share else None for share in shares], counts)
+    return Split([_encode_share(share) if share else None for share in shares], counts)
 
 
-def _encode_share(cls: Any, signal: str, share: list[tuple[int, Any, Any, list]]) -> bytes:
-    _, top, scopes, leaf, resource, scope = _PROTO[signal]
-    out = cls()
-    last = None
-    for r, block, scope_block, items in share:
-        if r != last:
-            target = getattr(out, top).add()
-            getattr(target, resource).CopyFrom(getattr(block, resource))
-            target.schema_url = block.schema_url
-            last = r
-        target_scope = getattr(target, scopes).add()
-        getattr(target_scope, scope).CopyFrom(getattr(scope_block, scope))
-        target_scope.schema_url = scope_block.schema_url
-        getattr(target_scope, leaf).extend(items)
-    return out.SerializeToString()
+def _encode_share(share: list[list]) -> bytes:
+    out: list = []
+    for header, scopes in share:
+        block = list(header)
+        for scope_header, leaves in scopes.values():
+            block += _length_delimited(2, [*scope_header, *leaves])
+        out += _length_delimited(1, block)
+    return b"".join(out)
 
 
 # ---------------------------------------------------------------------------------------------- JSON
