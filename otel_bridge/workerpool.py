@@ -46,6 +46,24 @@ def worker_count(configured: int) -> int:
     return configured if configured > 0 else max(1, os.cpu_count() or 1)
 
 
+def per_worker(cfg: Any, workers: int) -> Any:
+    """The config each worker runs: the service-wide bounds on what is held in memory (run assembly's traces and
+    bytes, the Observatory and FlightDeck queues) shared out, so N workers hold what one process would."""
+    runs = cfg.processors.runs
+    update_runs = {"max_traces": max(1, -(-runs.max_traces // workers)), "max_bytes": max(1, runs.max_bytes // workers)}
+    exporters = {}
+    for name in ("observatory", "flightdeck"):
+        ex = getattr(cfg.exporters, name)
+        queue = max(ex.batch.max_batch, -(-ex.batch.max_queue // workers))
+        exporters[name] = ex.model_copy(update={"batch": ex.batch.model_copy(update={"max_queue": queue})})
+    return cfg.model_copy(
+        update={
+            "processors": cfg.processors.model_copy(update={"runs": runs.model_copy(update=update_runs)}),
+            "exporters": cfg.exporters.model_copy(update=exporters),
+        }
+    )
+
+
 class _Reply:
     def __init__(self, count: int) -> None:
         self.count = count
@@ -183,7 +201,7 @@ class WorkerPool:
     ingest, stats and shutdown talk to; it holds the ClickHouse exporter and the spool's ledger."""
 
     def __init__(self, cfg: Any, workers: int, clickhouse: BatchExporter | None, spool: Spool | None) -> None:
-        self.cfg, self.spool = cfg, spool
+        self.cfg, self.spool = per_worker(cfg, workers), spool
         self.ledger = spool.ledger if spool is not None else Ledger()
         self.exporters: dict[str, BatchExporter] = {"clickhouse": clickhouse} if clickhouse is not None else {}
         redact = "redact" in cfg.service.pipelines.traces.processors

@@ -74,6 +74,10 @@ def test_real_clients_to_every_destination(tmp_path, observatory_sink, flightdec
             workers = os.cpu_count() if (os.cpu_count() or 1) > 1 else 0
             assert set(processes) == {"serve", *(f"worker-{i}" for i in range(workers))}
             assert all(peak > 10 * 2**20 for peak in processes.values())
+            assert metrics.count("otel_bridge_process_anon_rss_bytes{") == len(processes)
+            if workers:
+                assert f"otel_bridge_workers_alive {float(workers)}" in metrics
+                assert "otel_bridge_worker_restarts_total 0.0" in metrics
             assert "otel_bridge_runs_held_bytes " in metrics
         # The synthetic runs (environment local). The fixtures' runs are not counted here: FlightDeck keys runs by
         # run_id across releases, and the session's FlightDeck server may have stored these fixtures already.

@@ -207,3 +207,17 @@ def test_a_worker_killed_under_load_loses_nothing_acknowledged(tmp_path, observa
         assert wait_until(lambda: svc.spool.stats()["segments"] <= 1, 60), "the successor drained what it replayed"
     finally:
         svc.stop(30)
+
+
+def test_memory_bounds_are_shared_out_between_workers():
+    from otel_bridge.config import parse_config
+    from otel_bridge.workerpool import per_worker
+
+    cfg = parse_config(
+        "processors: {runs: {max_traces: 1001, max_bytes: 100MiB}}\n"
+        "exporters: {observatory: {url: 'http://127.0.0.1:1', batch: {max_batch: 50, max_queue: 30000}}}\n"
+    )
+    each = per_worker(cfg, 2)
+    assert (each.processors.runs.max_traces, each.processors.runs.max_bytes) == (501, 50 * 2**20)
+    assert each.exporters.observatory.batch.max_queue == 15000 and each.exporters.observatory.url == "http://127.0.0.1:1"
+    assert per_worker(cfg, 1000).exporters.observatory.batch.max_queue == 50  # never below one batch

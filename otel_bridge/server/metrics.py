@@ -71,6 +71,12 @@ class _Snapshot:
         yield rss
         yield peak
         yield anon
+        workers = s.get("workers")
+        if workers:  # service.workers > 1
+            yield GaugeMetricFamily("otel_bridge_workers_alive", "Worker processes running", value=workers["alive"])
+            yield CounterMetricFamily(
+                "otel_bridge_worker_restarts", "Worker processes restarted after they died", value=workers["restarts"]
+            )
         items = CounterMetricFamily(
             "otel_bridge_exporter_items", "Items per exporter and outcome", labels=["exporter", "outcome"]
         )
