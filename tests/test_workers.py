@@ -219,5 +219,7 @@ def test_memory_bounds_are_shared_out_between_workers():
     )
     each = per_worker(cfg, 2)
     assert (each.processors.runs.max_traces, each.processors.runs.max_bytes) == (501, 50 * 2**20)
-    assert each.exporters.observatory.batch.max_queue == 15000 and each.exporters.observatory.url == "http://127.0.0.1:1"
+    assert (
+        each.exporters.observatory.batch.max_queue == 15000 and each.exporters.observatory.url == "http://127.0.0.1:1"
+    )
     assert per_worker(cfg, 1000).exporters.observatory.batch.max_queue == 50  # never below one batch
