@@ -25,6 +25,8 @@ U32 = int  # UInt32
 
 def text(value: Any) -> str:
     """Any value as a String column: None → "", bytes decoded, containers as JSON."""
+    if value.__class__ is str:  # the common case first: one type test, no isinstance chain
+        return value
     if value is None:
         return ""
     if isinstance(value, str):
@@ -43,6 +45,8 @@ def opt_text(value: Any) -> str | None:
 
 def uint(value: Any, limit: int = UINT64_MAX) -> int:
     """An unsigned integer column: a non-number, a negative, NaN or a value past ``limit`` → 0 (never raises)."""
+    if value.__class__ is int:
+        return value if 0 <= value <= limit else 0
     if isinstance(value, bool):
         return int(value)
     if isinstance(value, float):
@@ -127,6 +131,7 @@ class _Row:
     _coercers: ClassVar[tuple]
     _getter: ClassVar[Any]
     _timestamps: ClassVar[tuple[int, ...]]  # positions of the DateTime64 columns
+    _build: ClassVar[Any]
 
     @classmethod
     def _prepare(cls) -> None:
@@ -134,10 +139,13 @@ class _Row:
         cls._coercers = tuple(_COERCE[f.type] for f in fs)
         cls._getter = attrgetter(*(f.name for f in fs))
         cls._timestamps = tuple(i for i, f in enumerate(fs) if f.type == "Ts")
+        cls._build = _constructor(cls, len(fs))
 
     @classmethod
     def of(cls, *values: Any) -> Any:
-        return cls(*(c(v) for c, v in zip(cls._coercers, values, strict=True)))
+        if len(values) != len(cls._coercers):
+            raise TypeError(f"{cls.__name__}.of takes {len(cls._coercers)} values, got {len(values)}")
+        return cls._build(*values)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Any:
@@ -150,6 +158,16 @@ class _Row:
     @classmethod
     def column_names(cls) -> tuple[str, ...]:
         return tuple(f.metadata.get("column", f.name) for f in fields(cls))  # type: ignore[arg-type]
+
+
+def _constructor(cls: type, n: int) -> Any:
+    """``of`` unrolled for one row type: each value straight through its column's coercer, no generator or zip
+    per row (a third of the conversion's time went there)."""
+    names = [f"v{i}" for i in range(n)]
+    body = ", ".join(f"c{i}({v})" for i, v in enumerate(names))
+    scope = {"cls": cls, **{f"c{i}": c for i, c in enumerate(cls._coercers)}}  # type: ignore[attr-defined]
+    exec(f"def build({', '.join(names)}):\n    return cls({body})", scope)  # noqa: S102 - generated from field names
+    return scope["build"]
 
 
 def _col(name: str) -> Any:

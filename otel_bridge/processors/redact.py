@@ -40,6 +40,10 @@ class Redactor:
     def __init__(self, *, secrets: bool = True, pii: bool = False) -> None:
         self._rules = (_SECRETS if secrets else []) + (_PII if pii else [])
         self.patterns = [p for p, _ in self._rules]
+        # One C-level scan for any literal at all: most texts (names, ids, short prompts) hold none and stop here.
+        literals = [lit for _, lits in self._rules for lit in lits or ()]
+        always = any(lits is None for _, lits in self._rules)
+        self._any = None if always or not literals else re.compile("|".join(map(re.escape, literals)))
         self.redacted = 0
 
     def __bool__(self) -> bool:
@@ -49,6 +53,8 @@ class Redactor:
         if not text or not self._rules:
             return text
         lowered = text.lower()
+        if self._any is not None and self._any.search(lowered) is None:
+            return text
         for pattern, literals in self._rules:
             if literals is None or any(lit in lowered for lit in literals):
                 text, n = pattern.subn(_mask, text)
