@@ -157,12 +157,13 @@ class _Worker:
                 self.pipeline.submit_logs(decoded.items, pos)
                 refused = []
             message = "; ".join(([decoded.error] if decoded.error else []) + summary(refused)) or None
-            reply = ("reply", request_id, len(decoded.items) - len(refused), decoded.rejected + len(refused), message)
-        except Refused as r:
-            reply = ("reply", request_id, 0, -1, r.message)
-        except Exception as exc:  # noqa: BLE001 - a pipeline bug: counted in the reply, the worker keeps running
+            accepted, rejected = len(decoded.items) - len(refused), decoded.rejected + len(refused)
+            reply = ("reply", request_id, accepted, rejected, message, None)
+        except Refused as r:  # the share as a whole could not be decoded
+            reply = ("reply", request_id, 0, 0, r.message, r.reason)
+        except Exception:  # noqa: BLE001 - a pipeline bug: the client hears INTERNAL, the worker keeps running
             log.exception("worker %d: a request failed", self.index)
-            reply = ("reply", request_id, 0, -1, f"internal error: {type(exc).__name__}")
+            reply = ("reply", request_id, 0, 0, "internal error", "internal")
         finally:
             self.ledger.release(pos)
         if request_id is not None:

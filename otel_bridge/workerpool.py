@@ -37,7 +37,8 @@ from otel_bridge.worker import worker_main
 log = logging.getLogger(__name__)
 
 REPLY_TIMEOUT = 60.0  # seconds a receiver waits for a worker's answer before the client is told to retry
-START_TIMEOUT = 120.0
+START_TIMEOUT = 120.0  # a spawned worker imports the package and builds its pipeline
+READY_WAIT = 10.0  # a request waits this long for a worker being replaced, then the client retries
 _SUMMED = ("pipeline", "runs", "unknown_operations")
 
 
@@ -117,7 +118,7 @@ class _Handle:
     def submit(self, signal: str, fmt: str, body: bytes, pos: int | None, count: int, reply: bool = True) -> _Reply:
         """Send one share; the position is held for it until the worker reports it drained."""
         answer = _Reply(count)
-        if not self.ready.wait(START_TIMEOUT):
+        if not self.ready.wait(READY_WAIT if reply else START_TIMEOUT):
             answer.set(Refused("unavailable", f"worker {self.index} is not running, retry later"))
             return answer
         with self.lock:
@@ -163,10 +164,10 @@ class _Handle:
     def _handle(self, message: tuple) -> None:
         kind = message[0]
         if kind == "reply":
-            _, request_id, accepted, rejected, text = message
+            _, request_id, accepted, rejected, text, refused = message
             answer = self.pending.pop(request_id, None)
-            if answer is not None:  # rejected < 0: the share as a whole was unreadable
-                answer.set(Refused("invalid", text, answer.count) if rejected < 0 else (accepted, rejected, text))
+            if answer is not None:  # refused: the share as a whole ("invalid") or the worker ("internal") failed
+                answer.set(Refused(refused, text, answer.count) if refused else (accepted, rejected, text))
         elif kind == "rows":
             self.pool.clickhouse_offer(message[2], message[1])
         elif kind == "drained":
@@ -209,6 +210,7 @@ class WorkerPool:
         self.redactor = Redactor(secrets=redact and pr.secrets, pii=redact and pr.pii)
         self.stopping = False
         self.restarts = 0
+        self._flushes = itertools.count(1)
         self.workers = [_Handle(self, i) for i in range(workers)]
         for w in self.workers:
             w.start()
@@ -315,7 +317,7 @@ class WorkerPool:
         deadline = time.monotonic() + (timeout if timeout is not None else 30.0)
         events = []
         for w in self.workers:
-            event, key = threading.Event(), id(object())
+            event, key = threading.Event(), next(self._flushes)
             w.flushed[key] = event
             if w.command(("flush", key, max(0.1, deadline - time.monotonic()))):
                 events.append(event)

@@ -223,3 +223,18 @@ def test_memory_bounds_are_shared_out_between_workers():
         each.exporters.observatory.batch.max_queue == 15000 and each.exporters.observatory.url == "http://127.0.0.1:1"
     )
     assert per_worker(cfg, 1000).exporters.observatory.batch.max_queue == 50  # never below one batch
+
+
+@pytest.mark.parametrize(("fmt", "suffix"), [("proto", "pb"), ("json", "json")])
+def test_log_records_go_where_their_trace_goes(fmt, suffix):
+    """GenAI message events (log records) are attached to their span in run assembly: same worker as the span."""
+    from otel_bridge.spans import logs_from_otlp_json, logs_from_otlp_proto
+
+    decode_logs = logs_from_otlp_proto if fmt == "proto" else logs_from_otlp_json
+    body = (FIXTURES / f"openai_v2_content.logs.{suffix}").read_bytes()
+    traces = split("traces", fmt, (FIXTURES / f"openai_v2_content.traces.{suffix}").read_bytes(), 3)
+    span_worker = {s.trace_id: w for w, part in enumerate(traces.parts) if part for s in _decode(fmt, part)}
+    shares = split("logs", fmt, body, 3)
+    records = [(w, r) for w, part in enumerate(shares.parts) if part for r in decode_logs(part).items]
+    assert len(records) == len(decode_logs(body).items) == shares.count > 0
+    assert all(span_worker[r.trace_id] == w for w, r in records if r.trace_id)
