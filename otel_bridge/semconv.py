@@ -71,6 +71,8 @@ assert len(_ROUTES) == sum(len(k) for t in (TEXT_FIELDS, TOKEN_FIELDS) for k in 
 RECOGNISED_KEYS = (
     frozenset(_ROUTES) | frozenset(KIND_KEYS) | frozenset(TOOL_EVIDENCE + AGENT_EVIDENCE) | {"tag.tags", "metadata"}
 )
+# ... picked in two parts: those under TRACELOOP_PROPS (session, user: routed, and metadata all) apart.
+_PICKED_KEYS = frozenset(k for k in RECOGNISED_KEYS if not k.startswith(TRACELOOP_PROPS))
 
 # Operation names seen that the table does not know, by name (bounded): /metrics shows them so they surface.
 _UNKNOWN_CAP = 256
@@ -101,34 +103,42 @@ def _as_tokens(value: Any) -> int | None:
     return None
 
 
-def _route(attrs: Mapping[str, Any], skipped: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """One pass over the picked attributes: each field gets its highest-precedence valid value, and (rank, value,
-    key it came from) for ``inspect --explain``. A provider attribute naming a framework (``FRAMEWORKS``) fills
-    ``framework`` instead."""
-    best: dict[str, tuple[int, Any, str]] = {}
-    for key, value in attrs.items():
-        route = _ROUTES.get(key)
+def _route(
+    attrs: Mapping[str, Any], props: Mapping[str, Any], skipped: list[str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One pass over the picked attributes (``props``: those under ``TRACELOOP_PROPS``): each field gets its
+    highest-precedence valid value, and the key it came from (``sources``, for ``inspect --explain``). A provider
+    attribute naming a framework (``FRAMEWORKS``) fills ``framework`` instead."""
+    fields: dict[str, Any] = {}
+    keys: dict[str, Any] = {}
+    routes = _ROUTES
+    for key, value in (*attrs.items(), *props.items()) if props else attrs.items():
+        route = routes.get(key)
         if route is None:
             continue
         name, rank, is_tokens = route
         if is_tokens:
-            value = _as_tokens(value)
-            if value is None:
-                skipped.append(key)
-                continue
+            if type(value) is not int or value < 0:  # noqa: E721 - the common case, exactly int (bool is not)
+                value = _as_tokens(value)
+                if value is None:
+                    skipped.append(key)
+                    continue
         elif not isinstance(value, str) or not value:
             continue
-        elif name == "provider" and value.lower() in FRAMEWORKS:
-            name, value = "framework", FRAMEWORKS[value.lower()]
-        current = best.get(name)
-        if current is None or rank < current[0]:
-            best[name] = (rank, value, key)
-    return {n: v for n, (_, v, _) in best.items()}, best
+        elif name == "provider":
+            framework = FRAMEWORKS.get(value.lower())
+            if framework is not None:
+                name, value = "framework", framework
+        if name in fields and rank >= routes[keys[name]][1]:
+            continue  # a key of higher precedence already decided (rare: two conventions on one span)
+        fields[name] = value
+        keys[name] = key
+    return fields, keys
 
 
 def source(sources: Mapping[str, Any], name: str) -> str | None:
-    """The attribute (or derivation) that decided field ``name`` (``AgentSpan.sources``; routed fields keep
-    their (rank, value, key) to spare the hot path a second dict)."""
+    """The attribute (or derivation) that decided field ``name`` (``AgentSpan.sources``; an older form kept
+    (rank, value, key) tuples, read here too)."""
     v = sources.get(name)
     return v[2] if isinstance(v, tuple) else v
 
@@ -231,7 +241,8 @@ def _tags(attrs: Mapping[str, Any], skipped: list[str]) -> list[str]:
     return []
 
 
-def _metadata(attrs: Mapping[str, Any], skipped: list[str]) -> dict[str, Any]:
+def _metadata(attrs: Mapping[str, Any], props: Mapping[str, Any], skipped: list[str]) -> dict[str, Any]:
+    """``metadata`` (a JSON object) plus OpenLLMetry's association properties (``props``, prefix stripped)."""
     meta: dict[str, Any] = {}
     raw = attrs.get("metadata")
     if isinstance(raw, str):
@@ -240,13 +251,13 @@ def _metadata(attrs: Mapping[str, Any], skipped: list[str]) -> dict[str, Any]:
         except orjson.JSONDecodeError:
             skipped.append("metadata")
             raw = None
-    if isinstance(raw, Mapping):
+    if isinstance(raw, dict):
         meta.update(raw)
     elif raw is not None:
         skipped.append("metadata")
-    for key in attrs:
-        if key.startswith(TRACELOOP_PROPS):
-            meta[key[len(TRACELOOP_PROPS) :]] = attrs[key]
+    cut = len(TRACELOOP_PROPS)
+    for key, value in props.items():
+        meta[key[cut:]] = value
     return meta
 
 
@@ -317,9 +328,10 @@ _CLASS_REPR = re.compile(r"^<class '([^']+)'>$")
 
 def _error(span: BridgeSpan, error_type: str | None) -> tuple[bool, str | None, str | None]:
     message = span.status_message or None
-    failed = span.status_code == STATUS_ERROR or bool(error_type)
+    if span.status_code != STATUS_ERROR and not error_type:
+        return False, None, message  # the common case
     # An exception event alone is not a failure: record_exception is also used for handled exceptions.
-    for event in span.events if failed else ():
+    for event in span.events:
         if event.name == "exception":
             error_type = error_type or event.attributes.get("exception.type")
             message = message or event.attributes.get("exception.message")
@@ -327,24 +339,25 @@ def _error(span: BridgeSpan, error_type: str | None) -> tuple[bool, str | None, 
         error_type = str(error_type)
         m = _CLASS_REPR.match(error_type)
         error_type = m.group(1) if m else error_type
-    return failed, error_type or None, message
+    return True, error_type or None, message
 
 
 def recognise(span: BridgeSpan) -> AgentSpan:
     """Read one span's agent semantics. Never raises on attribute content."""
-    attrs = pick(span.attributes, RECOGNISED_KEYS, TRACELOOP_PROPS)
+    props: dict[str, Any] = {}
+    attrs = pick(span.attributes, _PICKED_KEYS, TRACELOOP_PROPS, props)
     skipped: list[str] = []
-    f, keys = _route(attrs, skipped)
+    f, keys = _route(attrs, props, skipped)
     kind, operation, keys["kind"] = _kind(attrs)
+    get = f.get
     if (
         kind == "tool"
         and keys["kind"] != OPERATION_KEY
-        and not (f.get("tool_name") or f.get("entity") or f.get("tool_call_id"))
+        and not (get("tool_name") or get("entity") or get("tool_call_id"))
     ):
         # A tool is counted by its name: a TOOL span naming none (OpenInference's Agents-SDK handoffs) is a step.
         kind, keys["kind"] = "chain", keys["kind"] + " (names no tool: a step)"
-    failed, error_type, error_message = _error(span, f.get("error_type"))
-    get = f.get
+    failed, error_type, error_message = _error(span, get("error_type"))
     request_model = get("request_model")
     model = get("response_model") or request_model or get("openinference_model")
     if model is None and kind in MODEL_CALL_KINDS:  # rare: a failed OpenInference call
@@ -354,6 +367,7 @@ def recognise(span: BridgeSpan) -> AgentSpan:
         provider = provider_from_model(model)
         if provider is not None:
             keys["provider"] = "(model name)"
+    metadata = _metadata(attrs, props, skipped) if props or "metadata" in attrs else {}
     a = AgentSpan(
         span,
         kind,
@@ -379,8 +393,10 @@ def recognise(span: BridgeSpan) -> AgentSpan:
         user_id=get("user_id"),
         framework=get("framework") or _scope_framework(span.scope_name, keys),
         sources=keys,
+        metadata=metadata,
     )
-    keys["tokens"] = _tokens_inclusive(a, keys)
+    if a.cached_input_tokens or a.cache_write_tokens or a.reasoning_tokens:
+        keys["tokens"] = _tokens_inclusive(a, keys)
     if (
         kind == "llm"
         and span.status_code == STATUS_OK
@@ -398,8 +414,7 @@ def recognise(span: BridgeSpan) -> AgentSpan:
         a.workflow_name = get("entity") or get("agent_name") or span.name
     if "tag.tags" in attrs:
         a.tags = _tags(attrs, skipped)
-    a.metadata = _metadata(attrs, skipped)
-    email = get("user_email") or a.metadata.get("user_email")
+    email = get("user_email") or metadata.get("user_email")
     if email is None and a.user_id and "@" in a.user_id:
         email = a.user_id
     a.user_email = email if isinstance(email, str) else None

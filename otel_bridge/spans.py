@@ -18,6 +18,9 @@ from typing import Any, NamedTuple
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
+
+from otel_bridge.otlp_envelope import TracesEnvelope
 
 # OTLP enums (the SDK's SpanKind is offset by one from the wire's).
 STATUS_UNSET, STATUS_OK, STATUS_ERROR = 0, 1, 2
@@ -108,7 +111,7 @@ class ProtoAttributes(Mapping[str, Any]):
     def __init__(self, key_values: Any) -> None:
         self._kvs = key_values  # the repeated KeyValue field, indexed only if someone asks for an arbitrary key
         self._raw: dict[str, Any] | None = None
-        self._done: dict[str, Any] = {}
+        self._done: dict[str, Any] | None = None  # made on the first read: most spans are read through ``pick``
 
     def _index(self) -> dict[str, Any]:
         if self._raw is None:
@@ -116,21 +119,23 @@ class ProtoAttributes(Mapping[str, Any]):
         return self._raw
 
     def __getitem__(self, key: str) -> Any:
-        try:
-            return self._done[key]
-        except KeyError:
-            value = self._done[key] = _proto_value(self._index()[key])
-            return value
+        done = self._done
+        if done is None:
+            done = self._done = {}
+        elif key in done:
+            return done[key]
+        value = done[key] = _proto_value(self._index()[key])
+        return value
 
     def get(self, key: str, default: Any = None) -> Any:
-        if key in self._done:
+        if self._done is not None and key in self._done:
             return self._done[key]
         if key in self._index():
             return self[key]
         return default
 
     def __contains__(self, key: object) -> bool:
-        return key in self._done or key in self._index()
+        return key in self._index()
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._index())
@@ -138,45 +143,74 @@ class ProtoAttributes(Mapping[str, Any]):
     def __len__(self) -> int:
         return len(self._kvs)
 
-    def pick(self, keys: frozenset[str], prefix: str | tuple[str, ...]) -> dict[str, Any]:
-        """One pass converting only the wanted keys (and those under ``prefix``): the recogniser's hot path."""
+    def pick(self, keys: frozenset[str], prefix: str | tuple[str, ...], rest: dict[str, Any] | None = None) -> dict:
+        """One pass converting only the wanted keys (and those under ``prefix``, into ``rest`` when given): the
+        recogniser's hot path."""
         out: dict[str, Any] = {}
+        under = out if rest is None else rest
         scalars = _SCALARS
         for kv in self._kvs:
             key = kv.key
-            if key in keys or key.startswith(prefix):
-                v = kv.value
-                kind = v.WhichOneof("value")  # scalars inline: most values are, and a call per value shows
-                out[key] = getattr(v, kind) if kind in scalars else _proto_value(v)
+            if key in keys:
+                target = out
+            elif key.startswith(prefix):
+                target = under
+            else:
+                continue
+            v = kv.value
+            kind = v.WhichOneof("value")  # scalars inline: most values are, and a call per value shows
+            target[key] = getattr(v, kind) if kind in scalars else _proto_value(v)
         return out
 
 
-def pick(attrs: Mapping[str, Any], keys: frozenset[str], prefix: str | tuple[str, ...]) -> dict[str, Any]:
-    """The wanted attributes of any span as a plain dict."""
-    if isinstance(attrs, ProtoAttributes):
-        return attrs.pick(keys, prefix)
-    return {k: v for k, v in attrs.items() if k in keys or k.startswith(prefix)}
+def pick(
+    attrs: Mapping[str, Any], keys: frozenset[str], prefix: str | tuple[str, ...], rest: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The wanted attributes of any span as a plain dict; those matched only by ``prefix`` go to ``rest`` if given."""
+    if type(attrs) is ProtoAttributes:  # noqa: E721 - exact type: an ABC isinstance check costs more than the pick
+        return attrs.pick(keys, prefix, rest)
+    if rest is None:
+        return {k: v for k, v in attrs.items() if k in keys or k.startswith(prefix)}
+    out = {}
+    for k, v in attrs.items():
+        if k in keys:
+            out[k] = v
+        elif k.startswith(prefix):
+            rest[k] = v
+    return out
 
 
 def _proto_attrs(key_values: Any) -> Mapping[str, Any]:
     return ProtoAttributes(key_values) if key_values else {}
 
 
+def _decode_error(exc: Exception) -> DecodeError:
+    return DecodeError(f"body is not an OTLP ExportTraceServiceRequest protobuf: {exc}")
+
+
 def spans_from_otlp_proto(request: ExportTraceServiceRequest | bytes) -> Decoded:
-    """OTLP protobuf → BridgeSpans. Spans with invalid ids are refused and counted, the rest kept."""
-    if isinstance(request, (bytes, bytearray, memoryview)):
-        try:
-            request = ExportTraceServiceRequest.FromString(bytes(request))
-        except Exception as exc:  # protobuf raises DecodeError, but upb may raise others on garbage
-            raise DecodeError(f"body is not an OTLP ExportTraceServiceRequest protobuf: {exc}") from exc
+    """OTLP protobuf → BridgeSpans. Spans with invalid ids are refused and counted, the rest kept.
+
+    The request is read through ``TracesEnvelope``, which hands each span over still encoded: its length is the
+    span's size as received (``BridgeSpan.size``), and it is parsed with the standard ``Span``, so an unreadable
+    span makes the whole body unreadable, as the standard request parse would."""
+    body = request.SerializeToString() if isinstance(request, ExportTraceServiceRequest) else bytes(request)
+    try:
+        envelope = TracesEnvelope.FromString(body)
+    except Exception as exc:  # protobuf raises DecodeError, but upb may raise others on garbage
+        raise _decode_error(exc) from exc
     out: list[BridgeSpan] = []
-    append, make, hexes = out.append, BridgeSpan, {}
+    append, make, parse, hexes = out.append, BridgeSpan, Span.FromString, {}
     rejected, error = 0, None
-    for rs in request.resource_spans:
+    for rs in envelope.resource_spans:
         resource = {kv.key: _proto_value(kv.value) for kv in rs.resource.attributes}
         for ss in rs.scope_spans:
             scope_name, scope_version = ss.scope.name, ss.scope.version
-            for s in ss.spans:
+            for encoded in ss.spans:
+                try:
+                    s = parse(encoded)
+                except Exception as exc:
+                    raise _decode_error(exc) from exc
                 trace_id, span_id = s.trace_id, s.span_id
                 if len(trace_id) != 16 or len(span_id) != 8 or trace_id == _ZERO16 or span_id == _ZERO8:
                     rejected += 1
@@ -185,7 +219,7 @@ def spans_from_otlp_proto(request: ExportTraceServiceRequest | bytes) -> Decoded
                 trace_hex = hexes.get(trace_id)
                 if trace_hex is None:  # the spans of a trace usually travel together
                     trace_hex = hexes[trace_id] = trace_id.hex()
-                parent, status, events = s.parent_span_id, s.status, s.events
+                parent, status, attributes, events = s.parent_span_id, s.status, s.attributes, s.events
                 append(
                     make(
                         trace_hex,
@@ -197,7 +231,7 @@ def spans_from_otlp_proto(request: ExportTraceServiceRequest | bytes) -> Decoded
                         s.end_time_unix_nano,
                         status.code,
                         status.message,
-                        _proto_attrs(s.attributes),
+                        ProtoAttributes(attributes) if attributes else {},
                         [SpanEvent(e.name, e.time_unix_nano, _proto_attrs(e.attributes)) for e in events]
                         if events
                         else [],
@@ -205,7 +239,7 @@ def spans_from_otlp_proto(request: ExportTraceServiceRequest | bytes) -> Decoded
                         scope_name,
                         scope_version,
                         s.flags & _REMOTE_FLAGS == _REMOTE_FLAGS,
-                        s.ByteSize(),
+                        len(encoded),
                     )
                 )
     return Decoded(out, rejected, error)
