@@ -1,10 +1,19 @@
-"""A wire-compatible view of ``ExportTraceServiceRequest`` that leaves each span encoded.
+"""Wire-compatible views of OTLP traces that make the decoder's reads cheap (``spans.spans_from_otlp_proto``).
 
-``ScopeSpans.spans`` is declared ``repeated bytes`` instead of ``repeated Span``: a length-delimited field reads the
-same either way (https://protobuf.dev/programming-guides/encoding/#length-types), so one parse of the request gives
-every span's own bytes. Their length is the span's encoded size as received (what run assembly bounds), which
-``Span.ByteSize()`` on upb would otherwise compute by encoding the span again; each span is then parsed with the
-standard ``Span`` class, so what is accepted and refused is what the standard request parse accepts and refuses.
+- ``TracesEnvelope``: ``ExportTraceServiceRequest`` with ``ScopeSpans.spans`` declared ``repeated bytes`` instead of
+  ``repeated Span``. A length-delimited field reads the same either way
+  (https://protobuf.dev/programming-guides/encoding/#length-types), so one parse gives every span's own bytes; their
+  length is the span's encoded size as received (what run assembly bounds), which ``Span.ByteSize()`` on upb would
+  compute by encoding the span again.
+- ``MappedSpan``: ``Span`` with ``attributes`` declared ``map<string, AnyValue>`` instead of ``repeated KeyValue``.
+  A map is encoded as repeated entries of ``key = 1, value = 2``
+  (https://protobuf.dev/programming-guides/proto3/#backwards), which is exactly ``KeyValue``: upb indexes the keys in
+  C while parsing, so finding a dozen known keys among a span's attributes costs no Python object per attribute.
+  What differs from ``repeated KeyValue``: a repeated key keeps its last value (as every reader here did), and the
+  map does not keep the wire order (``spans.ProtoAttributes`` iterates by key).
+
+Every string and nested value is parsed and UTF-8-checked by upb as the standard classes do, so a body is refused
+or accepted exactly as ``ExportTraceServiceRequest.FromString`` would.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ from __future__ import annotations
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from opentelemetry.proto.common.v1 import common_pb2  # noqa: F401 - registers the types the view refers to
 from opentelemetry.proto.resource.v1 import resource_pb2  # noqa: F401
+from opentelemetry.proto.trace.v1 import trace_pb2  # noqa: F401
 
 _FILE = "otel_bridge/otlp_envelope.proto"
 _PACKAGE = "otel_bridge.envelope"
@@ -32,8 +42,13 @@ def _file() -> descriptor_pb2.FileDescriptorProto:
         name=_FILE,
         package=_PACKAGE,
         syntax="proto3",
-        dependency=["opentelemetry/proto/common/v1/common.proto", "opentelemetry/proto/resource/v1/resource.proto"],
+        dependency=[
+            "opentelemetry/proto/common/v1/common.proto",
+            "opentelemetry/proto/resource/v1/resource.proto",
+            "opentelemetry/proto/trace/v1/trace.proto",
+        ],
     )
+    _mapped_span(fd.message_type.add(name="Span"))
     scope_spans = fd.message_type.add(name="ScopeSpans")
     _field(scope_spans, "scope", 1, _F.TYPE_MESSAGE, type_name=".opentelemetry.proto.common.v1.InstrumentationScope")
     _field(scope_spans, "spans", 2, _F.TYPE_BYTES, repeated=True)  # each an encoded opentelemetry Span
@@ -47,14 +62,42 @@ def _file() -> descriptor_pb2.FileDescriptorProto:
     return fd
 
 
-def _request_class() -> type:
+_TRACE = ".opentelemetry.proto.trace.v1"
+
+
+def _mapped_span(span: descriptor_pb2.DescriptorProto) -> None:
+    """trace.proto's ``Span``, field for field, but ``attributes`` a map."""
+    entry = span.nested_type.add(name="AttributesEntry", options=descriptor_pb2.MessageOptions(map_entry=True))
+    _field(entry, "key", 1, _F.TYPE_STRING)
+    _field(entry, "value", 2, _F.TYPE_MESSAGE, type_name=".opentelemetry.proto.common.v1.AnyValue")
+    for name, number, kind in (
+        ("trace_id", 1, _F.TYPE_BYTES), ("span_id", 2, _F.TYPE_BYTES), ("trace_state", 3, _F.TYPE_STRING),
+        ("parent_span_id", 4, _F.TYPE_BYTES), ("name", 5, _F.TYPE_STRING), ("start_time_unix_nano", 7, _F.TYPE_FIXED64),
+        ("end_time_unix_nano", 8, _F.TYPE_FIXED64), ("dropped_attributes_count", 10, _F.TYPE_UINT32),
+        ("dropped_events_count", 12, _F.TYPE_UINT32), ("dropped_links_count", 14, _F.TYPE_UINT32),
+        ("flags", 16, _F.TYPE_FIXED32),
+    ):  # fmt: skip
+        _field(span, name, number, kind)
+    _field(span, "kind", 6, _F.TYPE_ENUM, type_name=f"{_TRACE}.Span.SpanKind")
+    _field(span, "attributes", 9, _F.TYPE_MESSAGE, repeated=True, type_name=f".{_PACKAGE}.Span.AttributesEntry")
+    _field(span, "events", 11, _F.TYPE_MESSAGE, repeated=True, type_name=f"{_TRACE}.Span.Event")
+    _field(span, "links", 13, _F.TYPE_MESSAGE, repeated=True, type_name=f"{_TRACE}.Span.Link")
+    _field(span, "status", 15, _F.TYPE_MESSAGE, type_name=f"{_TRACE}.Status")
+
+
+def _classes() -> tuple[type, type]:
     pool = descriptor_pool.Default()
     try:
         pool.FindFileByName(_FILE)
     except KeyError:
         pool.Add(_file())
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{_PACKAGE}.ExportTraceServiceRequest"))
+    get = message_factory.GetMessageClass
+    return (
+        get(pool.FindMessageTypeByName(f"{_PACKAGE}.ExportTraceServiceRequest")),
+        get(pool.FindMessageTypeByName(f"{_PACKAGE}.Span")),
+    )
 
 
-# ``TracesEnvelope.FromString(body).resource_spans[i].scope_spans[j].spans[k]`` is the k-th span's bytes.
-TracesEnvelope = _request_class()
+# ``TracesEnvelope.FromString(body).resource_spans[i].scope_spans[j].spans[k]`` is the k-th span's bytes;
+# ``MappedSpan.FromString(those bytes)`` the span, its attributes a map.
+TracesEnvelope, MappedSpan = _classes()

@@ -111,7 +111,7 @@ def _route(
     attribute naming a framework (``FRAMEWORKS``) fills ``framework`` instead."""
     fields: dict[str, Any] = {}
     keys: dict[str, Any] = {}
-    routes = _ROUTES
+    routes, malformed = _ROUTES, []
     for key, value in (*attrs.items(), *props.items()) if props else attrs.items():
         route = routes.get(key)
         if route is None:
@@ -121,7 +121,7 @@ def _route(
             if type(value) is not int or value < 0:  # noqa: E721 - the common case, exactly int (bool is not)
                 value = _as_tokens(value)
                 if value is None:
-                    skipped.append(key)
+                    malformed.append(key)
                     continue
         elif not isinstance(value, str) or not value:
             continue
@@ -133,6 +133,8 @@ def _route(
             continue  # a key of higher precedence already decided (rare: two conventions on one span)
         fields[name] = value
         keys[name] = key
+    if malformed:
+        skipped += sorted(malformed)  # by key: protobuf attributes come in no fixed order
     return fields, keys
 
 
@@ -256,7 +258,7 @@ def _metadata(attrs: Mapping[str, Any], props: Mapping[str, Any], skipped: list[
     elif raw is not None:
         skipped.append("metadata")
     cut = len(TRACELOOP_PROPS)
-    for key, value in props.items():
+    for key, value in sorted(props.items()) if len(props) > 1 else props.items():  # by key, as ``skipped``
         meta[key[cut:]] = value
     return meta
 

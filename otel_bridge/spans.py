@@ -4,8 +4,9 @@ Three builders, one per source: an SDK ``ReadableSpan``, an OTLP protobuf ``Expo
 OTLP/JSON as the OTLP specification maps it (https://opentelemetry.io/docs/specs/otlp/#json-protobuf-encoding).
 GenAI log records (message content some instrumentations send as logs) get the same treatment as ``BridgeLog``.
 
-Protobuf attributes stay lazy: a span keeps its ``KeyValue`` messages and converts a value only when a processor
-reads it, because the recogniser looks at a dozen keys of spans that carry dozens.
+Protobuf attributes stay lazy: a span keeps the attribute map upb built while parsing (``otlp_envelope``) and
+converts a value only when a processor reads it, because the recogniser looks at a dozen keys of spans that carry
+dozens.
 """
 
 from __future__ import annotations
@@ -18,9 +19,8 @@ from typing import Any, NamedTuple
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
-from otel_bridge.otlp_envelope import TracesEnvelope
+from otel_bridge.otlp_envelope import MappedSpan, TracesEnvelope
 
 # OTLP enums (the SDK's SpanKind is offset by one from the wire's).
 STATUS_UNSET, STATUS_OK, STATUS_ERROR = 0, 1, 2
@@ -104,19 +104,17 @@ def _proto_value(v: Any) -> Any:
 
 
 class ProtoAttributes(Mapping[str, Any]):
-    """Attributes of a protobuf span, converted to Python values on first read."""
+    """Attributes of a protobuf span, converted to Python values on first read.
 
-    __slots__ = ("_kvs", "_raw", "_done")
+    They arrive as the ``map<string, AnyValue>`` upb built while parsing (``otlp_envelope.MappedSpan``): looking a
+    key up costs no Python object per attribute. The map keeps no wire order, so iteration is by key (sorted), the
+    same on every run."""
 
-    def __init__(self, key_values: Any) -> None:
-        self._kvs = key_values  # the repeated KeyValue field, indexed only if someone asks for an arbitrary key
-        self._raw: dict[str, Any] | None = None
+    __slots__ = ("_map", "_done")
+
+    def __init__(self, values: Any) -> None:
+        self._map = values
         self._done: dict[str, Any] | None = None  # made on the first read: most spans are read through ``pick``
-
-    def _index(self) -> dict[str, Any]:
-        if self._raw is None:
-            self._raw = {kv.key: kv.value for kv in self._kvs}
-        return self._raw
 
     def __getitem__(self, key: str) -> Any:
         done = self._done
@@ -124,43 +122,50 @@ class ProtoAttributes(Mapping[str, Any]):
             done = self._done = {}
         elif key in done:
             return done[key]
-        value = done[key] = _proto_value(self._index()[key])
+        if key not in self:  # a message-valued map would insert a missing key on ``[]``
+            raise KeyError(key)
+        value = done[key] = _any_value(self._map[key])
         return value
 
     def get(self, key: str, default: Any = None) -> Any:
-        if self._done is not None and key in self._done:
-            return self._done[key]
-        if key in self._index():
-            return self[key]
-        return default
+        return self[key] if key in self else default
 
     def __contains__(self, key: object) -> bool:
-        return key in self._index()
+        return isinstance(key, str) and key in self._map
 
     def __iter__(self) -> Iterator[str]:
-        return iter(self._index())
+        return iter(sorted(self._map))
 
     def __len__(self) -> int:
-        return len(self._kvs)
+        return len(self._map)
 
     def pick(self, keys: frozenset[str], prefix: str | tuple[str, ...], rest: dict[str, Any] | None = None) -> dict:
         """One pass converting only the wanted keys (and those under ``prefix``, into ``rest`` when given): the
         recogniser's hot path."""
         out: dict[str, Any] = {}
         under = out if rest is None else rest
-        scalars = _SCALARS
-        for kv in self._kvs:
-            key = kv.key
+        values = self._map
+        for key in values:
             if key in keys:
                 target = out
             elif key.startswith(prefix):
                 target = under
             else:
                 continue
-            v = kv.value
-            kind = v.WhichOneof("value")  # scalars inline: most values are, and a call per value shows
-            target[key] = getattr(v, kind) if kind in scalars else _proto_value(v)
+            v = values[key]
+            text = v.string_value  # most values are non-empty strings: one read, no WhichOneof
+            target[key] = text if text else _any_value(v)
         return out
+
+
+def _any_value(v: Any) -> Any:
+    text = v.string_value
+    if text:
+        return text
+    kind = v.WhichOneof("value")
+    if kind in _SCALARS:
+        return getattr(v, kind)
+    return _proto_value(v)
 
 
 def pick(
@@ -180,8 +185,9 @@ def pick(
     return out
 
 
-def _proto_attrs(key_values: Any) -> Mapping[str, Any]:
-    return ProtoAttributes(key_values) if key_values else {}
+def _kv_dict(key_values: Any) -> dict[str, Any]:
+    """Span event attributes, all converted (events are few, and read whole when read)."""
+    return {kv.key: _proto_value(kv.value) for kv in key_values}
 
 
 def _decode_error(exc: Exception) -> DecodeError:
@@ -191,16 +197,16 @@ def _decode_error(exc: Exception) -> DecodeError:
 def spans_from_otlp_proto(request: ExportTraceServiceRequest | bytes) -> Decoded:
     """OTLP protobuf → BridgeSpans. Spans with invalid ids are refused and counted, the rest kept.
 
-    The request is read through ``TracesEnvelope``, which hands each span over still encoded: its length is the
-    span's size as received (``BridgeSpan.size``), and it is parsed with the standard ``Span``, so an unreadable
-    span makes the whole body unreadable, as the standard request parse would."""
+    The request is read through ``otlp_envelope``'s views: each span comes still encoded (its length is its size as
+    received, ``BridgeSpan.size``) and is parsed with its attributes as a map; an unreadable span makes the whole
+    body unreadable, as the standard request parse would."""
     body = request.SerializeToString() if isinstance(request, ExportTraceServiceRequest) else bytes(request)
     try:
         envelope = TracesEnvelope.FromString(body)
     except Exception as exc:  # protobuf raises DecodeError, but upb may raise others on garbage
         raise _decode_error(exc) from exc
     out: list[BridgeSpan] = []
-    append, make, parse, hexes = out.append, BridgeSpan, Span.FromString, {}
+    append, make, parse, hexes = out.append, BridgeSpan, MappedSpan.FromString, {}
     rejected, error = 0, None
     for rs in envelope.resource_spans:
         resource = {kv.key: _proto_value(kv.value) for kv in rs.resource.attributes}
@@ -232,9 +238,7 @@ def spans_from_otlp_proto(request: ExportTraceServiceRequest | bytes) -> Decoded
                         status.code,
                         status.message,
                         ProtoAttributes(attributes) if attributes else {},
-                        [SpanEvent(e.name, e.time_unix_nano, _proto_attrs(e.attributes)) for e in events]
-                        if events
-                        else [],
+                        [SpanEvent(e.name, e.time_unix_nano, _kv_dict(e.attributes)) for e in events] if events else [],
                         resource,
                         scope_name,
                         scope_version,
