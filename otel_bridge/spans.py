@@ -153,8 +153,8 @@ class ProtoAttributes(Mapping[str, Any]):
             else:
                 continue
             v = values[key]
-            text = v.string_value  # most values are non-empty strings: one read, no WhichOneof
-            target[key] = text if text else _any_value(v)
+            value = v.string_value or v.int_value  # most values are strings or counts: no WhichOneof for them
+            target[key] = value if value else _any_value(v)
         return out
 
 
