@@ -126,8 +126,10 @@ def _route(
         elif not isinstance(value, str) or not value:
             continue
         elif name == "provider":
-            framework = FRAMEWORKS.get(value.lower())
-            if framework is not None:
+            framework = _FRAMEWORK_OF.get(value)
+            if framework is None:
+                framework = _framework_of(value)
+            if framework:
                 name, value = "framework", framework
         if name in fields and rank >= routes[keys[name]][1]:
             continue  # a key of higher precedence already decided (rare: two conventions on one span)
@@ -136,6 +138,17 @@ def _route(
     if malformed:
         skipped += sorted(malformed)  # by key: protobuf attributes come in no fixed order
     return fields, keys
+
+
+def _framework_of(provider: str) -> str:
+    """The framework a provider attribute's value names ("" when it names a provider), remembered per spelling."""
+    framework = FRAMEWORKS.get(provider.lower(), "")
+    if len(_FRAMEWORK_OF) < 1024:
+        _FRAMEWORK_OF[provider] = framework
+    return framework
+
+
+_FRAMEWORK_OF: dict[str, str] = {}
 
 
 def source(sources: Mapping[str, Any], name: str) -> str | None:
@@ -182,13 +195,6 @@ def framework_of_scope(scope: str) -> str | None:
 
 
 _SCOPE_CACHE: dict[str, str | None] = {}
-
-
-def _scope_framework(scope: str, keys: dict[str, Any]) -> str | None:
-    framework = framework_of_scope(scope)
-    if framework is not None:
-        keys["framework"] = f"(scope {scope})"
-    return framework
 
 
 def _kind(attrs: Mapping[str, Any]) -> tuple[str, str | None, str]:
@@ -379,6 +385,14 @@ def recognise(span: BridgeSpan) -> AgentSpan:
         if provider is not None:
             keys["provider"] = "(model name)"
     metadata = _metadata(attrs, props, skipped) if props or "metadata" in attrs else {}
+    framework = get("framework")
+    if framework is None:  # the instrumentation scope may name it
+        scope = span.scope_name
+        framework = _SCOPE_CACHE.get(scope, "")
+        if framework == "":
+            framework = framework_of_scope(scope)
+        if framework is not None:
+            keys["framework"] = f"(scope {scope})"
     a = AgentSpan(
         span,
         kind,
@@ -402,7 +416,7 @@ def recognise(span: BridgeSpan) -> AgentSpan:
         conversation_id=get("conversation_id"),
         session_id=get("session_id"),
         user_id=get("user_id"),
-        framework=get("framework") or _scope_framework(span.scope_name, keys),
+        framework=framework,
         sources=keys,
         metadata=metadata,
     )

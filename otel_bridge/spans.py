@@ -186,8 +186,55 @@ def pick(
 
 
 def _kv_dict(key_values: Any) -> dict[str, Any]:
-    """Span event attributes, all converted (events are few, and read whole when read)."""
     return {kv.key: _proto_value(kv.value) for kv in key_values}
+
+
+class EventAttributes(Mapping[str, Any]):
+    """A span event's attributes (``repeated KeyValue``, wire order kept), converted all at once on first read:
+    most events are never read (an exception event is read when its span failed, message events when content is)."""
+
+    __slots__ = ("_kvs", "_dict")
+
+    def __init__(self, key_values: Any) -> None:
+        self._kvs = key_values
+        self._dict: dict[str, Any] | None = None
+
+    def _read(self) -> dict[str, Any]:
+        if self._dict is None:
+            self._dict = _kv_dict(self._kvs)
+        return self._dict
+
+    def __getitem__(self, key: str) -> Any:
+        return self._read()[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._read().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._read()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._read())
+
+    def __len__(self) -> int:
+        return len(self._read())
+
+
+def _resource(resource: Any) -> dict[str, Any]:
+    """A resource's attributes, converted once per distinct resource: a service sends the same one with every
+    request (and a Collector's batch holds a few services'). Nothing downstream mutates them."""
+    if not resource.attributes:
+        return {}
+    encoded = resource.SerializeToString()
+    attributes = _RESOURCES.get(encoded)
+    if attributes is None:
+        if len(_RESOURCES) >= 256:
+            _RESOURCES.clear()
+        attributes = _RESOURCES[encoded] = _kv_dict(resource.attributes)
+    return attributes
+
+
+_RESOURCES: dict[bytes, dict[str, Any]] = {}
 
 
 def _decode_error(exc: Exception) -> DecodeError:
@@ -209,7 +256,7 @@ def spans_from_otlp_proto(request: ExportTraceServiceRequest | bytes) -> Decoded
     append, make, parse, hexes = out.append, BridgeSpan, MappedSpan.FromString, {}
     rejected, error = 0, None
     for rs in envelope.resource_spans:
-        resource = {kv.key: _proto_value(kv.value) for kv in rs.resource.attributes}
+        resource = _resource(rs.resource)
         for ss in rs.scope_spans:
             scope_name, scope_version = ss.scope.name, ss.scope.version
             for encoded in ss.spans:
@@ -238,7 +285,9 @@ def spans_from_otlp_proto(request: ExportTraceServiceRequest | bytes) -> Decoded
                         status.code,
                         status.message,
                         ProtoAttributes(attributes) if attributes else {},
-                        [SpanEvent(e.name, e.time_unix_nano, _kv_dict(e.attributes)) for e in events] if events else [],
+                        [SpanEvent(e.name, e.time_unix_nano, EventAttributes(e.attributes)) for e in events]
+                        if events
+                        else [],
                         resource,
                         scope_name,
                         scope_version,
