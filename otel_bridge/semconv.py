@@ -363,11 +363,9 @@ def recognise(span: BridgeSpan) -> AgentSpan:
     f, keys = _route(attrs, props, skipped)
     kind, operation, keys["kind"] = _kind(attrs)
     get = f.get
-    if (
-        kind == "tool"
-        and keys["kind"] != OPERATION_KEY
-        and not (get("tool_name") or get("entity") or get("tool_call_id"))
-    ):
+    entity = get("entity")
+    tool_name, tool_call_id, tool_type = get("tool_name"), get("tool_call_id"), None
+    if kind == "tool" and keys["kind"] != OPERATION_KEY and not (tool_name or entity or tool_call_id):
         # A tool is counted by its name: a TOOL span naming none (OpenInference's Agents-SDK handoffs) is a step.
         kind, keys["kind"] = "chain", keys["kind"] + " (names no tool: a step)"
     error_type = get("error_type")
@@ -385,6 +383,7 @@ def recognise(span: BridgeSpan) -> AgentSpan:
         if provider is not None:
             keys["provider"] = "(model name)"
     metadata = _metadata(attrs, props, skipped) if props or "metadata" in attrs else {}
+    tags = _tags(attrs, skipped) if "tag.tags" in attrs else []
     framework = get("framework")
     if framework is None:  # the instrumentation scope may name it
         scope = span.scope_name
@@ -393,33 +392,27 @@ def recognise(span: BridgeSpan) -> AgentSpan:
             framework = framework_of_scope(scope)
         if framework is not None:
             keys["framework"] = f"(scope {scope})"
+    agent_name, workflow_name, user_id = get("agent_name"), get("workflow_name"), get("user_id")
+    if kind == "tool":
+        tool_name, tool_type = tool_name or entity or span.name, get("tool_type")
+    else:
+        tool_name = tool_call_id = None
+        if kind == "agent" and agent_name is None:
+            agent_name = entity or get("graph_node")
+        elif kind == "chain" and workflow_name is None and operation in RUN_ROOT_OPERATIONS:
+            workflow_name = entity or agent_name or span.name
+    email = get("user_email") or metadata.get("user_email")
+    if email is None and user_id and "@" in user_id:
+        email = user_id
+    # Positional, in AgentSpan's field order: binding thirty keywords costs more than the rest of this function.
     a = AgentSpan(
-        span,
-        kind,
-        operation,
-        model,
-        request_model,
-        provider,
-        get("input_tokens"),
-        get("cached_input_tokens"),
-        get("cache_write_tokens"),
-        get("output_tokens"),
-        get("reasoning_tokens"),
-        get("total_tokens"),
-        get("agent_id"),
-        get("agent_name") or ((get("entity") or get("graph_node")) if kind == "agent" else None),
-        get("workflow_name"),
-        error=failed,
-        error_type=error_type,
-        error_message=error_message,
-        skipped=skipped,
-        conversation_id=get("conversation_id"),
-        session_id=get("session_id"),
-        user_id=get("user_id"),
-        framework=framework,
-        sources=keys,
-        metadata=metadata,
-    )
+        span, kind, operation, model, request_model, provider,
+        get("input_tokens"), get("cached_input_tokens"), get("cache_write_tokens"),
+        get("output_tokens"), get("reasoning_tokens"), get("total_tokens"),
+        get("agent_id"), agent_name, workflow_name, tool_name, tool_call_id, tool_type,
+        get("conversation_id"), get("session_id"), user_id, email if isinstance(email, str) else None,
+        failed, error_type, error_message, tags, metadata, skipped, framework, keys,
+    )  # fmt: skip
     if a.cached_input_tokens or a.cache_write_tokens or a.reasoning_tokens:
         keys["tokens"] = _tokens_inclusive(a, keys)
     if (
@@ -432,17 +425,6 @@ def recognise(span: BridgeSpan) -> AgentSpan:
         # neither it nor usage got no completion: a side request such as OpenAI's input-token count (CrewAI asks
         # before every call), not a model call.
         a.kind, keys["kind"] = "chain", keys["kind"] + " (OK, no answering model, no usage: not a model call)"
-    if kind == "tool":
-        a.tool_name = get("tool_name") or get("entity") or span.name
-        a.tool_call_id, a.tool_type = get("tool_call_id"), get("tool_type")
-    elif kind == "chain" and a.workflow_name is None and operation in RUN_ROOT_OPERATIONS:
-        a.workflow_name = get("entity") or get("agent_name") or span.name
-    if "tag.tags" in attrs:
-        a.tags = _tags(attrs, skipped)
-    email = get("user_email") or metadata.get("user_email")
-    if email is None and a.user_id and "@" in a.user_id:
-        email = a.user_id
-    a.user_email = email if isinstance(email, str) else None
     return a
 
 

@@ -4,7 +4,7 @@ Three builders, one per source: an SDK ``ReadableSpan``, an OTLP protobuf ``Expo
 OTLP/JSON as the OTLP specification maps it (https://opentelemetry.io/docs/specs/otlp/#json-protobuf-encoding).
 GenAI log records (message content some instrumentations send as logs) get the same treatment as ``BridgeLog``.
 
-Protobuf attributes stay lazy: a span keeps the attribute map upb built while parsing (``otlp_envelope``) and
+Protobuf attributes stay lazy: a span keeps the attribute map upb built while parsing (``otlp_proto``) and
 converts a value only when a processor reads it, because the recogniser looks at a dozen keys of spans that carry
 dozens.
 """
@@ -13,14 +13,21 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from otel_bridge.otlp_envelope import MappedSpan, TracesEnvelope
+from otel_bridge.otlp_proto import (
+    EventAttributes,
+    MappedSpan,
+    ProtoAttributes,
+    TracesEnvelope,
+    proto_value,
+    resource_attributes,
+)
 
 # OTLP enums (the SDK's SpanKind is offset by one from the wire's).
 STATUS_UNSET, STATUS_OK, STATUS_ERROR = 0, 1, 2
@@ -89,85 +96,6 @@ class DecodeError(ValueError):
 # ---------------------------------------------------------------------------------------------- protobuf
 
 
-_SCALARS = frozenset({"string_value", "int_value", "double_value", "bool_value", "bytes_value"})
-
-
-def _proto_value(v: Any) -> Any:
-    kind = v.WhichOneof("value")
-    if kind in _SCALARS:
-        return getattr(v, kind)
-    if kind == "array_value":
-        return [_proto_value(x) for x in v.array_value.values]
-    if kind == "kvlist_value":
-        return {kv.key: _proto_value(kv.value) for kv in v.kvlist_value.values}
-    return None
-
-
-class ProtoAttributes(Mapping[str, Any]):
-    """Attributes of a protobuf span, converted to Python values on first read.
-
-    They arrive as the ``map<string, AnyValue>`` upb built while parsing (``otlp_envelope.MappedSpan``): looking a
-    key up costs no Python object per attribute. The map keeps no wire order, so iteration is by key (sorted), the
-    same on every run."""
-
-    __slots__ = ("_map", "_done")
-
-    def __init__(self, values: Any) -> None:
-        self._map = values
-        self._done: dict[str, Any] | None = None  # made on the first read: most spans are read through ``pick``
-
-    def __getitem__(self, key: str) -> Any:
-        done = self._done
-        if done is None:
-            done = self._done = {}
-        elif key in done:
-            return done[key]
-        if key not in self:  # a message-valued map would insert a missing key on ``[]``
-            raise KeyError(key)
-        value = done[key] = _any_value(self._map[key])
-        return value
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self[key] if key in self else default
-
-    def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and key in self._map
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self._map))
-
-    def __len__(self) -> int:
-        return len(self._map)
-
-    def pick(self, keys: frozenset[str], prefix: str | tuple[str, ...], rest: dict[str, Any] | None = None) -> dict:
-        """One pass converting only the wanted keys (and those under ``prefix``, into ``rest`` when given): the
-        recogniser's hot path."""
-        out: dict[str, Any] = {}
-        under = out if rest is None else rest
-        values = self._map
-        for key in values:
-            if key in keys:
-                target = out
-            elif key.startswith(prefix):
-                target = under
-            else:
-                continue
-            v = values[key]
-            value = v.string_value or v.int_value  # most values are strings or counts: no WhichOneof for them
-            target[key] = value if value else _any_value(v)
-        return out
-
-
-def _any_value(v: Any) -> Any:
-    text = v.string_value
-    if text:
-        return text
-    kind = v.WhichOneof("value")
-    if kind in _SCALARS:
-        return getattr(v, kind)
-    return _proto_value(v)
-
-
 def pick(
     attrs: Mapping[str, Any], keys: frozenset[str], prefix: str | tuple[str, ...], rest: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -185,58 +113,6 @@ def pick(
     return out
 
 
-def _kv_dict(key_values: Any) -> dict[str, Any]:
-    return {kv.key: _proto_value(kv.value) for kv in key_values}
-
-
-class EventAttributes(Mapping[str, Any]):
-    """A span event's attributes (``repeated KeyValue``, wire order kept), converted all at once on first read:
-    most events are never read (an exception event is read when its span failed, message events when content is)."""
-
-    __slots__ = ("_kvs", "_dict")
-
-    def __init__(self, key_values: Any) -> None:
-        self._kvs = key_values
-        self._dict: dict[str, Any] | None = None
-
-    def _read(self) -> dict[str, Any]:
-        if self._dict is None:
-            self._dict = _kv_dict(self._kvs)
-        return self._dict
-
-    def __getitem__(self, key: str) -> Any:
-        return self._read()[key]
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self._read().get(key, default)
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._read()
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._read())
-
-    def __len__(self) -> int:
-        return len(self._read())
-
-
-def _resource(resource: Any) -> dict[str, Any]:
-    """A resource's attributes, converted once per distinct resource: a service sends the same one with every
-    request (and a Collector's batch holds a few services'). Nothing downstream mutates them."""
-    if not resource.attributes:
-        return {}
-    encoded = resource.SerializeToString()
-    attributes = _RESOURCES.get(encoded)
-    if attributes is None:
-        if len(_RESOURCES) >= 256:
-            _RESOURCES.clear()
-        attributes = _RESOURCES[encoded] = _kv_dict(resource.attributes)
-    return attributes
-
-
-_RESOURCES: dict[bytes, dict[str, Any]] = {}
-
-
 def _decode_error(exc: Exception) -> DecodeError:
     return DecodeError(f"body is not an OTLP ExportTraceServiceRequest protobuf: {exc}")
 
@@ -244,7 +120,7 @@ def _decode_error(exc: Exception) -> DecodeError:
 def spans_from_otlp_proto(request: ExportTraceServiceRequest | bytes) -> Decoded:
     """OTLP protobuf → BridgeSpans. Spans with invalid ids are refused and counted, the rest kept.
 
-    The request is read through ``otlp_envelope``'s views: each span comes still encoded (its length is its size as
+    The request is read through ``otlp_proto``'s views: each span comes still encoded (its length is its size as
     received, ``BridgeSpan.size``) and is parsed with its attributes as a map; an unreadable span makes the whole
     body unreadable, as the standard request parse would."""
     body = request.SerializeToString() if isinstance(request, ExportTraceServiceRequest) else bytes(request)
@@ -256,7 +132,7 @@ def spans_from_otlp_proto(request: ExportTraceServiceRequest | bytes) -> Decoded
     append, make, parse, hexes = out.append, BridgeSpan, MappedSpan.FromString, {}
     rejected, error = 0, None
     for rs in envelope.resource_spans:
-        resource = _resource(rs.resource)
+        resource = resource_attributes(rs.resource)
         for ss in rs.scope_spans:
             scope_name, scope_version = ss.scope.name, ss.scope.version
             for encoded in ss.spans:
@@ -311,17 +187,17 @@ def logs_from_otlp_proto(request: ExportLogsServiceRequest | bytes) -> Decoded:
             raise DecodeError(f"body is not an OTLP ExportLogsServiceRequest protobuf: {exc}") from exc
     out: list[BridgeLog] = []
     for rl in request.resource_logs:
-        resource = {kv.key: _proto_value(kv.value) for kv in rl.resource.attributes}
+        resource = {kv.key: proto_value(kv.value) for kv in rl.resource.attributes}
         for sl in rl.scope_logs:
             for r in sl.log_records:
-                attrs = {kv.key: _proto_value(kv.value) for kv in r.attributes}
+                attrs = {kv.key: proto_value(kv.value) for kv in r.attributes}
                 out.append(
                     BridgeLog(
                         r.trace_id.hex() if len(r.trace_id) == 16 and r.trace_id != _ZERO16 else None,
                         r.span_id.hex() if len(r.span_id) == 8 and r.span_id != _ZERO8 else None,
                         r.time_unix_nano or r.observed_time_unix_nano,
                         r.event_name or str(attrs.get("event.name") or ""),
-                        _proto_value(r.body) if r.HasField("body") else None,
+                        proto_value(r.body) if r.HasField("body") else None,
                         attrs,
                         resource,
                     )

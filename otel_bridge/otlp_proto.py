@@ -1,4 +1,5 @@
-"""Wire-compatible views of OTLP traces that make the decoder's reads cheap (``spans.spans_from_otlp_proto``).
+"""OTLP protobuf as the decoder reads it (``spans.spans_from_otlp_proto``): wire-compatible views that make its
+reads cheap, and the lazy attribute mappings over them.
 
 - ``TracesEnvelope``: ``ExportTraceServiceRequest`` with ``ScopeSpans.spans`` declared ``repeated bytes`` instead of
   ``repeated Span``. A length-delimited field reads the same either way
@@ -18,12 +19,15 @@ or accepted exactly as ``ExportTraceServiceRequest.FromString`` would.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+from typing import Any
+
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from opentelemetry.proto.common.v1 import common_pb2  # noqa: F401 - registers the types the view refers to
 from opentelemetry.proto.resource.v1 import resource_pb2  # noqa: F401
 from opentelemetry.proto.trace.v1 import trace_pb2  # noqa: F401
 
-_FILE = "otel_bridge/otlp_envelope.proto"
+_FILE = "otel_bridge/otlp_proto.proto"
 _PACKAGE = "otel_bridge.envelope"
 _F = descriptor_pb2.FieldDescriptorProto
 
@@ -101,3 +105,137 @@ def _classes() -> tuple[type, type]:
 # ``TracesEnvelope.FromString(body).resource_spans[i].scope_spans[j].spans[k]`` is the k-th span's bytes;
 # ``MappedSpan.FromString(those bytes)`` the span, its attributes a map.
 TracesEnvelope, MappedSpan = _classes()
+
+
+# ---------------------------------------------------------------------------------------------- attributes
+
+_SCALARS = frozenset({"string_value", "int_value", "double_value", "bool_value", "bytes_value"})
+
+
+def proto_value(v: Any) -> Any:
+    """An OTLP ``AnyValue`` as a Python value (arrays as lists, key-value lists as dicts, unset as None)."""
+    kind = v.WhichOneof("value")
+    if kind in _SCALARS:
+        return getattr(v, kind)
+    if kind == "array_value":
+        return [proto_value(x) for x in v.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: proto_value(kv.value) for kv in v.kvlist_value.values}
+    return None
+
+
+class ProtoAttributes(Mapping[str, Any]):
+    """Attributes of a protobuf span, converted to Python values on first read.
+
+    They arrive as the ``map<string, AnyValue>`` upb built while parsing (``MappedSpan``): looking a
+    key up costs no Python object per attribute. The map keeps no wire order, so iteration is by key (sorted), the
+    same on every run."""
+
+    __slots__ = ("_map", "_done")
+
+    def __init__(self, values: Any) -> None:
+        self._map = values
+        self._done: dict[str, Any] | None = None  # made on the first read: most spans are read through ``pick``
+
+    def __getitem__(self, key: str) -> Any:
+        done = self._done
+        if done is None:
+            done = self._done = {}
+        elif key in done:
+            return done[key]
+        if key not in self:  # a message-valued map would insert a missing key on ``[]``
+            raise KeyError(key)
+        value = done[key] = _any_value(self._map[key])
+        return value
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self[key] if key in self else default
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key in self._map
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._map))
+
+    def __len__(self) -> int:
+        return len(self._map)
+
+    def pick(self, keys: frozenset[str], prefix: str | tuple[str, ...], rest: dict[str, Any] | None = None) -> dict:
+        """One pass converting only the wanted keys (and those under ``prefix``, into ``rest`` when given): the
+        recogniser's hot path."""
+        out: dict[str, Any] = {}
+        under = out if rest is None else rest
+        values = self._map
+        for key in values:
+            if key in keys:
+                target = out
+            elif key.startswith(prefix):
+                target = under
+            else:
+                continue
+            v = values[key]
+            value = v.string_value or v.int_value  # most values are strings or counts: no WhichOneof for them
+            target[key] = value if value else _any_value(v)
+        return out
+
+
+def _any_value(v: Any) -> Any:
+    text = v.string_value
+    if text:
+        return text
+    kind = v.WhichOneof("value")
+    if kind in _SCALARS:
+        return getattr(v, kind)
+    return proto_value(v)
+
+
+def _kv_dict(key_values: Any) -> dict[str, Any]:
+    return {kv.key: proto_value(kv.value) for kv in key_values}
+
+
+class EventAttributes(Mapping[str, Any]):
+    """A span event's attributes (``repeated KeyValue``, wire order kept), converted all at once on first read:
+    most events are never read (an exception event is read when its span failed, message events when content is)."""
+
+    __slots__ = ("_kvs", "_dict")
+
+    def __init__(self, key_values: Any) -> None:
+        self._kvs = key_values
+        self._dict: dict[str, Any] | None = None
+
+    def _read(self) -> dict[str, Any]:
+        if self._dict is None:
+            self._dict = _kv_dict(self._kvs)
+        return self._dict
+
+    def __getitem__(self, key: str) -> Any:
+        return self._read()[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._read().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._read()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._read())
+
+    def __len__(self) -> int:
+        return len(self._read())
+
+
+def resource_attributes(resource: Any) -> dict[str, Any]:
+    """A resource's attributes, converted once per distinct resource: a service sends the same one with every
+    request (and a Collector's batch holds a few services'). Nothing downstream mutates them."""
+    if not resource.attributes:
+        return {}
+    encoded = resource.SerializeToString()
+    attributes = _RESOURCES.get(encoded)
+    if attributes is None:
+        if len(_RESOURCES) >= 256:
+            _RESOURCES.clear()
+        attributes = _RESOURCES[encoded] = _kv_dict(resource.attributes)
+    return attributes
+
+
+_RESOURCES: dict[bytes, dict[str, Any]] = {}
