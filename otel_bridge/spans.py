@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -55,7 +55,7 @@ class BridgeSpan:
     status_code: int  # OTLP StatusCode
     status_message: str
     attributes: Mapping[str, Any]
-    events: list[SpanEvent] = field(default_factory=list)
+    events: Sequence[SpanEvent] = field(default_factory=list)  # a list, or ``ProtoEvents`` read on demand
     resource: Mapping[str, Any] = field(default_factory=dict)
     scope_name: str = ""
     scope_version: str = ""
@@ -113,6 +113,31 @@ def pick(
     return out
 
 
+class ProtoEvents(Sequence[SpanEvent]):
+    """A protobuf span's events, made into ``SpanEvent``s on first read: most are never read (an exception event
+    when its span failed, message events when content is)."""
+
+    __slots__ = ("_events", "_list")
+
+    def __init__(self, events: Any) -> None:
+        self._events = events
+        self._list: list[SpanEvent] | None = None
+
+    def _read(self) -> list[SpanEvent]:
+        if self._list is None:
+            self._list = [SpanEvent(e.name, e.time_unix_nano, EventAttributes(e.attributes)) for e in self._events]
+        return self._list
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._read()[index]
+
+    def __iter__(self) -> Iterator[SpanEvent]:
+        return iter(self._read())
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+
 def _decode_error(exc: Exception) -> DecodeError:
     return DecodeError(f"body is not an OTLP ExportTraceServiceRequest protobuf: {exc}")
 
@@ -161,9 +186,7 @@ def spans_from_otlp_proto(request: ExportTraceServiceRequest | bytes) -> Decoded
                         status.code,
                         status.message,
                         ProtoAttributes(attributes) if attributes else {},
-                        [SpanEvent(e.name, e.time_unix_nano, EventAttributes(e.attributes)) for e in events]
-                        if events
-                        else [],
+                        ProtoEvents(events) if events else [],
                         resource,
                         scope_name,
                         scope_version,
