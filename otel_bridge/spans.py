@@ -191,7 +191,7 @@ def spans_from_otlp_proto(request: ExportTraceServiceRequest | bytes) -> Decoded
                         code,
                         message,
                         ProtoAttributes(s.attributes),
-                        ProtoEvents(events) if events else [],
+                        ProtoEvents(events) if events else (),
                         resource,
                         scope_name,
                         scope_version,
