@@ -3,7 +3,10 @@
 Builds requests of ~512 spans from the committed real-instrumentation fixtures (ids rewritten so every trace is
 distinct), ≥ 100k spans in all, and times both paths over the same bytes in the same run.
 
-    .venv/bin/python bench/convert.py [--spans 100000]
+    .venv/bin/python bench/convert.py [--spans 100000] [--only FIXTURE...] [--profile [N]]
+
+``--profile`` runs the conversion once more under cProfile and prints the N functions with the most own time
+(cProfile inflates call-heavy code: read it for where time goes, the ratio above for how much).
 """
 
 from __future__ import annotations
@@ -78,6 +81,7 @@ def main() -> None:
     ap.add_argument("--spans", type=int, default=100_000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--only", nargs="+", metavar="FIXTURE", help="fixture names (default: every fixture)")
+    ap.add_argument("--profile", nargs="?", type=int, const=25, metavar="N", help="then profile the conversion")
     args = ap.parse_args()
     requests = build_requests(args.spans, only=args.only)
     t_bare, n = timed(bare, requests, args.repeat)
@@ -88,6 +92,20 @@ def main() -> None:
     print(f"bare ExportTraceServiceRequest.FromString: {bare_rate:12,.0f} spans/s")
     print(f"OTLP protobuf -> AgentSpan:               {conv_rate:12,.0f} spans/s")
     print(f"ratio (conversion / bare parse):           {conv_rate / bare_rate:.3f}  (goal >= 0.06)")
+    if args.profile:
+        profile(requests, args.profile)
+
+
+def profile(requests: list[bytes], top: int) -> None:
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for body in requests:
+        convert(body)
+    profiler.disable()
+    pstats.Stats(profiler).sort_stats("tottime").print_stats(top)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from the nearest agent or workflow ancestor.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,7 +73,7 @@ class AgentSpan:
     framework: str | None = None  # the agent framework that emitted the span (google-adk, strands-agents, ...)
     sources: dict[str, Any] = field(default_factory=dict)  # field → the attribute that decided it (inspect --explain)
     billed_in: str | None = None  # a framework step wrapping a model call: the span id billed for that call
-    logs: list[BridgeLog] = field(default_factory=list)  # GenAI log events correlated with this span
+    logs: Sequence[BridgeLog] = ()  # GenAI log events correlated with this span (most have none: no list each)
     redactor: Callable[[str | None], str | None] | None = None  # applied to every message/text read
     _messages: tuple | None = None
     _content: dict[str, Any] | None = None
@@ -170,7 +170,7 @@ class AgentSpan:
         return self.redactor(text) if self.redactor else text
 
     def attach_logs(self, logs: Iterable[BridgeLog]) -> None:
-        self.logs.extend(logs)
+        self.logs = [*self.logs, *logs]
         self._messages = None
 
     def inherit(self, ctx: Context | None) -> None:

@@ -50,7 +50,7 @@ from otel_bridge.semconv_tables import (
     TOTAL_TOKEN_KEYS,
     TRACELOOP_PROPS,
 )  # fmt: skip
-from otel_bridge.spans import STATUS_ERROR, STATUS_OK, BridgeLog, BridgeSpan, pick
+from otel_bridge.spans import STATUS_ERROR, STATUS_OK, BridgeLog, BridgeSpan, ProtoAttributes, pick
 
 __all__ = [
     "AgentSpan", "CACHE_READ_KEYS", "CACHE_WRITE_KEYS", "Context", "INPUT_TOKEN_KEYS", "KINDS", "MODEL_KEYS",
@@ -71,6 +71,8 @@ assert len(_ROUTES) == sum(len(k) for t in (TEXT_FIELDS, TOKEN_FIELDS) for k in 
 RECOGNISED_KEYS = (
     frozenset(_ROUTES) | frozenset(KIND_KEYS) | frozenset(TOOL_EVIDENCE + AGENT_EVIDENCE) | {"tag.tags", "metadata"}
 )
+# ... picked in two parts: those under TRACELOOP_PROPS (session, user: routed, and metadata all) apart.
+_PICKED_KEYS = frozenset(k for k in RECOGNISED_KEYS if not k.startswith(TRACELOOP_PROPS))
 
 # Operation names seen that the table does not know, by name (bounded): /metrics shows them so they surface.
 _UNKNOWN_CAP = 256
@@ -101,34 +103,57 @@ def _as_tokens(value: Any) -> int | None:
     return None
 
 
-def _route(attrs: Mapping[str, Any], skipped: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """One pass over the picked attributes: each field gets its highest-precedence valid value, and (rank, value,
-    key it came from) for ``inspect --explain``. A provider attribute naming a framework (``FRAMEWORKS``) fills
-    ``framework`` instead."""
-    best: dict[str, tuple[int, Any, str]] = {}
-    for key, value in attrs.items():
-        route = _ROUTES.get(key)
+def _route(
+    attrs: Mapping[str, Any], props: Mapping[str, Any], skipped: list[str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One pass over the picked attributes (``props``: those under ``TRACELOOP_PROPS``): each field gets its
+    highest-precedence valid value, and the key it came from (``sources``, for ``inspect --explain``). A provider
+    attribute naming a framework (``FRAMEWORKS``) fills ``framework`` instead."""
+    fields: dict[str, Any] = {}
+    keys: dict[str, Any] = {}
+    routes, malformed = _ROUTES, []
+    for key, value in (*attrs.items(), *props.items()) if props else attrs.items():
+        route = routes.get(key)
         if route is None:
             continue
         name, rank, is_tokens = route
         if is_tokens:
-            value = _as_tokens(value)
-            if value is None:
-                skipped.append(key)
-                continue
+            if type(value) is not int or value < 0:  # noqa: E721 - the common case, exactly int (bool is not)
+                value = _as_tokens(value)
+                if value is None:
+                    malformed.append(key)
+                    continue
         elif not isinstance(value, str) or not value:
             continue
-        elif name == "provider" and value.lower() in FRAMEWORKS:
-            name, value = "framework", FRAMEWORKS[value.lower()]
-        current = best.get(name)
-        if current is None or rank < current[0]:
-            best[name] = (rank, value, key)
-    return {n: v for n, (_, v, _) in best.items()}, best
+        elif name == "provider":
+            framework = _FRAMEWORK_OF.get(value)
+            if framework is None:
+                framework = _framework_of(value)
+            if framework:
+                name, value = "framework", framework
+        if name in fields and rank >= routes[keys[name]][1]:
+            continue  # a key of higher precedence already decided (rare: two conventions on one span)
+        fields[name] = value
+        keys[name] = key
+    if malformed:
+        skipped += sorted(malformed)  # by key: protobuf attributes come in no fixed order
+    return fields, keys
+
+
+def _framework_of(provider: str) -> str:
+    """The framework a provider attribute's value names ("" when it names a provider), remembered per spelling."""
+    framework = FRAMEWORKS.get(provider.lower(), "")
+    if len(_FRAMEWORK_OF) < 1024:
+        _FRAMEWORK_OF[provider] = framework
+    return framework
+
+
+_FRAMEWORK_OF: dict[str, str] = {}
 
 
 def source(sources: Mapping[str, Any], name: str) -> str | None:
-    """The attribute (or derivation) that decided field ``name`` (``AgentSpan.sources``; routed fields keep
-    their (rank, value, key) to spare the hot path a second dict)."""
+    """The attribute (or derivation) that decided field ``name`` (``AgentSpan.sources``; an older form kept
+    (rank, value, key) tuples, read here too)."""
     v = sources.get(name)
     return v[2] if isinstance(v, tuple) else v
 
@@ -170,13 +195,6 @@ def framework_of_scope(scope: str) -> str | None:
 
 
 _SCOPE_CACHE: dict[str, str | None] = {}
-
-
-def _scope_framework(scope: str, keys: dict[str, Any]) -> str | None:
-    framework = framework_of_scope(scope)
-    if framework is not None:
-        keys["framework"] = f"(scope {scope})"
-    return framework
 
 
 def _kind(attrs: Mapping[str, Any]) -> tuple[str, str | None, str]:
@@ -231,7 +249,8 @@ def _tags(attrs: Mapping[str, Any], skipped: list[str]) -> list[str]:
     return []
 
 
-def _metadata(attrs: Mapping[str, Any], skipped: list[str]) -> dict[str, Any]:
+def _metadata(attrs: Mapping[str, Any], props: Mapping[str, Any], skipped: list[str]) -> dict[str, Any]:
+    """``metadata`` (a JSON object) plus OpenLLMetry's association properties (``props``, prefix stripped)."""
     meta: dict[str, Any] = {}
     raw = attrs.get("metadata")
     if isinstance(raw, str):
@@ -240,13 +259,13 @@ def _metadata(attrs: Mapping[str, Any], skipped: list[str]) -> dict[str, Any]:
         except orjson.JSONDecodeError:
             skipped.append("metadata")
             raw = None
-    if isinstance(raw, Mapping):
+    if isinstance(raw, dict):
         meta.update(raw)
     elif raw is not None:
         skipped.append("metadata")
-    for key in attrs:
-        if key.startswith(TRACELOOP_PROPS):
-            meta[key[len(TRACELOOP_PROPS) :]] = attrs[key]
+    cut = len(TRACELOOP_PROPS)
+    for key, value in sorted(props.items()) if len(props) > 1 else props.items():  # by key, as ``skipped``
+        meta[key[cut:]] = value
     return meta
 
 
@@ -316,10 +335,12 @@ _CLASS_REPR = re.compile(r"^<class '([^']+)'>$")
 
 
 def _error(span: BridgeSpan, error_type: str | None) -> tuple[bool, str | None, str | None]:
+    """A failed span's (failed, error type, message); ``recognise`` answers for the others."""
     message = span.status_message or None
-    failed = span.status_code == STATUS_ERROR or bool(error_type)
+    if span.status_code != STATUS_ERROR and not error_type:
+        return False, None, message
     # An exception event alone is not a failure: record_exception is also used for handled exceptions.
-    for event in span.events if failed else ():
+    for event in span.events:
         if event.name == "exception":
             error_type = error_type or event.attributes.get("exception.type")
             message = message or event.attributes.get("exception.message")
@@ -327,24 +348,31 @@ def _error(span: BridgeSpan, error_type: str | None) -> tuple[bool, str | None, 
         error_type = str(error_type)
         m = _CLASS_REPR.match(error_type)
         error_type = m.group(1) if m else error_type
-    return failed, error_type or None, message
+    return True, error_type or None, message
 
 
 def recognise(span: BridgeSpan) -> AgentSpan:
     """Read one span's agent semantics. Never raises on attribute content."""
-    attrs = pick(span.attributes, RECOGNISED_KEYS, TRACELOOP_PROPS)
+    props: dict[str, Any] = {}
+    attributes = span.attributes
+    if type(attributes) is ProtoAttributes:  # noqa: E721 - the protobuf hot path, one call less
+        attrs = attributes.pick(_PICKED_KEYS, TRACELOOP_PROPS, props)
+    else:
+        attrs = pick(attributes, _PICKED_KEYS, TRACELOOP_PROPS, props)
     skipped: list[str] = []
-    f, keys = _route(attrs, skipped)
+    f, keys = _route(attrs, props, skipped)
     kind, operation, keys["kind"] = _kind(attrs)
-    if (
-        kind == "tool"
-        and keys["kind"] != OPERATION_KEY
-        and not (f.get("tool_name") or f.get("entity") or f.get("tool_call_id"))
-    ):
+    get = f.get
+    entity = get("entity")
+    tool_name, tool_call_id, tool_type = get("tool_name"), get("tool_call_id"), None
+    if kind == "tool" and keys["kind"] != OPERATION_KEY and not (tool_name or entity or tool_call_id):
         # A tool is counted by its name: a TOOL span naming none (OpenInference's Agents-SDK handoffs) is a step.
         kind, keys["kind"] = "chain", keys["kind"] + " (names no tool: a step)"
-    failed, error_type, error_message = _error(span, f.get("error_type"))
-    get = f.get
+    error_type = get("error_type")
+    if span.status_code == STATUS_ERROR or error_type:
+        failed, error_type, error_message = _error(span, error_type)
+    else:
+        failed, error_message = False, span.status_message or None
     request_model = get("request_model")
     model = get("response_model") or request_model or get("openinference_model")
     if model is None and kind in MODEL_CALL_KINDS:  # rare: a failed OpenInference call
@@ -354,33 +382,39 @@ def recognise(span: BridgeSpan) -> AgentSpan:
         provider = provider_from_model(model)
         if provider is not None:
             keys["provider"] = "(model name)"
+    metadata = _metadata(attrs, props, skipped) if props or "metadata" in attrs else {}
+    tags = _tags(attrs, skipped) if "tag.tags" in attrs else []
+    framework = get("framework")
+    if framework is None:  # the instrumentation scope may name it
+        scope = span.scope_name
+        framework = _SCOPE_CACHE.get(scope, "")
+        if framework == "":
+            framework = framework_of_scope(scope)
+        if framework is not None:
+            keys["framework"] = f"(scope {scope})"
+    agent_name, workflow_name, user_id = get("agent_name"), get("workflow_name"), get("user_id")
+    if kind == "tool":
+        tool_name, tool_type = tool_name or entity or span.name, get("tool_type")
+    else:
+        tool_name = tool_call_id = None
+        if kind == "agent" and agent_name is None:
+            agent_name = entity or get("graph_node")
+        elif kind == "chain" and workflow_name is None and operation in RUN_ROOT_OPERATIONS:
+            workflow_name = entity or agent_name or span.name
+    email = get("user_email") or metadata.get("user_email")
+    if email is None and user_id and "@" in user_id:
+        email = user_id
+    # Positional, in AgentSpan's field order: binding thirty keywords costs more than the rest of this function.
     a = AgentSpan(
-        span,
-        kind,
-        operation,
-        model,
-        request_model,
-        provider,
-        get("input_tokens"),
-        get("cached_input_tokens"),
-        get("cache_write_tokens"),
-        get("output_tokens"),
-        get("reasoning_tokens"),
-        get("total_tokens"),
-        get("agent_id"),
-        get("agent_name") or ((get("entity") or get("graph_node")) if kind == "agent" else None),
-        get("workflow_name"),
-        error=failed,
-        error_type=error_type,
-        error_message=error_message,
-        skipped=skipped,
-        conversation_id=get("conversation_id"),
-        session_id=get("session_id"),
-        user_id=get("user_id"),
-        framework=get("framework") or _scope_framework(span.scope_name, keys),
-        sources=keys,
-    )
-    keys["tokens"] = _tokens_inclusive(a, keys)
+        span, kind, operation, model, request_model, provider,
+        get("input_tokens"), get("cached_input_tokens"), get("cache_write_tokens"),
+        get("output_tokens"), get("reasoning_tokens"), get("total_tokens"),
+        get("agent_id"), agent_name, workflow_name, tool_name, tool_call_id, tool_type,
+        get("conversation_id"), get("session_id"), user_id, email if isinstance(email, str) else None,
+        failed, error_type, error_message, tags, metadata, skipped, framework, keys,
+    )  # fmt: skip
+    if a.cached_input_tokens or a.cache_write_tokens or a.reasoning_tokens:
+        keys["tokens"] = _tokens_inclusive(a, keys)
     if (
         kind == "llm"
         and span.status_code == STATUS_OK
@@ -391,18 +425,6 @@ def recognise(span: BridgeSpan) -> AgentSpan:
         # neither it nor usage got no completion: a side request such as OpenAI's input-token count (CrewAI asks
         # before every call), not a model call.
         a.kind, keys["kind"] = "chain", keys["kind"] + " (OK, no answering model, no usage: not a model call)"
-    if kind == "tool":
-        a.tool_name = get("tool_name") or get("entity") or span.name
-        a.tool_call_id, a.tool_type = get("tool_call_id"), get("tool_type")
-    elif kind == "chain" and a.workflow_name is None and operation in RUN_ROOT_OPERATIONS:
-        a.workflow_name = get("entity") or get("agent_name") or span.name
-    if "tag.tags" in attrs:
-        a.tags = _tags(attrs, skipped)
-    a.metadata = _metadata(attrs, skipped)
-    email = get("user_email") or a.metadata.get("user_email")
-    if email is None and a.user_id and "@" in a.user_id:
-        email = a.user_id
-    a.user_email = email if isinstance(email, str) else None
     return a
 
 

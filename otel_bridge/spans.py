@@ -4,20 +4,30 @@ Three builders, one per source: an SDK ``ReadableSpan``, an OTLP protobuf ``Expo
 OTLP/JSON as the OTLP specification maps it (https://opentelemetry.io/docs/specs/otlp/#json-protobuf-encoding).
 GenAI log records (message content some instrumentations send as logs) get the same treatment as ``BridgeLog``.
 
-Protobuf attributes stay lazy: a span keeps its ``KeyValue`` messages and converts a value only when a processor
-reads it, because the recogniser looks at a dozen keys of spans that carry dozens.
+Protobuf attributes stay lazy: a span keeps the attribute map upb built while parsing (``otlp_proto``) and
+converts a value only when a processor reads it, because the recogniser looks at a dozen keys of spans that carry
+dozens.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from otel_bridge.otlp_proto import (
+    EventAttributes,
+    MappedSpan,
+    ProtoAttributes,
+    TracesEnvelope,
+    proto_value,
+    resource_attributes,
+)
 
 # OTLP enums (the SDK's SpanKind is offset by one from the wire's).
 STATUS_UNSET, STATUS_OK, STATUS_ERROR = 0, 1, 2
@@ -45,7 +55,7 @@ class BridgeSpan:
     status_code: int  # OTLP StatusCode
     status_message: str
     attributes: Mapping[str, Any]
-    events: list[SpanEvent] = field(default_factory=list)
+    events: Sequence[SpanEvent] = field(default_factory=list)  # a list, or ``ProtoEvents`` read on demand
     resource: Mapping[str, Any] = field(default_factory=dict)
     scope_name: str = ""
     scope_version: str = ""
@@ -86,97 +96,75 @@ class DecodeError(ValueError):
 # ---------------------------------------------------------------------------------------------- protobuf
 
 
-_SCALARS = frozenset({"string_value", "int_value", "double_value", "bool_value", "bytes_value"})
+def pick(
+    attrs: Mapping[str, Any], keys: frozenset[str], prefix: str | tuple[str, ...], rest: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The wanted attributes of any span as a plain dict; those matched only by ``prefix`` go to ``rest`` if given."""
+    if type(attrs) is ProtoAttributes:  # noqa: E721 - exact type: an ABC isinstance check costs more than the pick
+        return attrs.pick(keys, prefix, rest)
+    if rest is None:
+        return {k: v for k, v in attrs.items() if k in keys or k.startswith(prefix)}
+    out = {}
+    for k, v in attrs.items():
+        if k in keys:
+            out[k] = v
+        elif k.startswith(prefix):
+            rest[k] = v
+    return out
 
 
-def _proto_value(v: Any) -> Any:
-    kind = v.WhichOneof("value")
-    if kind in _SCALARS:
-        return getattr(v, kind)
-    if kind == "array_value":
-        return [_proto_value(x) for x in v.array_value.values]
-    if kind == "kvlist_value":
-        return {kv.key: _proto_value(kv.value) for kv in v.kvlist_value.values}
-    return None
+class ProtoEvents(Sequence[SpanEvent]):
+    """A protobuf span's events, made into ``SpanEvent``s on first read: most are never read (an exception event
+    when its span failed, message events when content is)."""
 
+    __slots__ = ("_events", "_list")
 
-class ProtoAttributes(Mapping[str, Any]):
-    """Attributes of a protobuf span, converted to Python values on first read."""
+    def __init__(self, events: Any) -> None:
+        self._events = events
+        self._list: list[SpanEvent] | None = None
 
-    __slots__ = ("_kvs", "_raw", "_done")
+    def _read(self) -> list[SpanEvent]:
+        if self._list is None:
+            self._list = [SpanEvent(e.name, e.time_unix_nano, EventAttributes(e.attributes)) for e in self._events]
+        return self._list
 
-    def __init__(self, key_values: Any) -> None:
-        self._kvs = key_values  # the repeated KeyValue field, indexed only if someone asks for an arbitrary key
-        self._raw: dict[str, Any] | None = None
-        self._done: dict[str, Any] = {}
+    def __getitem__(self, index: Any) -> Any:
+        return self._read()[index]
 
-    def _index(self) -> dict[str, Any]:
-        if self._raw is None:
-            self._raw = {kv.key: kv.value for kv in self._kvs}
-        return self._raw
-
-    def __getitem__(self, key: str) -> Any:
-        try:
-            return self._done[key]
-        except KeyError:
-            value = self._done[key] = _proto_value(self._index()[key])
-            return value
-
-    def get(self, key: str, default: Any = None) -> Any:
-        if key in self._done:
-            return self._done[key]
-        if key in self._index():
-            return self[key]
-        return default
-
-    def __contains__(self, key: object) -> bool:
-        return key in self._done or key in self._index()
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._index())
+    def __iter__(self) -> Iterator[SpanEvent]:
+        return iter(self._read())
 
     def __len__(self) -> int:
-        return len(self._kvs)
-
-    def pick(self, keys: frozenset[str], prefix: str | tuple[str, ...]) -> dict[str, Any]:
-        """One pass converting only the wanted keys (and those under ``prefix``): the recogniser's hot path."""
-        out: dict[str, Any] = {}
-        scalars = _SCALARS
-        for kv in self._kvs:
-            key = kv.key
-            if key in keys or key.startswith(prefix):
-                v = kv.value
-                kind = v.WhichOneof("value")  # scalars inline: most values are, and a call per value shows
-                out[key] = getattr(v, kind) if kind in scalars else _proto_value(v)
-        return out
+        return len(self._events)
 
 
-def pick(attrs: Mapping[str, Any], keys: frozenset[str], prefix: str | tuple[str, ...]) -> dict[str, Any]:
-    """The wanted attributes of any span as a plain dict."""
-    if isinstance(attrs, ProtoAttributes):
-        return attrs.pick(keys, prefix)
-    return {k: v for k, v in attrs.items() if k in keys or k.startswith(prefix)}
-
-
-def _proto_attrs(key_values: Any) -> Mapping[str, Any]:
-    return ProtoAttributes(key_values) if key_values else {}
+def _decode_error(exc: Exception) -> DecodeError:
+    return DecodeError(f"body is not an OTLP ExportTraceServiceRequest protobuf: {exc}")
 
 
 def spans_from_otlp_proto(request: ExportTraceServiceRequest | bytes) -> Decoded:
-    """OTLP protobuf → BridgeSpans. Spans with invalid ids are refused and counted, the rest kept."""
-    if isinstance(request, (bytes, bytearray, memoryview)):
-        try:
-            request = ExportTraceServiceRequest.FromString(bytes(request))
-        except Exception as exc:  # protobuf raises DecodeError, but upb may raise others on garbage
-            raise DecodeError(f"body is not an OTLP ExportTraceServiceRequest protobuf: {exc}") from exc
+    """OTLP protobuf → BridgeSpans. Spans with invalid ids are refused and counted, the rest kept.
+
+    The request is read through ``otlp_proto``'s views: each span comes still encoded (its length is its size as
+    received, ``BridgeSpan.size``) and is parsed with its attributes as a map; an unreadable span makes the whole
+    body unreadable, as the standard request parse would."""
+    body = request.SerializeToString() if isinstance(request, ExportTraceServiceRequest) else bytes(request)
+    try:
+        envelope = TracesEnvelope.FromString(body)
+    except Exception as exc:  # protobuf raises DecodeError, but upb may raise others on garbage
+        raise _decode_error(exc) from exc
     out: list[BridgeSpan] = []
-    append, make, hexes = out.append, BridgeSpan, {}
+    append, make, parse, hexes = out.append, BridgeSpan, MappedSpan.FromString, {}
     rejected, error = 0, None
-    for rs in request.resource_spans:
-        resource = {kv.key: _proto_value(kv.value) for kv in rs.resource.attributes}
+    for rs in envelope.resource_spans:
+        resource = resource_attributes(rs.resource)
         for ss in rs.scope_spans:
             scope_name, scope_version = ss.scope.name, ss.scope.version
-            for s in ss.spans:
+            for encoded in ss.spans:
+                try:
+                    s = parse(encoded)
+                except Exception as exc:
+                    raise _decode_error(exc) from exc
                 trace_id, span_id = s.trace_id, s.span_id
                 if len(trace_id) != 16 or len(span_id) != 8 or trace_id == _ZERO16 or span_id == _ZERO8:
                     rejected += 1
@@ -185,7 +173,12 @@ def spans_from_otlp_proto(request: ExportTraceServiceRequest | bytes) -> Decoded
                 trace_hex = hexes.get(trace_id)
                 if trace_hex is None:  # the spans of a trace usually travel together
                     trace_hex = hexes[trace_id] = trace_id.hex()
-                parent, status, events = s.parent_span_id, s.status, s.events
+                parent, events = s.parent_span_id, s.events
+                if s.HasField("status"):  # most spans leave it unset: one read instead of three
+                    status = s.status
+                    code, message = status.code, status.message
+                else:
+                    code, message = STATUS_UNSET, ""
                 append(
                     make(
                         trace_hex,
@@ -195,17 +188,15 @@ def spans_from_otlp_proto(request: ExportTraceServiceRequest | bytes) -> Decoded
                         s.kind,
                         s.start_time_unix_nano,
                         s.end_time_unix_nano,
-                        status.code,
-                        status.message,
-                        _proto_attrs(s.attributes),
-                        [SpanEvent(e.name, e.time_unix_nano, _proto_attrs(e.attributes)) for e in events]
-                        if events
-                        else [],
+                        code,
+                        message,
+                        ProtoAttributes(s.attributes),
+                        ProtoEvents(events) if events else (),
                         resource,
                         scope_name,
                         scope_version,
                         s.flags & _REMOTE_FLAGS == _REMOTE_FLAGS,
-                        s.ByteSize(),
+                        len(encoded),
                     )
                 )
     return Decoded(out, rejected, error)
@@ -224,17 +215,17 @@ def logs_from_otlp_proto(request: ExportLogsServiceRequest | bytes) -> Decoded:
             raise DecodeError(f"body is not an OTLP ExportLogsServiceRequest protobuf: {exc}") from exc
     out: list[BridgeLog] = []
     for rl in request.resource_logs:
-        resource = {kv.key: _proto_value(kv.value) for kv in rl.resource.attributes}
+        resource = {kv.key: proto_value(kv.value) for kv in rl.resource.attributes}
         for sl in rl.scope_logs:
             for r in sl.log_records:
-                attrs = {kv.key: _proto_value(kv.value) for kv in r.attributes}
+                attrs = {kv.key: proto_value(kv.value) for kv in r.attributes}
                 out.append(
                     BridgeLog(
                         r.trace_id.hex() if len(r.trace_id) == 16 and r.trace_id != _ZERO16 else None,
                         r.span_id.hex() if len(r.span_id) == 8 and r.span_id != _ZERO8 else None,
                         r.time_unix_nano or r.observed_time_unix_nano,
                         r.event_name or str(attrs.get("event.name") or ""),
-                        _proto_value(r.body) if r.HasField("body") else None,
+                        proto_value(r.body) if r.HasField("body") else None,
                         attrs,
                         resource,
                     )
