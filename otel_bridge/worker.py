@@ -128,6 +128,8 @@ class _Worker:
     def stats(self) -> None:
         exporters = [e for name, e in self.pipeline.exporters.items() if name != "clickhouse"]
         free = min((e.max_queue - e.queue_depth for e in exporters), default=1 << 30)
+        if not self.pipeline.assembler.has_room():
+            free = 0  # run assembly is near its bounds: the serving process answers "retry later"
         self.send(("stats", self.pipeline.stats(), free))
 
     def _reporter(self) -> None:

@@ -22,7 +22,7 @@ receivers:
       http: {endpoint: "127.0.0.1:9"}  # never bound: requests go through receive() directly
     spool: {max_size: "${env:T_SPOOL_MAX:-64MiB}"}
 processors:
-  runs: {wait: 200ms, max_wait: 1s}
+  runs: {wait: "${env:T_WAIT:-200ms}", max_wait: "${env:T_MAX_WAIT:-1s}", max_traces: "${env:T_MAX_TRACES:-10000}"}
   flightdeck: {release_id: rel_test, tenant_id: tenant_test, task_id: task_test}
   redact: {}
 exporters:

@@ -238,3 +238,25 @@ def test_log_records_go_where_their_trace_goes(fmt, suffix):
     records = [(w, r) for w, part in enumerate(shares.parts) if part for r in decode_logs(part).items]
     assert len(records) == len(decode_logs(body).items) == shares.count > 0
     assert all(span_worker[r.trace_id] == w for w, r in records if r.trace_id)
+
+
+def test_a_worker_near_its_run_assembly_bound_makes_clients_retry(tmp_path):
+    """Traces held for assembly are memory: past 80 % of a worker's share of max_traces the serving process answers
+    UNAVAILABLE (what a client retries), instead of holding ever more or cutting runs early."""
+    svc = service(tmp_path, T_WORKERS="2", T_WAIT="60s", T_MAX_WAIT="60s", T_MAX_TRACES="20")
+    try:
+        assert send(svc, request([llm_span(i) for i in range(40)]))[0] == 40  # 20 traces a worker, bound 10 each
+        refused = wait_until(lambda: _refused(svc, request([llm_span(1000)])), 10)
+        assert refused and refused.reason == "unavailable"
+        assert svc.pipeline.force_flush(30)  # assembled: room again
+        assert wait_until(lambda: not _refused(svc, request([llm_span(2000)])), 10)
+    finally:
+        svc.stop(20)
+
+
+def _refused(svc, body: bytes) -> Refused | None:  # noqa: ANN001
+    try:
+        send(svc, body)
+    except Refused as r:
+        return r
+    return None
