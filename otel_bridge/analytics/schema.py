@@ -23,7 +23,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+SETTLE_SECONDS = 900  # quiet time after which a partition is merged into one part (v4)
 
 SPAN_COLUMNS = (
     "trace_id", "span_id", "run_id", "parent_span_id", "parent_run_id", "kind", "operation", "name",
@@ -101,6 +102,7 @@ class DDLOptions:
     cluster: str | None = None
     ttl_days: int = 90
     text_ttl_days: int | None = None  # message text may be kept for less than the rows
+    settle_seconds: int = SETTLE_SECONDS
 
 
 def _ident(name: str) -> str:
@@ -203,18 +205,37 @@ def _span_models_ddl(o: DDLOptions) -> list[str]:
     return out
 
 
+def _settle_ddl(o: DDLOptions) -> list[str]:
+    """Merge a partition into one part once none of its parts is younger than ``settle_seconds``: ``FINAL`` (with
+    ``do_not_merge_across_partitions_select_final``) reads a partition that is one merged part as a plain read, so
+    only partitions still receiving rows (today's, or a day a replay wrote into) pay for the merge at query time.
+    Dedup stays ClickHouse's: a late copy makes its partition two parts again until the next settle."""
+    settings = (f"min_age_to_force_merge_seconds = {int(o.settle_seconds)}, "
+                "min_age_to_force_merge_on_partition_only = 1")  # fmt: skip
+    db = _ident(o.database)
+    return [
+        f"ALTER TABLE {db}.{_ident(f'{t}_local' if o.cluster else t)}{_on_cluster(o)} MODIFY SETTING {settings}"
+        for t in _TABLES
+    ]
+
+
 # version → (description, statements). Append new versions; never edit a shipped one.
 def migrations(o: DDLOptions) -> list[tuple[int, str, list[str]]]:
     return [
         (1, "spans, runs and events tables", [s for t in _TABLES for s in _table_ddl(o, t)]),
         (2, "model_prices: resolved price rows per (provider, model) seen, for clients like Grafana", _prices_ddl(o)),
         (3, "span_models: the (provider, model) pairs stored, for pricing", _span_models_ddl(o)),
+        (4, "settled partitions merged into one part, so FINAL reads them without merging", _settle_ddl(o)),
     ]
 
 
 def render_ddl(
-    cluster: str | None = None, database: str = "otel_bridge", ttl_days: int = 90, text_ttl_days: int | None = None
+    cluster: str | None = None,
+    database: str = "otel_bridge",
+    ttl_days: int = 90,
+    text_ttl_days: int | None = None,
+    settle_seconds: int = SETTLE_SECONDS,
 ) -> list[str]:
     """Every statement ``Store.open`` would run on an empty database, in order (``otel-bridge schema print``)."""
-    o = DDLOptions(database, cluster, ttl_days, text_ttl_days)
+    o = DDLOptions(database, cluster, ttl_days, text_ttl_days, settle_seconds)
     return migrations_table_ddl(o) + [s for _, _, stmts in migrations(o) for s in stmts]
