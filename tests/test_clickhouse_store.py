@@ -116,7 +116,7 @@ def test_schema_is_versioned_and_idempotent(store: Store) -> None:
     for stmt in render_ddl(None, store.database):  # the printed single-node DDL runs as is, again
         store.client.command(stmt)
     tables = {r[0] for r in store.client.query(f"SHOW TABLES FROM `{store.database}`").result_rows}
-    assert {"spans", "runs", "events", "schema_migrations", "model_prices"} <= tables
+    assert {"spans", "runs", "events", "schema_migrations", "model_prices", "cost_rollup"} <= tables
     engine = store.client.query(
         "SELECT engine, partition_key, sorting_key FROM system.tables WHERE database = {db:String} AND name = 'spans'",
         parameters={"db": store.database},
@@ -155,7 +155,7 @@ def test_v1_store_upgrades_with_its_models_backfilled(store: Store, prices: Pric
 
     put(901, "gpt-4o")
     assert span_pairs(old) == [("openai", "gpt-4o")]  # a v1 schema (managed by hand): read from the spans
-    assert old.migrate() == 3 and old.schema_version() == SCHEMA_VERSION  # v2 model_prices, v3 span_models, v4
+    assert old.migrate() == 4 and old.schema_version() == SCHEMA_VERSION  # v2 prices, v3 span_models, v4 settle, v5
     assert _settle_setting(old, "spans") == _settle_setting(old, "runs") == _settle_setting(old, "events") == 900
     put(902, "gpt-4o-mini")
     assert set(span_pairs(old)) == {("openai", "gpt-4o"), ("openai", "gpt-4o-mini")}

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 SETTLE_SECONDS = 900  # quiet time after which a partition is merged into one part (v4)
 
 SPAN_COLUMNS = (
@@ -205,6 +205,19 @@ def _span_models_ddl(o: DDLOptions) -> list[str]:
     return out
 
 
+def _cost_rollup_ddl(db: str) -> str:
+    """Per-part LLM usage sums of settled partitions (``analytics.cost_rollup``). Replacing on the whole group key:
+    two queries filling the same part at once write identical rows, which collapse; read with ``FINAL``.
+    ``marker`` rows say a part's sums are complete."""
+    return (
+        f"CREATE TABLE IF NOT EXISTS {db}.`cost_rollup` (sig UInt64, part String, marker UInt8, day Date, "
+        f"provider {_LC}, model {_LC}, agent {_LC}, service_name {_LC}, release {_LC}, bucket UInt64, "
+        "n UInt64, i UInt64, c UInt64, w UInt64, o UInt64, r UInt64, ui Int64, uo Int64)\n"
+        "ENGINE = ReplacingMergeTree ORDER BY (sig, part, marker, day, provider, model, agent, service_name, release, "
+        "bucket)"
+    )
+
+
 def _settle_ddl(o: DDLOptions) -> list[str]:
     """Merge a partition into one part once none of its parts is younger than ``settle_seconds``: ``FINAL`` (with
     ``do_not_merge_across_partitions_select_final``) reads a partition that is one merged part as a plain read, so
@@ -226,6 +239,11 @@ def migrations(o: DDLOptions) -> list[tuple[int, str, list[str]]]:
         (2, "model_prices: resolved price rows per (provider, model) seen, for clients like Grafana", _prices_ddl(o)),
         (3, "span_models: the (provider, model) pairs stored, for pricing", _span_models_ddl(o)),
         (4, "settled partitions merged into one part, so FINAL reads them without merging", _settle_ddl(o)),
+        (
+            5,
+            "cost_rollup: LLM usage sums per settled part (not on a cluster: parts are per node)",
+            [] if o.cluster else [_cost_rollup_ddl(_ident(o.database))],
+        ),
     ]
 
 
