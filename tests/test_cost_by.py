@@ -116,8 +116,9 @@ def test_settled_days_are_read_from_their_sums_and_copies_still_count_once(store
     spans += _stored(store, data, [late])[len(data.stored) :]
     assert cost_rollup.settled(store) != parts
     _check(store, prices, spans, KEYS)
-    _settle(store)  # settled again: new part names, new sums, same answers
+    now = _settle(store)  # settled again: new part names, new sums, same answers
     _check(store, prices, spans, KEYS)
+    assert _summed_parts(store) == set(now.values())  # the sums of parts merged away are dropped
 
 
 def test_window_uses_sums_only_for_whole_days(store: Store, prices: PriceTable) -> None:

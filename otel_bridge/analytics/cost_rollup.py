@@ -94,6 +94,14 @@ def _fill(store: Store, bucket_sql: str, sig: int, parts: list[str]) -> None:
         f"INSERT INTO {t} (sig, part, marker) SELECT {sig}, arrayJoin({{parts:Array(String)}}), 1",
         parameters={"parts": parts},
     )
+    # sums of parts merged away or dropped since are never read again (a query that used one sees its part change
+    # and recomputes without sums); dropped here, when new ones are added, so the table stays the size of the store
+    store.client.command(
+        f"""ALTER TABLE {t} DELETE WHERE part NOT IN (SELECT name FROM system.parts
+            WHERE active AND database = {{db:String}} AND table = 'spans')
+        SETTINGS mutations_sync = 1""",
+        parameters={"db": store.database},
+    )
 
 
 def branch(store: Store, by: str) -> str:
