@@ -39,12 +39,16 @@ def signature(bucket_sql: str) -> int:
     return int.from_bytes(hashlib.sha256(json.dumps(bucket_sql).encode()).digest()[:8], "big")
 
 
+PART_ID = "concat(name, ':', hash_of_all_files)"  # a part name may come back after TRUNCATE and a restart
+
+
 def settled(store: Store) -> dict[str, str]:
-    """partition id → its only active part, for the partitions of ``spans`` that are one merged part."""
-    sql = """SELECT partition_id, any(name), count(), max(level) FROM system.parts
-        WHERE active AND database = {db:String} AND table = 'spans' GROUP BY partition_id"""
+    """partition id → ``name:content hash`` of its only active part, for the partitions of ``spans`` that are one
+    merged part."""
+    sql = f"""SELECT partition_id, any({PART_ID}), count(), max(level) FROM system.parts
+        WHERE active AND database = {{db:String}} AND table = 'spans' GROUP BY partition_id"""
     rows = store.client.query(sql, parameters={"db": store.database}).result_rows
-    return {pid: name for pid, name, n, level in rows if n == 1 and level > 0}
+    return {pid: part for pid, part, n, level in rows if n == 1 and level > 0}
 
 
 def _inside(partition_id: str, from_ns: int | None, to_ns: int | None) -> bool:
@@ -81,14 +85,16 @@ def cover(store: Store, bucket_sql: str, from_ns: int | None, to_ns: int | None)
 def _fill(store: Store, bucket_sql: str, sig: int, parts: list[str]) -> None:
     """Sum each part's finished LLM spans (no FINAL: a merged part holds each key once), then mark it complete."""
     t = store.table("cost_rollup")
+    names = {"names": [p.split(":", 1)[0] for p in parts], "parts": parts}
     store.client.command(
         f"""INSERT INTO {t} (sig, part, marker, day, provider, model, agent, service_name, release, bucket,
             n, i, c, w, o, r, ui, uo)
-        SELECT {sig}, _part, 0, toDate(start) AS day, provider, model, agent, service_name, {RELEASE} AS release,
+        SELECT {sig}, transform(toString(_part), {{names:Array(String)}}, {{parts:Array(String)}}, '') AS part_id,
+            0, toDate(start) AS day, provider, model, agent, service_name, {RELEASE} AS release,
             {bucket_sql} AS bucket, {SUMS}
-        FROM {store.table("spans")} WHERE _part IN {{parts:Array(String)}} AND kind = 'llm' AND status != 'started'
-        GROUP BY _part, day, provider, model, agent, service_name, release, bucket""",
-        parameters={"parts": parts},
+        FROM {store.table("spans")} WHERE _part IN {{names:Array(String)}} AND kind = 'llm' AND status != 'started'
+        GROUP BY part_id, day, provider, model, agent, service_name, release, bucket""",
+        parameters=names,
     )
     store.client.command(
         f"INSERT INTO {t} (sig, part, marker) SELECT {sig}, arrayJoin({{parts:Array(String)}}), 1",
@@ -97,7 +103,7 @@ def _fill(store: Store, bucket_sql: str, sig: int, parts: list[str]) -> None:
     # sums of parts merged away or dropped since are never read again (a query that used one sees its part change
     # and recomputes without sums); dropped here, when new ones are added, so the table stays the size of the store
     store.client.command(
-        f"""ALTER TABLE {t} DELETE WHERE part NOT IN (SELECT name FROM system.parts
+        f"""ALTER TABLE {t} DELETE WHERE part NOT IN (SELECT {PART_ID} FROM system.parts
             WHERE active AND database = {{db:String}} AND table = 'spans')
         SETTINGS mutations_sync = 1""",
         parameters={"db": store.database},

@@ -4,7 +4,8 @@ Cost is never stored: every query prices at query time against the *current* pri
 overrides, else genai-prices) through the one cost expression of ``analytics/cost.py``, so each span is priced
 with the row in force at its start for its prompt size. Cost follows Observatory: only ``llm`` spans with a row in
 force cost anything (an unmatched (provider, model) joins as empty arrays: index 0, cost 0).
-Every read uses ``FINAL`` so a re-sent span or run is counted once even before ClickHouse merges parts.
+Every read uses ``FINAL`` so a re-sent span or run is counted once even before ClickHouse merges parts; ``costs``
+reads settled days from their exact per-part sums instead (``analytics.cost_rollup``).
 """
 
 from __future__ import annotations

@@ -17,6 +17,10 @@ shard and ``FINAL`` (which runs per shard) still sees them together.
 prices spans with the same ``SPAN_COST`` expression; ``analytics.price_sync`` keeps it current. On a cluster it is
 a small dimension table replicated whole to every node (no shard in its path), so a join next to a shard's spans
 reads it locally.
+
+Version 4 has ClickHouse merge a day partition into one part once it has had no insert for ``settle_seconds``
+(15 min): ``FINAL`` reads such a partition without merging. Version 5 adds ``cost_rollup``, the LLM usage sums of
+those settled parts that ``costs`` reads instead of their spans (``analytics.cost_rollup``; not on a cluster).
 """
 
 from __future__ import annotations
