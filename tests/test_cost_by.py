@@ -148,3 +148,19 @@ def test_a_new_part_in_a_covered_day_is_noticed(store: Store) -> None:
     assert cost_rollup.unchanged(store, covered)
     _stored(store, data, [])  # copies arrive: each day they touch is two parts, the sums no longer cover it
     assert not cost_rollup.unchanged(store, covered)
+
+
+def test_a_part_name_that_comes_back_after_truncate_is_summed_again(tmp_path, prices: PriceTable) -> None:
+    config = StoreConfig(data_dir=str(tmp_path / "data"))
+    first = Store.open(config)
+    _stored(first, make_dataset(n_traces=10, seed=25), [])
+    before = _settle(first)
+    q.costs(first, prices)
+    assert _summed_parts(first) == set(before.values())  # the first parts' sums exist
+    first.client.command(f"TRUNCATE TABLE {first.table('spans')}")
+    first.close()
+    with Store.open(config) as store:  # a restart: block numbers count again from the parts that exist (none)
+        spans = _stored(store, make_dataset(n_traces=10, seed=26), [])
+        after = _settle(store)
+        assert {p.split(":")[0] for p in after.values()} & {p.split(":")[0] for p in before.values()}
+        _check(store, prices, spans, KEYS)
