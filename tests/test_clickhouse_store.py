@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import textwrap
@@ -115,12 +116,28 @@ def test_schema_is_versioned_and_idempotent(store: Store) -> None:
     for stmt in render_ddl(None, store.database):  # the printed single-node DDL runs as is, again
         store.client.command(stmt)
     tables = {r[0] for r in store.client.query(f"SHOW TABLES FROM `{store.database}`").result_rows}
-    assert {"spans", "runs", "events", "schema_migrations", "model_prices"} <= tables
+    assert {"spans", "runs", "events", "schema_migrations", "model_prices", "cost_rollup"} <= tables
     engine = store.client.query(
         "SELECT engine, partition_key, sorting_key FROM system.tables WHERE database = {db:String} AND name = 'spans'",
         parameters={"db": store.database},
     ).result_rows[0]
     assert engine == ("ReplacingMergeTree", "toDate(start)", "toStartOfHour(start), run_id")
+
+
+def _settle_setting(store: Store, table: str) -> int | None:
+    """The table's min_age_to_force_merge_seconds (schema v4), if set, read from its definition."""
+    ddl = store.client.query(f"SHOW CREATE TABLE {store.table(table)}").result_rows[0][0]
+    found = re.search(r"min_age_to_force_merge_seconds = (\d+)", ddl)
+    assert found is None or "min_age_to_force_merge_on_partition_only = 1" in ddl
+    return int(found.group(1)) if found else None
+
+
+def test_partitions_settle_into_one_part(store: Store) -> None:
+    """Schema v4: every replacing table merges a quiet partition whole, after the configured time."""
+    s = Store(store.client, StoreConfig(database="settle_120", settle_seconds=120))  # chDB: one directory a process
+    assert s.migrate() == SCHEMA_VERSION
+    assert [_settle_setting(s, t) for t in ("spans", "runs", "events")] == [120, 120, 120]
+    assert _settle_setting(s, "model_prices") is None
 
 
 def test_v1_store_upgrades_with_its_models_backfilled(store: Store, prices: PriceTable) -> None:
@@ -138,7 +155,8 @@ def test_v1_store_upgrades_with_its_models_backfilled(store: Store, prices: Pric
 
     put(901, "gpt-4o")
     assert span_pairs(old) == [("openai", "gpt-4o")]  # a v1 schema (managed by hand): read from the spans
-    assert old.migrate() == 2 and old.schema_version() == SCHEMA_VERSION  # v2 model_prices, v3 span_models
+    assert old.migrate() == 4 and old.schema_version() == SCHEMA_VERSION  # v2 prices, v3 span_models, v4 settle, v5
+    assert _settle_setting(old, "spans") == _settle_setting(old, "runs") == _settle_setting(old, "events") == 900
     put(902, "gpt-4o-mini")
     assert set(span_pairs(old)) == {("openai", "gpt-4o"), ("openai", "gpt-4o-mini")}
     costs = {r["model"]: r for r in q.costs(old, prices)}
@@ -160,6 +178,13 @@ def test_cluster_ddl_rendered() -> None:
     # the price table is whole on every node (no shard in its path), so a shard's join reads it locally
     assert ("ReplicatedReplacingMergeTree('/clickhouse/tables/all/obs/model_prices', '{shard}-{replica}', p_version)"
             in text and "Distributed(`prod`, `obs`, `model_prices" not in text)  # fmt: skip
+    settle = [s for s in ddl if "MODIFY SETTING" in s]
+    assert [s.split(" ON CLUSTER")[0] for s in settle] == [
+        f"ALTER TABLE `obs`.`{t}_local`" for t in ("spans", "runs", "events")
+    ]
+    assert all(
+        "min_age_to_force_merge_seconds = 900, min_age_to_force_merge_on_partition_only = 1" in s for s in settle
+    )
     single = "\n".join(render_ddl(None))
     assert "ON CLUSTER" not in single and "Distributed" not in single and "Replicated" not in single
 

@@ -84,21 +84,13 @@ _ROW_ATTRS = (
 )  # fmt: skip
 
 
-def span_pairs(store: Store) -> list[tuple[str, str]]:
+def span_pairs(store: Store, scan: bool = False) -> list[tuple[str, str]]:
     """Distinct (provider, model) of stored spans, from the small table a materialised view keeps (schema v3)
-    instead of a scan of every span."""
-    sql = f"SELECT DISTINCT provider, model FROM {store.table('span_models')}"
+    instead of a scan of every span; ``scan`` reads the spans themselves (exact at the moment of the read)."""
+    scan_sql = f"SELECT DISTINCT provider, model FROM {store.table('spans')} WHERE model != ''"
     try:
+        sql = scan_sql if scan else f"SELECT DISTINCT provider, model FROM {store.table('span_models')}"
         rows = store.client.query(sql).result_rows
     except DatabaseError:  # a server whose schema is managed by hand (create_schema: false) and older than v3
-        sql = f"SELECT DISTINCT provider, model FROM {store.table('spans')} WHERE model != ''"
-        rows = store.client.query(sql).result_rows
+        rows = store.client.query(scan_sql).result_rows
     return [(r[0], r[1]) for r in rows]
-
-
-def bucket(value: str, op: str, bounds: set[int], default: int) -> str:
-    """The largest boundary ``b`` with ``value op b`` (``default`` when none): which bucket a span falls in."""
-    if not bounds:
-        return f"toInt64({default})"
-    arms = ", ".join(f"{value} {op} {b}, toInt64({b})" for b in sorted(bounds, reverse=True))
-    return f"multiIf({arms}, toInt64({default}))"

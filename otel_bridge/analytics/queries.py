@@ -4,7 +4,8 @@ Cost is never stored: every query prices at query time against the *current* pri
 overrides, else genai-prices) through the one cost expression of ``analytics/cost.py``, so each span is priced
 with the row in force at its start for its prompt size. Cost follows Observatory: only ``llm`` spans with a row in
 force cost anything (an unmatched (provider, model) joins as empty arrays: index 0, cost 0).
-Every read uses ``FINAL`` so a re-sent span or run is counted once even before ClickHouse merges parts.
+Every read uses ``FINAL`` so a re-sent span or run is counted once even before ClickHouse merges parts; ``costs``
+reads settled days from their exact per-part sums instead (``analytics.cost_rollup``).
 """
 
 from __future__ import annotations
@@ -14,12 +15,9 @@ import math
 from datetime import UTC, datetime
 from typing import Any
 
+from otel_bridge.analytics import cost_by
 from otel_bridge.analytics.cost import (
-    DAY_NS,
     SPAN_COST,
-    bucket,
-    cost_sql,
-    price_index,
     price_join,
     price_parameters,
     span_cost,
@@ -183,41 +181,7 @@ def costs(
         raise ValueError(f"by: must be one of {sorted(_COST_KEYS)}")
     where, params = ["kind = 'llm'", "status != 'started'"], {}
     _window(where, params, from_, to)
-    params |= price_parameters(prices, span_pairs(store))
-    ns = "toUnixTimestamp64Nano(start)"
-    epoch = bucket(ns, ">=", {f for fs in params["pf"] for f in fs if f > 0}, 0)
-    tod = bucket(f"{ns} % {DAY_NS}", ">=", {d for ds in params["pd"] for d in ds if d > 0}, 0)
-    tier = bucket("toInt64(input_tokens)", ">", {t for ts in params["pt"] for t in ts if t >= 0}, -1)
-    # Aggregate before pricing: within one (date epoch, time-of-day slot, input tier) of the boundaries of *all*
-    # rows every model has one price, so spans are summed per (key, provider, model, bucket) and only those few
-    # groups are joined with the price rows. A bucket is named by its lower boundary; the tier bucket `t` holds
-    # prompts of more than t tokens, priced as a prompt of t + 1. The cost formula's clamps apply per span.
-    sql = f"""
-    SELECT key AS {by}, sum(n) AS calls, sum(i) AS input_tokens, sum(c) AS cached_input_tokens,
-        sum(w) AS cache_write_tokens, sum(o) AS output_tokens, sum(r) AS reasoning_tokens,
-        sum(group_cost) AS cost, sumIf(n, p_idx = 0) AS unpriced_calls
-    FROM (
-        SELECT key, n, i, c, w, o, r, {price_index("epoch_ns", "tod_ns", "tier_ns + 1")} AS p_idx,
-            {cost_sql("p_idx", "ui", "c", "w", "uo", "r", "n")} AS group_cost
-        FROM (
-            SELECT key, provider, model, epoch_ns, tod_ns, tier_ns, count() AS n,
-                sum(input_tokens) AS i, sum(cached_input_tokens) AS c, sum(cache_write_tokens) AS w,
-                sum(output_tokens) AS o, sum(reasoning_tokens) AS r,
-                sum(greatest(toInt64(input_tokens) - toInt64(cached_input_tokens) - toInt64(cache_write_tokens), 0))
-                    AS ui,
-                sum(greatest(toInt64(output_tokens) - toInt64(reasoning_tokens), 0)) AS uo
-            FROM (
-                SELECT {expr} AS key, provider, model, input_tokens, cached_input_tokens, cache_write_tokens,
-                    output_tokens, reasoning_tokens, {epoch} AS epoch_ns, {tod} AS tod_ns, {tier} AS tier_ns
-                FROM {store.table("spans")} FINAL WHERE {" AND ".join(where)}
-            )
-            GROUP BY key, provider, model, epoch_ns, tod_ns, tier_ns
-        ) AS s
-        {price_join()}
-    )
-    GROUP BY key ORDER BY cost DESC, key
-    {SETTINGS}"""
-    return store.query(sql, params)
+    return cost_by.costs(store, prices, by, where, params)
 
 
 def latency(

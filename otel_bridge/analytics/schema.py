@@ -17,13 +17,18 @@ shard and ``FINAL`` (which runs per shard) still sees them together.
 prices spans with the same ``SPAN_COST`` expression; ``analytics.price_sync`` keeps it current. On a cluster it is
 a small dimension table replicated whole to every node (no shard in its path), so a join next to a shard's spans
 reads it locally.
+
+Version 4 has ClickHouse merge a day partition into one part once it has had no insert for ``settle_seconds``
+(15 min): ``FINAL`` reads such a partition without merging. Version 5 adds ``cost_rollup``, the LLM usage sums of
+those settled parts that ``costs`` reads instead of their spans (``analytics.cost_rollup``; not on a cluster).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 5
+SETTLE_SECONDS = 900  # quiet time after which a partition is merged into one part (v4)
 
 SPAN_COLUMNS = (
     "trace_id", "span_id", "run_id", "parent_span_id", "parent_run_id", "kind", "operation", "name",
@@ -101,6 +106,7 @@ class DDLOptions:
     cluster: str | None = None
     ttl_days: int = 90
     text_ttl_days: int | None = None  # message text may be kept for less than the rows
+    settle_seconds: int = SETTLE_SECONDS
 
 
 def _ident(name: str) -> str:
@@ -203,18 +209,55 @@ def _span_models_ddl(o: DDLOptions) -> list[str]:
     return out
 
 
+def _cost_rollup_ddl(db: str) -> str:
+    """Per-part LLM usage sums of settled partitions (``analytics.cost_rollup``). Replacing on the whole group key:
+    two queries filling the same part at once write identical rows, which collapse; read with ``FINAL``.
+    ``marker`` rows say a part's sums are complete."""
+    return (
+        f"CREATE TABLE IF NOT EXISTS {db}.`cost_rollup` (sig UInt64, part String, marker UInt8, day Date, "
+        f"provider {_LC}, model {_LC}, agent {_LC}, service_name {_LC}, release {_LC}, bucket UInt64, "
+        "n UInt64, i UInt64, c UInt64, w UInt64, o UInt64, r UInt64, ui Int64, uo Int64)\n"
+        "ENGINE = ReplacingMergeTree ORDER BY (sig, part, marker, day, provider, model, agent, service_name, release, "
+        "bucket)"
+    )
+
+
+def _settle_ddl(o: DDLOptions) -> list[str]:
+    """Merge a partition into one part once none of its parts is younger than ``settle_seconds``: ``FINAL`` (with
+    ``do_not_merge_across_partitions_select_final``) reads a partition that is one merged part as a plain read, so
+    only partitions still receiving rows (today's, or a day a replay wrote into) pay for the merge at query time.
+    Dedup stays ClickHouse's: a late copy makes its partition two parts again until the next settle."""
+    settings = (f"min_age_to_force_merge_seconds = {int(o.settle_seconds)}, "
+                "min_age_to_force_merge_on_partition_only = 1")  # fmt: skip
+    db = _ident(o.database)
+    return [
+        f"ALTER TABLE {db}.{_ident(f'{t}_local' if o.cluster else t)}{_on_cluster(o)} MODIFY SETTING {settings}"
+        for t in _TABLES
+    ]
+
+
 # version → (description, statements). Append new versions; never edit a shipped one.
 def migrations(o: DDLOptions) -> list[tuple[int, str, list[str]]]:
     return [
         (1, "spans, runs and events tables", [s for t in _TABLES for s in _table_ddl(o, t)]),
         (2, "model_prices: resolved price rows per (provider, model) seen, for clients like Grafana", _prices_ddl(o)),
         (3, "span_models: the (provider, model) pairs stored, for pricing", _span_models_ddl(o)),
+        (4, "settled partitions merged into one part, so FINAL reads them without merging", _settle_ddl(o)),
+        (
+            5,
+            "cost_rollup: LLM usage sums per settled part (not on a cluster: parts are per node)",
+            [] if o.cluster else [_cost_rollup_ddl(_ident(o.database))],
+        ),
     ]
 
 
 def render_ddl(
-    cluster: str | None = None, database: str = "otel_bridge", ttl_days: int = 90, text_ttl_days: int | None = None
+    cluster: str | None = None,
+    database: str = "otel_bridge",
+    ttl_days: int = 90,
+    text_ttl_days: int | None = None,
+    settle_seconds: int = SETTLE_SECONDS,
 ) -> list[str]:
     """Every statement ``Store.open`` would run on an empty database, in order (``otel-bridge schema print``)."""
-    o = DDLOptions(database, cluster, ttl_days, text_ttl_days)
+    o = DDLOptions(database, cluster, ttl_days, text_ttl_days, settle_seconds)
     return migrations_table_ddl(o) + [s for _, _, stmts in migrations(o) for s in stmts]

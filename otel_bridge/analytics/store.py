@@ -18,7 +18,7 @@ from typing import Any
 import clickhouse_connect
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from otel_bridge.analytics.schema import DDLOptions, migrations, migrations_table_ddl
+from otel_bridge.analytics.schema import SETTLE_SECONDS, DDLOptions, migrations, migrations_table_ddl
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +47,7 @@ class StoreConfig:
     ttl_days: int = 90
     text_ttl_days: int | None = None
     text_limit: int = 4096  # characters of input/output text kept per span
+    settle_seconds: int = SETTLE_SECONDS  # quiet time after which a partition is merged into one part (schema v4)
     tls: Mapping[str, Any] = field(default_factory=dict)  # get_client's verify/ca_cert/client_cert… (otel_bridge.tls)
 
     @property
@@ -55,7 +56,7 @@ class StoreConfig:
 
     @property
     def ddl_options(self) -> DDLOptions:
-        return DDLOptions(self.database, self.cluster, self.ttl_days, self.text_ttl_days)
+        return DDLOptions(self.database, self.cluster, self.ttl_days, self.text_ttl_days, self.settle_seconds)
 
 
 class Store:
