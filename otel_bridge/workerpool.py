@@ -86,7 +86,11 @@ class _Handle:
 
     def __init__(self, pool: WorkerPool, index: int) -> None:
         self.pool, self.index = pool, index
-        self.lock = threading.Lock()  # one sender at a time; held while the worker is being replaced
+        # One sender at a time (held while the pipe is full, and while the worker is being replaced). The reader
+        # thread never takes it: a reader waiting on a blocked sender while the worker waits for the reader to
+        # take its reply would deadlock all three.
+        self.lock = threading.Lock()
+        self._counts = threading.Lock()  # ``holding``: held only to count, never across I/O
         self.ready = threading.Event()
         self.process: Any = None
         self.conn: Any = None
@@ -126,7 +130,8 @@ class _Handle:
             if request_id is not None:
                 self.pending[request_id] = answer
             if pos is not None:
-                self.holding[pos] += 1
+                with self._counts:
+                    self.holding[pos] += 1
                 self.pool.ledger.hold(pos)
             try:
                 self.conn.send(("submit", request_id, signal, fmt, body, pos))
@@ -171,9 +176,8 @@ class _Handle:
         elif kind == "rows":
             self.pool.clickhouse_offer(message[2], message[1])
         elif kind == "drained":
-            with self.lock:
-                for pos, shares in message[1].items():
-                    self._release(pos, shares)
+            for pos, shares in message[1].items():
+                self._release(pos, shares)
         elif kind == "stats":
             self.stats, self.free = message[1], message[2]
         elif kind == "ready":
@@ -187,14 +191,21 @@ class _Handle:
             self.bye.set()
 
     def _release(self, pos: int, shares: int) -> None:
-        shares = min(shares, self.holding[pos])
+        with self._counts:
+            shares = min(shares, self.holding[pos])
+            left = self.holding[pos] - shares
+            if left > 0:
+                self.holding[pos] = left
+            else:
+                del self.holding[pos]
         if shares:
             self.pool.ledger.release(pos, shares)
-        left = self.holding[pos] - shares
-        if left > 0:
-            self.holding[pos] = left
-        else:
-            del self.holding[pos]
+
+    def take_holding(self) -> dict[int, int]:
+        """What a dead worker held: handed to its successor."""
+        with self._counts:
+            held, self.holding = dict(self.holding), Counter()
+        return held
 
 
 class WorkerPool:
@@ -291,7 +302,7 @@ class WorkerPool:
         with handle.lock:
             handle.ready.clear()
             owed, handle.pending = handle.pending, {}
-            held, handle.holding = dict(handle.holding), Counter()
+            held = handle.take_holding()
         for answer in owed.values():
             answer.set(Refused("unavailable", f"worker {handle.index} restarted, retry"))
         code = handle.process.exitcode if handle.process is not None else None

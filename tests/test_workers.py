@@ -260,3 +260,53 @@ def _refused(svc, body: bytes) -> Refused | None:  # noqa: ANN001
     except Refused as r:
         return r
     return None
+
+
+def test_concurrent_senders_with_full_pipes_never_deadlock(tmp_path):
+    """Four clients sending big requests at once fill the pipes both ways (shares in, rows and reports out): the
+    serving process keeps reading what workers send while its senders wait for room, so every request is answered
+    and every span stored."""
+    svc = service(tmp_path, T_WORKERS="2")
+    answered: list[int] = []
+    try:
+
+        def client(c: int) -> None:
+            for r in range(12):
+                base = (c * 12 + r) * 400
+                body = request([llm_span(base + i, attrs={"gen_ai.prompt": "x" * 2000}) for i in range(400)])
+                while True:
+                    try:
+                        answered.append(send(svc, body)[0])
+                        break
+                    except Refused as exc:
+                        assert exc.reason == "unavailable", exc.message
+                        time.sleep(0.05)
+
+        clients = [threading.Thread(target=client, args=(c,)) for c in range(4)]
+        for t in clients:
+            t.start()
+        for t in clients:
+            t.join(180)
+        assert not any(t.is_alive() for t in clients), "a request was never answered"
+        assert answered == [400] * 48
+        assert svc.pipeline.force_flush(60)
+        assert wait_until(lambda: count(svc, SPANS) >= 19_200, 120)
+        assert count(svc, SPANS) == 19_200
+    finally:
+        svc.stop(30)
+
+
+def test_the_reader_never_waits_for_a_sender(tmp_path):
+    """The deadlock the load test guards against, made certain: a sender blocked on a full pipe holds the send
+    lock; the thread reading that worker's rows and reports must still get through (the worker may be blocked
+    until it does)."""
+    svc = service(tmp_path, T_WORKERS="2")
+    try:
+        handle = svc.pipeline.workers[0]
+        with handle.lock:
+            reader = threading.Thread(target=handle._handle, args=(("drained", {10**9: 1}),))
+            reader.start()
+            reader.join(5)
+            assert not reader.is_alive()
+    finally:
+        svc.stop(20)
