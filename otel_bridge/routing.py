@@ -127,10 +127,7 @@ def _split_proto(signal: str, body: bytes, workers: int) -> Split:
         for w, scopes in enumerate(taken):
             if scopes:
                 shares[w].append([header, scopes])
-    used = [w for w, share in enumerate(shares) if share]
-    if len(used) == 1:  # the whole request belongs to one worker: forwarded as it came
-        return Split([body if w == used[0] else None for w in range(workers)], counts)
-    return Split([_encode_share(share) if share else None for share in shares], counts)
+    return _split(body, shares, counts, _encode_share)
 
 
 def _encode_share(share: list[list]) -> bytes:
@@ -183,10 +180,7 @@ def _split_json(signal: str, body: bytes, workers: int) -> Split:
             for w, share in buckets.items():
                 shares[w].append({**block, scopes: [{**sb, leaf: share}]})
                 counts[w] += len(share)
-    used = [w for w, share in enumerate(shares) if share]
-    if len(used) == 1:
-        return Split([body if w == used[0] else None for w in range(workers)], counts)
-    return Split([orjson.dumps({top: share}) if share else None for share in shares], counts)
+    return _split(body, shares, counts, lambda share: orjson.dumps({top: share}))
 
 
 def _leaves(block: Any, scopes: str, leaf: str) -> int:
@@ -196,6 +190,14 @@ def _leaves(block: Any, scopes: str, leaf: str) -> int:
         return 1
     n = sum(len(sb.get(leaf)) for sb in scope_blocks if isinstance(sb, dict) and isinstance(sb.get(leaf), list))
     return max(1, n)
+
+
+def _split(body: bytes, shares: list, counts: list[int], encode: Callable[[Any], bytes]) -> Split:
+    """Each worker's share encoded; a request that belongs to one worker is forwarded as it came."""
+    used = [w for w, share in enumerate(shares) if share]
+    if len(used) == 1:
+        return Split([body if w == used[0] else None for w in range(len(shares))], counts)
+    return Split([encode(share) if share else None for share in shares], counts)
 
 
 _SPLITTERS: dict[str, Callable[[str, bytes, int], Split]] = {"proto": _split_proto, "json": _split_json}

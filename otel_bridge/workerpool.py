@@ -24,6 +24,8 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
+
 from otel_bridge.exporters.batch import BatchExporter
 from otel_bridge.exporters.ledger import Ledger
 from otel_bridge.processors.redact import Redactor
@@ -283,8 +285,6 @@ class WorkerPool:
     def _replay_record(self, signal: str, fmt: str, body: bytes, pos: int, only: _Handle | None = None) -> None:
         if signal in ingest.CONVERTERS:
             if only is None:
-                import orjson
-
                 self.submit_rows(ingest.rows_of(signal, orjson.loads(body).get("events"), self.redactor), pos)
             return
         shares = split(signal, fmt, body, len(self.workers))

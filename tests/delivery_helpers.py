@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from pathlib import Path
 from typing import Any
 
+import bridge_server
 import orjson
 
 from otel_bridge.config import parse_config
@@ -109,10 +111,4 @@ def dead_letters(path: Path | None) -> list[dict]:
     return [orjson.loads(x) for x in path.read_bytes().splitlines()]
 
 
-def wait_until(predicate, timeout: float = 30, interval: float = 0.05):  # noqa: ANN001, ANN201
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
+wait_until = functools.partial(bridge_server.wait_until, interval=0.05)  # in-process: poll more often

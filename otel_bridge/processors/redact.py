@@ -39,7 +39,6 @@ class Redactor:
 
     def __init__(self, *, secrets: bool = True, pii: bool = False) -> None:
         self._rules = (_SECRETS if secrets else []) + (_PII if pii else [])
-        self.patterns = [p for p, _ in self._rules]
         # One C-level scan for any literal at all: most texts (names, ids, short prompts) hold none and stop here.
         literals = [lit for _, lits in self._rules for lit in lits or ()]
         always = any(lits is None for _, lits in self._rules)
