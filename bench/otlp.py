@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import re
 import sys
 import tempfile
@@ -39,7 +40,7 @@ processors:
   runs: {wait: 1s, max_wait: 5s, max_traces: 20000}
   redact: {}
 exporters:
-  clickhouse: {data_dir: "${env:OTEL_BRIDGE_DATA_DIR}", batch: {max_batch: 20000, interval: 1s, max_queue: 200000}}
+  clickhouse: {data_dir: "${env:OTEL_BRIDGE_DATA_DIR}", batch: {max_queue: 200000}}
 service:
   pipelines:
     traces: {receivers: [otlp], processors: [runs, redact], exporters: [clickhouse]}
@@ -96,6 +97,15 @@ def rss_mb(pid: int) -> tuple[float, float]:
     return tuple(int(re.search(rf"{key}:\s+(\d+)", text).group(1)) / 1024 for key in ("VmRSS", "RssAnon"))
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) the process has used so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def family(pid: int) -> list[int]:
     """The serving process and its worker processes."""
     try:
@@ -125,12 +135,14 @@ def run(requests: list[bytes], n: int, workers: int) -> dict:
             started.wait(30)
             t0 = time.perf_counter()
             peaks: dict[int, float] = {}
+            cpu: dict[int, float] = {}
             total_peak = anon_peak = 0.0
             last, last_change = -1, t0
             while True:
                 rss = {pid: rss_mb(pid) for pid in family(bridge.proc.pid)}
                 for pid, (mb, _) in rss.items():
                     peaks[pid] = max(peaks.get(pid, 0.0), mb)
+                    cpu[pid] = cpu_s(pid) or cpu.get(pid, 0.0)
                 total_peak = max(total_peak, sum(mb for mb, _ in rss.values()))
                 anon_peak = max(anon_peak, sum(anon for _, anon in rss.values()))
                 rows, pending = stored(bridge)
@@ -154,6 +166,7 @@ def run(requests: list[bytes], n: int, workers: int) -> dict:
         "rows": last,
         "spans": spans,
         "peaks": peaks,
+        "cpu": cpu,
         "total": total_peak,
         "anon": anon_peak,
     }
@@ -189,6 +202,7 @@ def main() -> None:
         runs = sorted((run(requests, n, workers) for _ in range(args.repeat)), key=lambda r: r["rate"])
         r = runs[len(runs) // 2]  # the median run
         peaks = ", ".join(f"{mb:.0f}" for mb in r["peaks"].values())
+        cpu = ", ".join(f"{s * 1e6 / n:.0f}" for s in r["cpu"].values())
         lost = [x["spans"] for x in runs if x["spans"] != stored_kinds]
         print(
             f"-- service.workers: {workers} (median of {len(runs)}: "
@@ -201,6 +215,7 @@ def main() -> None:
         print(f"   ratio end-to-end / bare parse: {r['rate'] / bare_rate:.4f}  (goal >= 0.035)")
         print(f"   peak RSS per process: {peaks} MiB; whole service at its peak {max(x['total'] for x in runs):.0f} MiB "
               f"(goal <= 1024), of it anonymous (not mapped library pages) {max(x['anon'] for x in runs):.0f} MiB")  # fmt: skip
+        print(f"   CPU per span by process (serving process first): {cpu} us")
 
 
 if __name__ == "__main__":

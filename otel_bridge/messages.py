@@ -50,7 +50,6 @@ CONTENT_KEYS = frozenset({
     "gen_ai.completion", "input.value", "output.value", "traceloop.entity.input", "traceloop.entity.output",
 })  # fmt: skip
 CONTENT_PREFIXES = ("llm.input_messages.", "llm.output_messages.", "gen_ai.prompt.", "gen_ai.completion.")
-_INDEXED = re.compile(r"^(llm\.input_messages|llm\.output_messages|gen_ai\.prompt|gen_ai\.completion)\.(\d+)\.(.+)$")
 
 
 def redact(parsed: tuple[list[Message], list[Message]], redactor: Any) -> None:
@@ -144,12 +143,15 @@ def _from_genai_attrs(attrs: Mapping[str, Any], skipped: list[str]) -> tuple[lis
 
 
 def _from_indexed(attrs: Mapping[str, Any]) -> tuple[list[Message], list[Message]] | None:
-    """OpenInference and OpenLLMetry flatten messages into indexed attribute keys."""
+    """OpenInference and OpenLLMetry flatten messages into indexed attribute keys (``<prefix>.<n>.<field>``)."""
     groups: dict[tuple[str, int], dict[str, Any]] = {}
-    for key in attrs:
-        m = _INDEXED.match(key)
-        if m:
-            groups.setdefault((m.group(1), int(m.group(2))), {})[m.group(3)] = attrs[key]
+    for key, value in attrs.items():
+        if not key.startswith(CONTENT_PREFIXES):
+            continue
+        prefix = next(p for p in CONTENT_PREFIXES if key.startswith(p))
+        index, _, rest = key[len(prefix) :].partition(".")
+        if rest and index.isdigit() and index.isascii():
+            groups.setdefault((prefix[:-1], int(index)), {})[rest] = value
     if not groups:
         return None
     inputs: list[Message] = []
@@ -245,9 +247,13 @@ def extract(
 ) -> tuple[list[Message], list[Message]]:
     """Input and output messages of a span (``attrs``: its ``content_attributes``); malformed sources are listed
     in ``skipped``."""
-    for found in (_from_genai_attrs(attrs, skipped), _from_indexed(attrs), _from_events(span, logs, skipped)):
-        if found is not None and (found[0] or found[1]):
-            return found
+    found = _from_genai_attrs(attrs, skipped)  # in precedence order, each read only if those before found nothing
+    if not (found and (found[0] or found[1])):
+        found = _from_indexed(attrs)
+        if not (found and (found[0] or found[1])):
+            found = _from_events(span, logs, skipped)
+    if found and (found[0] or found[1]):
+        return found
     inputs = [Message("user", v)] if isinstance(v := attrs.get("gen_ai.prompt"), str) else []
     outputs = [Message("assistant", v)] if isinstance(v := attrs.get("gen_ai.completion"), str) else []
     return inputs, outputs

@@ -190,7 +190,7 @@ def _any_value(v: Any) -> Any:
 
 
 def _kv_dict(key_values: Any) -> dict[str, Any]:
-    return {kv.key: proto_value(kv.value) for kv in key_values}
+    return {kv.key: _any_value(kv.value) for kv in key_values}
 
 
 class EventAttributes(Mapping[str, Any]):

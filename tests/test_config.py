@@ -77,7 +77,7 @@ def test_empty_config_is_all_defaults() -> None:
     ch = cfg.exporters.clickhouse
     assert ch.embedded and ch.data_dir == "./.otel-bridge/data" and ch.port == 8123
     assert (ch.ttl_days, ch.text_ttl_days, ch.text_limit) == (90, 30, 4096)
-    assert (ch.batch.max_batch, ch.batch.interval, ch.batch.max_queue) == (10_000, 1.0, 200_000)
+    assert (ch.batch.max_batch, ch.batch.interval, ch.batch.max_queue) == (20_000, 5.0, 200_000)
     assert (cfg.exporters.observatory.batch.max_batch, cfg.exporters.observatory.batch.max_queue) == (100, 20_000)
     assert cfg.exporters.flightdeck.dead_letter == ""  # default: <data_dir>/dead-letters/flightdeck.jsonl
     assert cfg.exporters.observatory.batch.max_elapsed == 3600.0

@@ -6,7 +6,7 @@ the conversion serialises each as one ``JSONCompactEachRow`` line (``encode_row`
 process under ``service.workers`` — so the process that owns ClickHouse only joins lines and hands them to
 ClickHouse's own parser (``Store.insert_lines``). ``send`` does one insert per table: big inserts are what
 ClickHouse ingests best (https://clickhouse.com/docs/best-practices/selecting-an-insert-strategy), hence the
-10 000 rows / 1 s default batching.
+20 000 rows / 5 s default batching (``config.ClickHouseBatch``).
 No cost is stored: analytics price rows at query time against the current ``prices.yaml``.
 """
 

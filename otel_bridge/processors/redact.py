@@ -34,31 +34,38 @@ MASK = "[REDACTED]"
 
 
 class Redactor:
-    """``redactor(text)`` masks what matches; cheap when nothing does: a pattern runs only on a text that holds
-    one of its literals (substring tests on the lowercased text, in C), which most texts do not."""
+    """``redactor(text)`` masks what matches; cheap when nothing does. A text shorter than the shortest possible
+    match is returned as it is; otherwise a pattern runs only on a text holding one of its literals (substring
+    tests on the lowercased text, in C: about 1 ns a character each, where one regex alternation of the literals
+    took 30), which most texts do not."""
 
     def __init__(self, *, secrets: bool = True, pii: bool = False) -> None:
         self._rules = (_SECRETS if secrets else []) + (_PII if pii else [])
-        # One C-level scan for any literal at all: most texts (names, ids, short prompts) hold none and stop here.
-        literals = [lit for _, lits in self._rules for lit in lits or ()]
-        always = any(lits is None for _, lits in self._rules)
-        self._any = None if always or not literals else re.compile("|".join(map(re.escape, literals)))
+        self._shortest = min((_min_width(p) for p, _ in self._rules), default=0)
+        self._literals = tuple((lit, i) for i, (_, lits) in enumerate(self._rules) for lit in lits or ())
+        self._always = frozenset(i for i, (_, lits) in enumerate(self._rules) if lits is None)
         self.redacted = 0
 
     def __bool__(self) -> bool:
         return bool(self._rules)
 
     def __call__(self, text: str | None) -> str | None:
-        if not text or not self._rules:
+        if not text or len(text) < self._shortest:
             return text
         lowered = text.lower()
-        if self._any is not None and self._any.search(lowered) is None:
+        hit = {i for lit, i in self._literals if lit in lowered}
+        if not hit and not self._always:
             return text
-        for pattern, literals in self._rules:
-            if literals is None or any(lit in lowered for lit in literals):
+        for i, (pattern, _) in enumerate(self._rules):
+            if i in hit or i in self._always:
                 text, n = pattern.subn(_mask, text)
                 self.redacted += n
         return text
+
+
+def _min_width(pattern: re.Pattern[str]) -> int:
+    """The fewest characters a match of ``pattern`` can have (from the regex parser's own width bounds)."""
+    return int(re._parser.parse(pattern.pattern, pattern.flags).getwidth()[0])  # type: ignore[attr-defined]
 
 
 def _mask(m: re.Match[str]) -> str:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from otel_bridge.agentspan import AgentSpan
+from otel_bridge.processors.observatory import CUSTOM_EVENTS
 from otel_bridge.processors.redact import Redactor
 from otel_bridge.spans import SpanEvent
 
@@ -49,8 +50,11 @@ def redact_span(a: AgentSpan, redactor: Redactor) -> AgentSpan:
     s = a.span
     if s.status_message:
         s.status_message = redactor(s.status_message) or ""
-    if s.events:
-        s.events = [SpanEvent(e.name, e.time_ns, redact_value(dict(e.attributes), redactor)) for e in s.events]
+    if s.events:  # events leave as custom events; message events are read into messages, which are redacted
+        s.events = [
+            SpanEvent(e.name, e.time_ns, redact_value(dict(e.attributes), redactor)) if e.name in CUSTOM_EVENTS else e
+            for e in s.events
+        ]
     return a
 
 
