@@ -78,6 +78,7 @@ class AgentSpan:
     _messages: tuple | None = None
     _content: dict[str, Any] | None = None
     _run_id: str | None = None
+    _texts: list | None = None  # [input_text, output_text] once read: redacted once, read by every destination
 
     # --- identity and timing, read through from the span
     @property
@@ -157,21 +158,30 @@ class AgentSpan:
 
     @property
     def input_text(self) -> str | None:
-        text = _text(self.content, INPUT_TEXT_KEYS)
-        if text is None:
-            return _messages.last_text(self.input_messages, "user")
-        return self.redactor(text) if self.redactor else text
+        return self._read_texts()[0]
 
     @property
     def output_text(self) -> str | None:
-        text = _text(self.content, OUTPUT_TEXT_KEYS)
-        if text is None:
-            return _messages.last_text(self.output_messages, None)
-        return self.redactor(text) if self.redactor else text
+        return self._read_texts()[1]
+
+    def _read_texts(self) -> list:
+        if self._texts is None:
+            texts = [_text(self.content, INPUT_TEXT_KEYS), _text(self.content, OUTPUT_TEXT_KEYS)]
+            for i, role in enumerate(("user", None)):
+                if texts[i] is None:  # the last message's text, redacted with its messages
+                    texts[i] = _messages.last_text(self._parsed()[i], role)
+                elif self.redactor:
+                    texts[i] = self.redactor(texts[i])
+            self._texts = texts
+        return self._texts
+
+    def redact_with(self, redactor: Callable[[str | None], str | None]) -> None:
+        """Every message and text read from now on passes through ``redactor`` (what was read is read again)."""
+        self.redactor, self._messages, self._texts = redactor, None, None
 
     def attach_logs(self, logs: Iterable[BridgeLog]) -> None:
         self.logs = [*self.logs, *logs]
-        self._messages = None
+        self._messages = self._texts = None
 
     def inherit(self, ctx: Context | None) -> None:
         """Fill what this span lacks from its nearest agent/workflow ancestor.

@@ -7,7 +7,6 @@ the API). Stop order, like the collector: receivers → processors (run assembly
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 import os
 import signal
@@ -26,6 +25,7 @@ from otel_bridge.analytics.price_sync import SyncLoop
 from otel_bridge.analytics.store import Store
 from otel_bridge.config import BridgeConfig
 from otel_bridge.exporters.ledger import Ledger
+from otel_bridge.gctune import tune_gc
 from otel_bridge.pipeline import Pipeline, build, exporter_for, store_config
 from otel_bridge.price_library import snapshot_path
 from otel_bridge.pricing import PriceTable
@@ -267,21 +267,10 @@ class Service:
         client.withdraw(self.cfg.exporters.clickhouse.data_dir)
 
 
-def _tune_gc() -> None:
-    """The service holds many long-lived small objects (spans awaiting their run, queued rows) and makes few
-    reference cycles; CPython's default gen-0 threshold (700) then spends a third of the CPU re-scanning them
-    (measured with bench/otlp.py). Freeze what start-up built and collect young objects far less often."""
-    gc.collect()
-    gc.freeze()
-    # Older generations still get collected (every ~25M allocations at most): rejected request bodies caught in
-    # a cycle must not live for hours (issue 10: +16 MB RSS per gzip bomb with (50_000, 50, 100)).
-    gc.set_threshold(50_000, 10, 10)
-
-
 def serve(cfg: BridgeConfig, *, ready: threading.Event | None = None) -> None:
     """Run in the foreground until interrupted; ``ready`` is set once both listeners accept."""
     service = Service.build(cfg)
-    _tune_gc()
+    tune_gc()
     try:
         service.start_grpc()
         _announce(service)

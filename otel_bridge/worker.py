@@ -21,6 +21,7 @@ from collections import Counter
 from typing import Any
 
 from otel_bridge.exporters.ledger import Ledger
+from otel_bridge.gctune import tune_gc
 
 log = logging.getLogger(__name__)
 
@@ -205,5 +206,7 @@ def worker_main(cfg: Any, index: int, conn: Any) -> None:
         level=cfg.service.telemetry.log_level.upper(), format=f"%(levelname)s worker-{index} %(name)s: %(message)s"
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    _Worker(cfg, index, conn).run()
+    worker = _Worker(cfg, index, conn)
+    tune_gc()
+    worker.run()
     conn.close()

@@ -39,7 +39,7 @@ def redact_span(a: AgentSpan, redactor: Redactor) -> AgentSpan:
     """Mask secrets (and PII when asked) in every text of a recognised span, in place."""
     if not redactor:
         return a
-    a.redactor = redactor  # messages and input/output text are parsed lazily and pass through it
+    a.redact_with(redactor)  # messages and input/output text are parsed lazily and pass through it
     for name in _TEXT_FIELDS:
         value = getattr(a, name)
         if isinstance(value, str):
