@@ -48,7 +48,7 @@ service:
 """
 
 
-def load(endpoint: str, requests: list[bytes], started, done, workers: int = 4) -> None:  # noqa: ANN001
+def load(endpoint: str, requests: list[bytes], started, done, retries, workers: int = 4) -> None:  # noqa: ANN001
     """The load generator (its own process): raw pre-serialized requests, retry on UNAVAILABLE."""
     import grpc
 
@@ -75,6 +75,8 @@ def load(endpoint: str, requests: list[bytes], started, done, workers: int = 4) 
                 except grpc.RpcError as exc:
                     if exc.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
                         raise
+                    with retries.get_lock():
+                        retries.value += 1
                     time.sleep(backoff)
                     backoff = min(1.0, backoff * 2)
 
@@ -129,8 +131,8 @@ def run(requests: list[bytes], n: int, workers: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         bridge = start_bridge(Path(tmp), config=CONFIG, env={"BENCH_WORKERS": str(workers)})
         try:
-            started, done = mp.Event(), mp.Event()
-            gen = mp.Process(target=load, args=(bridge.grpc, requests, started, done), daemon=True)
+            started, done, retries = mp.Event(), mp.Event(), mp.Value("i", 0)
+            gen = mp.Process(target=load, args=(bridge.grpc, requests, started, done, retries), daemon=True)
             gen.start()
             started.wait(30)
             t0 = time.perf_counter()
@@ -160,13 +162,18 @@ def run(requests: list[bytes], n: int, workers: int) -> dict:
 
         with Store.open(StoreConfig(data_dir=str(Path(tmp) / "data"))) as store:
             spans = store.query("SELECT count() AS n FROM otel_bridge.spans FINAL")[0]["n"]
+            others = {
+                t: store.query(f"SELECT count() AS n FROM otel_bridge.{t} FINAL")[0]["n"] for t in ("runs", "events")
+            }
     return {
         "rate": n / elapsed,
         "elapsed": elapsed,
         "rows": last,
         "spans": spans,
+        "others": others,
         "peaks": peaks,
         "cpu": cpu,
+        "retries": retries.value,
         "total": total_peak,
         "anon": anon_peak,
     }
@@ -209,9 +216,12 @@ def main() -> None:
             + ", ".join(f"{x['rate']:,.0f}" for x in runs)
             + ")"
         )
-        print(f"   rows persisted in ClickHouse (spans + runs + events): {r['rows']}; spans stored {r['spans']} of "
+        tables = sorted({tuple(sorted(x["others"].items())) for x in runs})
+        print(f"   rows persisted in ClickHouse (spans + runs + events): {r['rows']}; runs and events stored: {tables}; "
+              f"spans stored {r['spans']} of "
               f"{stored_kinds} in every run{f'  << LOST in a run: {lost}' if lost else ''}")  # fmt: skip
-        print(f"   end to end: {r['rate']:10,.0f} spans/s persisted ({r['elapsed']:.1f} s)")
+        print(f"   end to end: {r['rate']:10,.0f} spans/s persisted ({r['elapsed']:.1f} s); "
+              f"requests answered 'retry later' and sent again: {r['retries']}")  # fmt: skip
         print(f"   ratio end-to-end / bare parse: {r['rate'] / bare_rate:.4f}  (goal >= 0.035)")
         print(f"   peak RSS per process: {peaks} MiB; whole service at its peak {max(x['total'] for x in runs):.0f} MiB "
               f"(goal <= 1024), of it anonymous (not mapped library pages) {max(x['anon'] for x in runs):.0f} MiB")  # fmt: skip

@@ -113,25 +113,34 @@ class _Worker:
         replace = {"clickhouse": self.shipper} if "clickhouse" in cfg.enabled_exporters() else {}
         self.pipeline = build(cfg, ledger=self.ledger, replace=replace)
         self._stop = threading.Event()
+        self._free_sent: int | None = None
 
     def send(self, message: tuple) -> None:
         with self._send_lock:
             self.conn.send(message)
 
     def report(self) -> None:
-        """Rows first, then what is drained — computed under the send lock, so no report overtakes the rows."""
+        """Rows first, then what is drained — computed under the send lock, so no report overtakes the rows —
+        then the room left, when it changed (receivers waiting for room hear of it within ``REPORT_EVERY``)."""
         self.shipper.flush()
+        free = self.free()
         with self._send_lock:
             done = self.ledger.drained()
             if done:
                 self.conn.send(("drained", done))
+            if free != self._free_sent:
+                self.conn.send(("room", free))
+                self._free_sent = free
 
-    def stats(self) -> None:
+    def free(self) -> int:
+        """Items the worker can still take: its own exporters' queue room, 0 when run assembly is near its bounds
+        (the serving process then holds requests back)."""
         exporters = [e for name, e in self.pipeline.exporters.items() if name != "clickhouse"]
         free = min((e.max_queue - e.queue_depth for e in exporters), default=1 << 30)
-        if not self.pipeline.assembler.has_room():
-            free = 0  # run assembly is near its bounds: the serving process answers "retry later"
-        self.send(("stats", self.pipeline.stats(), free))
+        return free if self.pipeline.assembler.has_room() else 0
+
+    def stats(self) -> None:
+        self.send(("stats", self.pipeline.stats(), self.free()))
 
     def _reporter(self) -> None:
         ticks = 0

@@ -29,7 +29,7 @@ import orjson
 from otel_bridge.exporters.batch import BatchExporter
 from otel_bridge.exporters.ledger import Ledger
 from otel_bridge.processors.redact import Redactor
-from otel_bridge.receivers.otlp import Refused, decode
+from otel_bridge.receivers.otlp import Refused, decode, wait_for_room
 from otel_bridge.receivers.spool import Spool, SpoolFull
 from otel_bridge.routing import split
 from otel_bridge.server import ingest
@@ -180,6 +180,8 @@ class _Handle:
         elif kind == "drained":
             for pos, shares in message[1].items():
                 self._release(pos, shares)
+        elif kind == "room":
+            self.free = message[1]
         elif kind == "stats":
             self.stats, self.free = message[1], message[2]
         elif kind == "ready":
@@ -244,7 +246,7 @@ class WorkerPool:
         total = shares.count
         if not total:
             return 0, 0, None
-        if not self.has_room(total):
+        if not wait_for_room(self.has_room, total):
             raise Refused("unavailable", "pipeline is full, retry later", received=total)
         pos = None
         if self.spool is not None:

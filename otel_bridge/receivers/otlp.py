@@ -10,6 +10,7 @@ import hmac
 import ipaddress
 import logging
 import threading
+import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,6 +42,25 @@ REASONS: dict[str, tuple[int, int]] = {
     "internal": (500, 13),  # INTERNAL
     "unavailable": (503, 14),  # UNAVAILABLE: the only retryable one (OTLP "Failures")
 }
+
+
+ROOM_WAIT = 1.0  # seconds a request waits for the pipeline to make room before it is answered "retry later"
+_ROOM_POLL = 0.02
+
+
+def wait_for_room(has_room: Callable[[int], bool], n: int, wait: float = ROOM_WAIT) -> bool:
+    """Backpressure without idle gaps: a request that finds the pipeline full waits up to ``wait`` for room, as a
+    blocking queue would, and only then is refused. Refused at once, clients back off (OTLP exporters: 50 ms
+    doubling to seconds) while the backlog clears in a fraction of that — bench/otlp.py's load generator was
+    told to retry 42 times in 118 requests and the service idled a third of the time."""
+    if has_room(n):
+        return True
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        time.sleep(_ROOM_POLL)
+        if has_room(n):
+            return True
+    return False
 
 
 class SpanConsumer(Protocol):
@@ -242,7 +262,7 @@ def _export(
     consumer: SpanConsumer, decoded: Decoded, submit: Callable[..., Any], persist: Callable[[], int] | None
 ) -> tuple[int, int, str | None]:
     items = decoded.items
-    if items and not consumer.has_room(len(items)):
+    if items and not wait_for_room(consumer.has_room, len(items)):
         # Checked before accepting anything: a retryable refusal must not leave half a request behind.
         raise Refused("unavailable", "pipeline is full, retry later", received=len(items) + decoded.rejected)
     if not items:
