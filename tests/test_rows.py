@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from pathlib import Path
 
 import pytest
 
 from otel_bridge.analytics.schema import _TABLES, COLUMNS, DDLOptions
-from otel_bridge.exporters.rows import ROW_TYPES, EventRow, RunRow, SpanRow, text, ts, uint
+from otel_bridge.exporters.rows import ROW_TYPES, EventRow, RunRow, SpanRow, encode_row, text, ts, uint
+
+FIXTURES = Path(__file__).parent / "fixtures" / "otlp"
 
 # DDL type → the Python annotation a row field must carry
 _KIND = [
@@ -82,3 +85,37 @@ def test_any_value_is_coerced_to_its_column_type():
     assert run.usage_model == ["7"] and run.tools == {} and run.success is True
     event = EventRow.from_dict({"event_id": 1, "timestamp": "x"})
     assert event.event_id == "1" and event.timestamp == 0 and event.run_id is None
+
+
+_ODD = [None, 0, -1, 2**70, "12", " 7 ", "x", 1.5, float("nan"), True, b"\xff", "lone \ud800 surrogate", [1, "a"],
+        {"k": 2}, ("t",), 1_764_489_600_123_456_789]  # fmt: skip
+
+
+@pytest.mark.parametrize("table", ["spans", "runs", "events"])
+def test_line_is_the_encoded_row(table):
+    """``line`` (the conversion's shortcut) writes exactly what encoding the coerced row writes, for any value."""
+    cls = ROW_TYPES[table]
+    n = len(cls.column_names())
+    for i, odd in enumerate(_ODD):
+        values = [_ODD[(i + k) % len(_ODD)] for k in range(n)]
+        values[i % n] = odd
+        assert cls.line(*values) == encode_row(cls.of(*values))
+    with pytest.raises(TypeError):
+        cls.line(*range(n + 1))
+
+
+def test_conversion_lines_are_the_encoded_rows_on_every_fixture():
+    """Every fixture span and run, converted: the span and run lines equal the rows ``span_row`` / ``run_row`` build."""
+    from otel_bridge.exporters.clickhouse import run_row, span_line, span_row
+    from otel_bridge.inspect import agent_spans
+    from otel_bridge.processors.runs import assemble
+
+    spans = agent_spans(sorted(FIXTURES.glob("*.traces.pb")))
+    assert len(spans) > 100
+    for a in spans:
+        assert span_line(a, text_limit=64) == encode_row(span_row(a, text_limit=64))
+    runs = [run for trace in {a.trace_id for a in spans}
+            for run in assemble({a.span_id: a for a in spans if a.trace_id == trace})]  # fmt: skip
+    assert runs
+    for run in runs:
+        assert RunRow.line(*run_row(run).values()) == encode_row(run_row(run))

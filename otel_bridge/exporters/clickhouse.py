@@ -68,12 +68,23 @@ def span_row(
     a: AgentSpan, *, status: str | None = None, release_id: str | None = None, text_limit: int = 4096
 ) -> SpanRow:
     """One ``spans`` row. ``status`` None → success/error from the span; ``"started"`` for an in-process start."""
+    return SpanRow.of(*_span_values(a, status, release_id, text_limit))
+
+
+def span_line(
+    a: AgentSpan, *, status: str | None = None, release_id: str | None = None, text_limit: int = 4096
+) -> bytes:
+    """``encode_row(span_row(...))``, without the row in between (the conversion's hot path)."""
+    return SpanRow.line(*_span_values(a, status, release_id, text_limit))
+
+
+def _span_values(a: AgentSpan, status: str | None, release_id: str | None, text_limit: int) -> tuple:
     started = status == "started"
     status = status or ("error" if a.error else "success")
     s = a.span
     end_ns = s.start_ns if started else s.end_ns
     release = release_id or a.metadata.get("release_id")
-    return SpanRow.of(
+    return (
         s.trace_id, s.span_id, a.run_id, s.parent_span_id or "",
         run_id(s.trace_id, s.parent_span_id) if s.parent_span_id else None,
         a.kind, a.operation, s.name,
@@ -98,9 +109,14 @@ def run_row(
     environment: str | None = None,
 ) -> RunRow:
     """One ``runs`` row, with per-model usage as Nested arrays so cost is computed at query time."""
+    return RunRow.of(*_run_values(run, release_id, tenant_id, task_id, environment))
+
+
+def _run_values(run: Any, release_id: str | None, tenant_id: str | None, task_id: str | None,
+                environment: str | None) -> tuple:  # fmt: skip
     root: AgentSpan = run.root
     models = run.models
-    return RunRow.of(
+    return (
         run.run_id, run.trace_id, root.span_id, release_id or root.metadata.get("release_id"),
         root.agent, tenant_id, task_id, environment or root.environment,
         root.service_name, root.service_version,
@@ -132,6 +148,10 @@ def event_row(event: Mapping[str, Any]) -> EventRow:
     its own ``event_id`` (a chat message with a source id) keeps one row, and ``metadata.revision`` (a source's
     edit count) makes the newest edit win in ReplacingMergeTree.
     """
+    return EventRow.of(*_event_values(event))
+
+
+def _event_values(event: Mapping[str, Any]) -> tuple:
     meta = event.get("metadata") if isinstance(event.get("metadata"), Mapping) else {}
     ts = _parse_ts(event.get("timestamp"))
     name = str(event.get("name") or "")
@@ -142,7 +162,7 @@ def event_row(event: Mapping[str, Any]) -> EventRow:
         default=str,
     ).decode()
     revision = meta.get("revision")
-    return EventRow.of(
+    return (
         str(uuid.uuid5(_EVENT_NAMESPACE, key)), name, event.get("run_id") or None,
         event.get("thread_id"), event.get("role"), event.get("content"),
         event.get("rating"), event.get("comment"), ts,
@@ -232,7 +252,7 @@ class ClickHouseConversion:
 
         if a.kind not in EVENT_TYPES:
             return []
-        return [("spans", encode_row(span_row(a, status="started", text_limit=self.text_limit)))]
+        return [("spans", span_line(a, status="started", text_limit=self.text_limit))]
 
     def trace(self, spans: list[AgentSpan], runs: list[Any], started: frozenset[str]) -> list[tuple[str, Any]]:
         from otel_bridge.processors.flightdeck import release_of
@@ -246,24 +266,20 @@ class ClickHouseConversion:
         for a in sorted(spans, key=lambda a: a.span.end_ns):  # rows go in the order things ended
             custom = self.custom_events.custom_events(a)
             if a.kind != "other":
-                row = span_row(a, release_id=release.get(a.span_id), text_limit=self.text_limit)
-                rows.append(("spans", encode_row(row)))
+                rows.append(("spans", span_line(a, release_id=release.get(a.span_id), text_limit=self.text_limit)))
             rows.extend(
-                ("events", encode_row(event_row(e))) for e in custom if e["name"] in CUSTOM_EVENTS
+                ("events", EventRow.line(*_event_values(e))) for e in custom if e["name"] in CUSTOM_EVENTS
             )  # whatever span carried them
-        return rows + [("runs", encode_row(self._run_row(run))) for run in runs]
+        return rows + [("runs", self._run_line(run)) for run in runs]
 
-    def _run_row(self, run: Any) -> RunRow:
+    def _run_line(self, run: Any) -> bytes:
         from otel_bridge.processors.flightdeck import run_identity
 
         ident = run_identity(run, self.mapping) or {}  # None only when no release can be named
-        return run_row(
-            run,
-            release_id=ident.get("release_id"),
-            tenant_id=ident.get("tenant_id"),
-            task_id=ident.get("task_id"),
-            environment=ident.get("environment") or run.root.environment,
+        env = ident.get("environment") or run.root.environment
+        return RunRow.line(
+            *_run_values(run, ident.get("release_id"), ident.get("tenant_id"), ident.get("task_id"), env)
         )
 
     def custom(self, event: Mapping[str, Any]) -> list[tuple[str, Any]]:
-        return [("events", encode_row(event_row(event)))]
+        return [("events", EventRow.line(*_event_values(event)))]
