@@ -448,32 +448,35 @@ def inherit_context(agents: Iterable[AgentSpan]) -> None:
     """
     by_id = {(a.trace_id, a.span_id): a for a in agents}
     handed_down: dict[tuple[str, str], Context | None] = {}  # span → the context its children inherit
-
-    def down(key: tuple[str, str], depth: int = 0) -> Context | None:
-        if key in handed_down:
-            return handed_down[key]
-        a = by_id[key]
-        parent_key = (a.trace_id, a.parent_span_id) if a.parent_span_id else None
-        above = down(parent_key, depth + 1) if parent_key in by_id and depth < 512 else None
-        if a.kind in ("agent", "chain"):
-            ctx = a.context()
-            if above is not None:
-                own_agent = ctx.agent_id is not None or ctx.agent_name is not None
-                if a.kind != "agent" and (above.agent_id is not None or above.agent_name is not None):
-                    ctx.agent_id, ctx.agent_name, own_agent = (
-                        above.agent_id,
-                        above.agent_name,
-                        True,
-                    )  # agents name agents
-                for name in Context.__slots__:
-                    if own_agent and name in ("agent_id", "agent_name"):
-                        continue  # an agent's identity is a pair: never half its own, half its parent's
-                    if getattr(ctx, name) is None:
-                        setattr(ctx, name, getattr(above, name))
-            above = ctx
-        handed_down[key] = above
-        return above
-
     for a in by_id.values():
         if a.parent_span_id and (a.trace_id, a.parent_span_id) in by_id:
-            a.inherit(down((a.trace_id, a.parent_span_id)))
+            a.inherit(_handed_down((a.trace_id, a.parent_span_id), by_id, handed_down))
+
+
+def _handed_down(
+    key: tuple[str, str],
+    by_id: dict[tuple[str, str], AgentSpan],
+    handed_down: dict[tuple[str, str], Context | None],
+    depth: int = 0,
+) -> Context | None:
+    """The context the span ``key`` hands its children. A module function, not a closure: a nested function that
+    calls itself is a reference cycle holding every span of the trace until the garbage collector finds it."""
+    if key in handed_down:
+        return handed_down[key]
+    a = by_id[key]
+    parent_key = (a.trace_id, a.parent_span_id) if a.parent_span_id else None
+    above = _handed_down(parent_key, by_id, handed_down, depth + 1) if parent_key in by_id and depth < 512 else None
+    if a.kind in ("agent", "chain"):
+        ctx = a.context()
+        if above is not None:
+            own_agent = ctx.agent_id is not None or ctx.agent_name is not None
+            if a.kind != "agent" and (above.agent_id is not None or above.agent_name is not None):
+                ctx.agent_id, ctx.agent_name, own_agent = above.agent_id, above.agent_name, True  # agents name agents
+            for name in Context.__slots__:
+                if own_agent and name in ("agent_id", "agent_name"):
+                    continue  # an agent's identity is a pair: never half its own, half its parent's
+                if getattr(ctx, name) is None:
+                    setattr(ctx, name, getattr(above, name))
+        above = ctx
+    handed_down[key] = above
+    return above
