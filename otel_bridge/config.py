@@ -325,7 +325,7 @@ class Batch(_Model):
 
 class ClickHouseBatch(Batch):
     """An insert costs chDB ~35 ms however small, and every part is merged again later: inserts of 4,000 rows
-    cost 89 µs of CPU per span, of 20,000 rows 43 µs (bench/otlp.py's mix), hence 20,000 rows or 5 s."""
+    cost 89 µs of CPU per span, of 20,000 rows 43 µs (rows of bench/otlp.py's span mix), hence 20,000 rows or 5 s."""
 
     max_batch: int = Field(20_000, ge=1)
     interval: PositiveDuration = 5.0

@@ -208,8 +208,7 @@ class Pipeline:
 
     def _tick(self) -> None:
         """Assemble what is due every ``period``, counted from the start of the last pass: a pass that converted a
-        backlog for longer than that is followed at once by the next (sleeping a full period after each pass left
-        a worker idle a third of the time while clients waited for room)."""
+        backlog for longer than that is followed at once by the next, not by a pause while clients wait for room."""
         period = max(0.05, min(0.5, self.options.wait / 4))
         pause = period
         while not self._stop.wait(pause):

@@ -246,7 +246,7 @@ class WorkerPool:
         total = shares.count
         if not total:
             return 0, 0, None
-        if not wait_for_room(self.has_room, total):
+        if self.stopping or not wait_for_room(self.has_room, total):
             raise Refused("unavailable", "pipeline is full, retry later", received=total)
         pos = None
         if self.spool is not None:
