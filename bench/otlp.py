@@ -118,13 +118,18 @@ def family(pid: int) -> list[int]:
 
 
 def stored(bridge) -> tuple[int, int]:  # noqa: ANN001
-    """(ClickHouse rows written, items still queued or held) from the server's own metrics."""
+    """(ClickHouse rows written, rows or traces not yet written) from the server's own metrics: rows offered to
+    the ClickHouse exporter and not yet sent (queued, or in the insert under way) plus traces still held."""
     with bridge.client() as c:
         text = c.get("/metrics").text
-    sent = re.search(r'otel_bridge_exporter_items_total\{exporter="clickhouse",outcome="sent"\} (\S+)', text)
-    depth = re.search(r'otel_bridge_exporter_queue_depth\{exporter="clickhouse"\} (\S+)', text)
-    flight = re.search(r"^otel_bridge_runs_in_flight (\S+)$", text, re.M)
-    return int(float(sent.group(1))), int(float(depth.group(1))) + int(float(flight.group(1)))
+
+    def value(pattern: str) -> int:
+        return int(float(re.search(pattern + r" (\S+)", text, re.M).group(1)))
+
+    items = r'otel_bridge_exporter_items_total\{exporter="clickhouse",outcome="%s"\}'
+    sent = value(items % "sent")
+    settled = sent + value(items % "failed") + value(items % "dropped")  # dead-lettered rows are settled too
+    return sent, value(items % "queued") - settled + value(r"^otel_bridge_runs_in_flight")
 
 
 def run(requests: list[bytes], n: int, workers: int) -> dict:
