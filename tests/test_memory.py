@@ -112,3 +112,70 @@ def _file_rss() -> int:
         if line.startswith("Rss_File:") or line.startswith("Pss_File:"):
             return int(line.split()[1])
     raise AssertionError("no file-backed RSS in smaps_rollup")
+
+
+# ---------------------------------------------------------------------------------------------- ClickHouse queue
+
+
+def _rows() -> list:
+    """Real ClickHouse items: the conversion's encoded lines for a real-instrumentation fixture."""
+    agents = _agents((FIXTURES[0].parent / "openai_v2_content.traces.pb").read_bytes())
+    conversion = ClickHouseConversion("app", FlightDeckMapping())
+    traces: dict[str, dict] = defaultdict(dict)
+    for a in agents:
+        traces[a.trace_id][a.span_id] = a
+    rows = [
+        row for spans in traces.values() for row in conversion.trace(list(spans.values()), assemble(spans), frozenset())
+    ]
+    assert rows and all(type(line) is bytes for _, line in rows)
+    return rows
+
+
+def test_a_byte_bounded_queue_takes_what_was_acknowledged_and_pushes_back(tmp_path):
+    """Past ``max_queue_bytes`` the engine says "no room" (receivers answer retry-later), yet rows offered with a
+    spool position — acknowledged already — are all taken and held until written; rows offered without one
+    (in-process) are dropped and counted, never blocking the app."""
+    from otel_bridge.analytics.store import Store, StoreConfig
+    from otel_bridge.exporters.batch import BatchExporter, Ledger, item_size
+    from otel_bridge.exporters.clickhouse import ClickHouseSender
+
+    rows = _rows()
+    weight = sum(map(item_size, rows))
+    with Store.open(StoreConfig(data_dir=str(tmp_path / "data"))) as store:
+        ledger = Ledger()
+        engine = BatchExporter(ClickHouseSender(store), max_queue=100_000, max_queue_bytes=weight // 2,
+                               max_batch=100_000, ledger=ledger, start=False)  # fmt: skip
+        assert engine.has_room(len(rows))
+        assert engine.offer_many(rows, pos=7) == len(rows)  # acknowledged: all of it, past the bound
+        assert engine.queue_bytes == weight and not engine.has_room(1) and ledger.held() == {7: len(rows)}
+        assert engine.offer_many(rows[:3]) == 0 and engine.stats()["dropped"] == 3  # in-process: dropped, counted
+        assert engine.force_flush(30)
+        assert engine.queue_bytes == 0 and engine.has_room(len(rows)) and ledger.held() == {}
+        stored = store.query("SELECT count() AS n FROM otel_bridge.spans")[0]["n"]
+        assert stored == sum(table == "spans" for table, _ in rows) and engine.stats()["dropped"] == 3
+        engine.shutdown(5)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_answers_retry_later_past_the_clickhouse_queue_bytes_and_loses_nothing(tmp_path, workers):
+    """Rows waiting for their insert weigh more than ``max_queue_bytes``: the next request is refused with the
+    retryable status before it is acknowledged; what was acknowledged is all stored once the queue drains."""
+    from delivery_helpers import count, llm_span, request, send, service, wait_until
+
+    from otel_bridge.receivers.otlp import Refused
+
+    svc = service(tmp_path, T_WORKERS=workers, T_CH_INTERVAL="1h", T_CH_QUEUE_BYTES="20KiB")
+    try:
+        big = {"gen_ai.prompt": "x" * 3000}
+        assert send(svc, request([llm_span(i, attrs=big) for i in range(10)]))[0] == 10
+        clickhouse = svc.pipeline.exporters["clickhouse"]
+        assert wait_until(lambda: clickhouse.queue_bytes >= 20 * 1024, 30), "the rows reach the ClickHouse queue"
+        with pytest.raises(Refused) as refused:
+            send(svc, request([llm_span(100)]))
+        assert refused.value.reason == "unavailable" and "retry later" in refused.value.message
+        assert svc.pipeline.force_flush(30)
+        assert count(svc, "SELECT count() FROM otel_bridge.spans FINAL") == 10
+        assert clickhouse.queue_bytes == 0 and clickhouse.stats()["dropped"] == 0
+        assert send(svc, request([llm_span(100)]))[0] == 1  # room again
+    finally:
+        svc.stop(20)
