@@ -260,8 +260,8 @@ class RunAssembler:
     def _assemble_all(self, traces: list[_Trace], *, early: bool) -> int:
         """Hand each finished trace and its runs to the consumer (spans first: runs refer to them)."""
         emitted = 0
-        for i, t in enumerate(traces):
-            try:
+        try:
+            for i, t in enumerate(traces):
                 spans = sorted(t.spans.values(), key=lambda a: a.span.start_ns)
                 runs = assemble(t.spans, early=early)
                 for run in runs:
@@ -272,12 +272,18 @@ class RunAssembler:
                 self.counters["early"] += len(runs) if early else 0
                 emitted += len(runs)
                 self._call(self._emit, spans, runs)
-            finally:
                 traces[i] = None  # type: ignore[call-overload] - converted: its spans may go
-                with self._lock:
-                    self._converting -= 1
-                    self._converting_bytes -= t.size
+                self._converted(t)
+        finally:  # an assembly bug: what was not converted is no longer held either
+            for t in traces:
+                if t is not None:
+                    self._converted(t)
         return emitted
+
+    def _converted(self, t: _Trace) -> None:
+        with self._lock:
+            self._converting -= 1
+            self._converting_bytes -= t.size
 
     @staticmethod
     def _call(consumer: Callable | None, *args: object) -> None:
