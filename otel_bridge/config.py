@@ -330,6 +330,15 @@ class ClickHouseBatch(Batch):
     max_batch: int = Field(20_000, ge=1)
     interval: PositiveDuration = 5.0
     max_queue: int = Field(200_000, ge=1)
+    # Rows wait here as encoded lines of ~1 KB (a long message makes one much longer): bound what they weigh too,
+    # so receivers answer "retry later" while ClickHouse is slow or away instead of holding 200,000 of them.
+    max_queue_bytes: Size = 64 * 1024**2
+
+    def _problems(self) -> list[tuple[str, str]]:
+        bad = self.max_queue_bytes < 1
+        return super()._problems() + (
+            [("max_queue_bytes", f"must be positive, got {self.max_queue_bytes}")] if bad else []
+        )
 
 
 class ClickHouseExporter(_Model):

@@ -498,6 +498,7 @@ def exporter_for(cfg: Any, name: str, store: Any = None, *, ledger: Ledger | Non
         max_batch=batch.max_batch,
         interval=batch.interval,
         max_queue=batch.max_queue,
+        max_queue_bytes=getattr(batch, "max_queue_bytes", None),  # ClickHouse's rows are bounded by bytes too
         max_elapsed=batch.max_elapsed,
         initial_backoff=batch.initial_backoff,
         max_backoff=batch.max_backoff,

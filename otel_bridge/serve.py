@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 import uvicorn
 
-from otel_bridge import client, tls
+from otel_bridge import client, memory, tls
 from otel_bridge.analytics.price_sync import SyncLoop
 from otel_bridge.analytics.store import Store
 from otel_bridge.config import BridgeConfig
@@ -267,10 +267,20 @@ class Service:
         client.withdraw(self.cfg.exporters.clickhouse.data_dir)
 
 
+def _give_back_memory(cfg: BridgeConfig) -> None:
+    """What start-up left resident and no longer needs goes back to the OS (``memory``): chDB's library pages
+    its initialisation touched once, and from now on the heap that conversion bursts free."""
+    if cfg.exporters.clickhouse.embedded:  # serve opens the store for the API whether or not it exports to it
+        advised = memory.page_out_library("_chdb")
+        log.debug("advised %d MiB of chDB's library pages out", advised >> 20)
+    memory.start_trimming()
+
+
 def serve(cfg: BridgeConfig, *, ready: threading.Event | None = None) -> None:
     """Run in the foreground until interrupted; ``ready`` is set once both listeners accept."""
     service = Service.build(cfg)
     tune_gc()
+    _give_back_memory(cfg)
     try:
         service.start_grpc()
         _announce(service)

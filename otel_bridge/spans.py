@@ -6,7 +6,8 @@ GenAI log records (message content some instrumentations send as logs) get the s
 
 Protobuf attributes stay lazy: a span keeps the attribute map upb built while parsing (``otlp_proto``) and
 converts a value only when a processor reads it, because the recogniser looks at a dozen keys of spans that carry
-dozens.
+dozens. While run assembly holds a span it keeps only the span's encoded bytes (``release_parse``): upb's parse
+takes ~4 KB more, and is made again when the run is converted.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from otel_bridge.otlp_proto import (
     EventAttributes,
     MappedSpan,
     ProtoAttributes,
+    SpanSource,
     TracesEnvelope,
     proto_value,
     resource_attributes,
@@ -115,18 +117,26 @@ def pick(
 
 class ProtoEvents(Sequence[SpanEvent]):
     """A protobuf span's events, made into ``SpanEvent``s on first read: most are never read (an exception event
-    when its span failed, message events when content is)."""
+    when its span failed, message events when content is). ``release`` lets go of them (and of the parse they
+    point into); they are read again from the span's ``SpanSource`` when needed."""
 
-    __slots__ = ("_events", "_list")
+    __slots__ = ("_events", "_list", "_source", "_count")
 
-    def __init__(self, events: Any) -> None:
-        self._events = events
+    def __init__(self, events: Any, source: SpanSource | None = None) -> None:
+        self._events, self._source, self._count = events, source, len(events)
         self._list: list[SpanEvent] | None = None
 
     def _read(self) -> list[SpanEvent]:
         if self._list is None:
-            self._list = [SpanEvent(e.name, e.time_unix_nano, EventAttributes(e.attributes)) for e in self._events]
+            events = self._events
+            if events is None:
+                events = self._events = self._source.span().events  # type: ignore[union-attr]
+            self._list = [SpanEvent(e.name, e.time_unix_nano, EventAttributes(e.attributes)) for e in events]
         return self._list
+
+    def release(self) -> None:
+        if self._source is not None:
+            self._events = self._list = None
 
     def __getitem__(self, index: Any) -> Any:
         return self._read()[index]
@@ -135,7 +145,22 @@ class ProtoEvents(Sequence[SpanEvent]):
         return iter(self._read())
 
     def __len__(self) -> int:
-        return len(self._events)
+        return self._count
+
+
+def release_parse(span: BridgeSpan) -> None:
+    """Let a protobuf span's parse go while it is held (run assembly): it keeps its encoded bytes, the values
+    already read and its own fields, and reads attributes and events from the bytes again when a stage asks.
+    Other spans (OTLP/JSON, in-process) hold plain Python values and are left as they are."""
+    attributes = span.attributes
+    if type(attributes) is ProtoAttributes:  # noqa: E721 - exact type, as ``pick``
+        attributes.release()
+        events = span.events
+        if type(events) is ProtoEvents:  # noqa: E721
+            events.release()
+        source = attributes._source  # noqa: SLF001 - the source both share
+        if source is not None:
+            source.release()
 
 
 def _decode_error(exc: Exception) -> DecodeError:
@@ -174,6 +199,7 @@ def spans_from_otlp_proto(request: ExportTraceServiceRequest | bytes) -> Decoded
                 if trace_hex is None:  # the spans of a trace usually travel together
                     trace_hex = hexes[trace_id] = trace_id.hex()
                 parent, events = s.parent_span_id, s.events
+                source = SpanSource(encoded, s)
                 if s.HasField("status"):  # most spans leave it unset: one read instead of three
                     status = s.status
                     code, message = status.code, status.message
@@ -190,8 +216,8 @@ def spans_from_otlp_proto(request: ExportTraceServiceRequest | bytes) -> Decoded
                         s.end_time_unix_nano,
                         code,
                         message,
-                        ProtoAttributes(s.attributes),
-                        ProtoEvents(events) if events else (),
+                        ProtoAttributes(s.attributes, source),
+                        ProtoEvents(events, source) if events else (),
                         resource,
                         scope_name,
                         scope_version,

@@ -20,6 +20,7 @@ import threading
 from collections import Counter
 from typing import Any
 
+from otel_bridge import memory
 from otel_bridge.exporters.ledger import Ledger
 from otel_bridge.gctune import tune_gc
 
@@ -215,6 +216,7 @@ def worker_main(cfg: Any, index: int, conn: Any) -> None:
         level=cfg.service.telemetry.log_level.upper(), format=f"%(levelname)s worker-{index} %(name)s: %(message)s"
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    memory.start_trimming()  # a conversion burst's freed heap goes back to the OS, not kept for the next one
     worker = _Worker(cfg, index, conn)
     tune_gc()
     worker.run()

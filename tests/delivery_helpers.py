@@ -28,7 +28,8 @@ processors:
   flightdeck: {release_id: rel_test, tenant_id: tenant_test, task_id: task_test}
   redact: {}
 exporters:
-  clickhouse: {data_dir: "${env:T_DATA_DIR}", batch: {interval: 100ms}}
+  clickhouse: {data_dir: "${env:T_DATA_DIR}",
+               batch: {interval: "${env:T_CH_INTERVAL:-100ms}", max_queue_bytes: "${env:T_CH_QUEUE_BYTES:-64MiB}"}}
   observatory:
     url: "${env:T_OBSERVATORY_URL:-}"
     api_key: "${env:T_OBSERVATORY_KEY:-}"

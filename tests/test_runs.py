@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from otel_bridge.processors.flightdeck import FlightDeckMapping, run_events
-from otel_bridge.processors.runs import RunAssembler, assemble
+from otel_bridge.processors.runs import SPAN_OBJECTS, RunAssembler, assemble
 from otel_bridge.semconv import AgentSpan, recognise, run_id
 from otel_bridge.spans import STATUS_ERROR, BridgeSpan
 
@@ -188,13 +188,39 @@ def test_bytes_bound_assembles_the_oldest_trace_early_and_counts_it():
     for trace in ("cd" * 16, "ef" * 16):
         a.add([span("1", None, AGENT | {"input.value": text}, trace=trace)])
         a.add([span("1", None, AGENT | {"input.value": text}, trace=trace)])  # re-sent: replaces, not adds
-    assert a.in_flight == 2 and a.counters["cut_for_bytes"] == 0 and 28_000 < a.held_bytes <= 30_000
+    assert (
+        a.in_flight == 2 and a.counters["cut_for_bytes"] == 0 and 2 * (SPAN_OBJECTS + 10_000) < a.held_bytes <= 30_000
+    )
     assert not a.has_room()  # past 80 % of the bound receivers push back before anything is cut
     a.add([span("1", None, AGENT | {"input.value": text}, trace="01" * 16)])
     assert a.counters["cut_for_bytes"] == 1 and a.counters["early"] == 1 and a.in_flight == 2
     assert [r.trace_id for r in runs] == ["cd" * 16]  # the oldest went first, as a whole run
     a.flush()
     assert a.in_flight == 0 and a.held_bytes == 0 and a.has_room()
+
+
+def test_traces_being_converted_still_count_against_the_bounds():
+    """A poll takes every due trace at once and converts them one by one: until a trace's conversion is over its
+    spans are still in memory, so receivers keep pushing back (else intake would refill the bound meanwhile)."""
+    text = "x" * 10_000
+    clock = Clock()
+    seen: list[tuple[int, int, bool]] = []
+    holder: list[RunAssembler] = []
+
+    def emit(spans, runs):  # noqa: ANN001
+        a = holder[0]
+        seen.append((a.in_flight, a.held_bytes, a.has_room()))
+
+    a = RunAssembler(emit, clock=clock, wait=5, max_wait=30, max_traces=1000, max_bytes=30_000)
+    holder.append(a)
+    for trace in ("cd" * 16, "ef" * 16):
+        a.add([span("1", None, AGENT | {"input.value": text}, trace=trace)])
+    held = a.held_bytes
+    clock.now = 10
+    assert a.poll() == 2
+    one = held // 2
+    assert seen == [(2, held, False), (1, held - one, True)]  # the first trace converting holds both; then one
+    assert a.in_flight == 0 and a.held_bytes == 0
 
 
 def test_protobuf_spans_carry_their_encoded_size():

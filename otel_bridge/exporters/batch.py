@@ -79,6 +79,7 @@ class BatchExporter:
         sender: Sender,
         *,
         max_queue: int = 10_000,
+        max_queue_bytes: int | None = None,
         max_batch: int = 100,
         interval: float = 1.0,
         max_attempts: int | None = None,
@@ -96,6 +97,8 @@ class BatchExporter:
         self._sender = sender
         self._name = getattr(sender, "name", type(sender).__name__)
         self._max_queue, self._max_batch, self._interval = max_queue, max_batch, interval
+        self._max_queue_bytes = max_queue_bytes  # None: items are counted only
+        self._queue_bytes = 0  # ``item_size`` of what is queued, kept only when bounded
         self._max_attempts, self._max_elapsed = max_attempts, max_elapsed
         self._initial_backoff, self._max_backoff = initial_backoff, max_backoff
         self._dead_letter = open_dead_letter(dead_letter) if dead_letter else None
@@ -143,10 +146,12 @@ class BatchExporter:
             with self._lock:
                 queue = self._queue
                 n = len(queue)
-                if n < self._max_queue and not self._stopping:
+                if n < self._max_queue and not self._stopping and self._bytes_room():
                     if not n:
                         self._oldest = self._clock()
                     queue.append(item)
+                    if self._max_queue_bytes is not None:
+                        self._queue_bytes += item_size(item)
                     self._add_run(None, 1)
                     self._accepted += 1
                     self._counts["queued"] += 1
@@ -174,12 +179,14 @@ class BatchExporter:
                 if pos is not None and not self._shut:
                     take = items
                 else:
-                    room = 0 if self._stopping else max(0, self._max_queue - n)
+                    room = 0 if self._stopping or not self._bytes_room() else max(0, self._max_queue - n)
                     take = items if len(items) <= room else items[:room]
                 if take:
                     if not n:
                         self._oldest = self._clock()
                     queue.extend(take)
+                    if self._max_queue_bytes is not None:
+                        self._queue_bytes += sum(map(item_size, take))
                     self._add_run(pos, len(take))
                     if self._ledger is not None:
                         self._ledger.hold(pos, len(take))
@@ -206,12 +213,21 @@ class BatchExporter:
             runs.append([pos, n])
 
     def has_room(self, n: int) -> bool:
-        """Whether ``n`` more items would fit now (the OTLP server answers 503 before accepting otherwise)."""
-        return not self._stopping and len(self._queue) + n <= self._max_queue
+        """Whether ``n`` more items would fit now (the OTLP server answers 503 before accepting otherwise): by
+        count, and by bytes below ``max_queue_bytes`` (what ``n`` items weigh is known only once converted)."""
+        return not self._stopping and len(self._queue) + n <= self._max_queue and self._bytes_room()
+
+    def _bytes_room(self) -> bool:
+        return self._max_queue_bytes is None or self._queue_bytes < self._max_queue_bytes
 
     @property
     def queue_depth(self) -> int:
         return len(self._queue)
+
+    @property
+    def queue_bytes(self) -> int:
+        """``item_size`` of the queued items (0 when the queue is bounded by count only)."""
+        return self._queue_bytes
 
     @property
     def max_queue(self) -> int:
@@ -290,6 +306,7 @@ class BatchExporter:
         """Shutdown timed out with the worker still busy: what it never took is left (and stays held)."""
         with self._lock:
             left, self._queue, self._positions = self._queue, [], []
+            self._queue_bytes = 0
             self._counts["abandoned"] += len(left)
             self._finished += len(left)
             self._done.notify_all()
@@ -365,9 +382,12 @@ class BatchExporter:
         queue = self._queue
         if len(queue) <= self._max_batch:
             self._queue, runs, self._positions = [], self._positions, []
+            self._queue_bytes = 0
             return queue, runs
         batch = queue[: self._max_batch]
         del queue[: self._max_batch]
+        if self._max_queue_bytes is not None:
+            self._queue_bytes -= sum(map(item_size, batch))
         return batch, self._take_runs(len(batch))
 
     def _take_runs(self, n: int) -> list[list]:
@@ -491,6 +511,19 @@ class BatchExporter:
                 fh.write(lines)
         except OSError:
             logger.exception("%s exporter: cannot write the dead-letter file %s", self._name, self._dead_letter)
+
+
+ITEM_OVERHEAD = 100  # bytes of a queued item besides its payload: the tuple, the bytes header, the list slot
+
+
+def item_size(item: Any) -> int:
+    """What a queued item weighs for ``max_queue_bytes``: an encoded row (``(table, line)`` as the ClickHouse
+    conversion makes them, or bare bytes) its length plus the objects around it; anything else a flat 1 KB."""
+    if type(item) is tuple and len(item) == 2 and type(item[1]) is bytes:  # noqa: E721 - the hot case, exactly
+        return len(item[1]) + ITEM_OVERHEAD
+    if isinstance(item, (bytes, bytearray)):
+        return len(item) + ITEM_OVERHEAD
+    return 1024
 
 
 def _jsonable(value: Any) -> Any:

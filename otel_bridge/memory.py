@@ -1,0 +1,115 @@
+"""Giving memory back to the operating system (issue 12: the whole service within 1 GiB).
+
+Two things stay resident in a process after the work that needed them is over, and neither is held by us:
+
+- **Freed heap.** A conversion burst allocates tens of MB of short-lived strings, dicts and encoded rows; once
+  they are freed glibc keeps the pages for later (measured: a worker converting 10k spans went from 167 to
+  246 MiB RSS and stayed there; ``malloc_trim(0)`` brought it to 116 MiB). ``start_trimming`` calls
+  ``malloc_trim(0)`` from a daemon thread every few seconds (a trim giving back 130 MB took 28 ms). It lowers the
+  memory a process keeps after a burst, not the peak of the burst itself.
+- **Library pages touched once.** chDB's engine initialises every function and format it knows when the store
+  opens, which faults in ~350 MiB of its shared library's read-only pages; afterwards a few tens of MB of them
+  are used. ``page_out_library`` asks the kernel to reclaim those clean file pages now (``MADV_PAGEOUT``, Linux
+  5.4+) instead of under memory pressure later; the pages that are needed again are read back on their next use.
+  Only mappings without write permission are advised, so no page whose content the process changed is touched
+  (and ``MADV_PAGEOUT`` never discards content in any case: it writes out or drops what it can re-read).
+
+Both are best effort and silent where they do not apply (another libc, another OS, an older kernel).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+import sys
+import threading
+import time
+
+log = logging.getLogger(__name__)
+
+# Seconds between trims. A trim returns what was freed since the last one, and memory in use again soon is faulted
+# back in: measured with bench/otlp.py, trimming every second lowered no process's peak, so trims are spaced out to
+# cost nothing while still giving a burst's memory back to an idle service.
+TRIM_EVERY = 5.0
+_MADV_PAGEOUT = 21  # linux/mman.h
+
+_libc: ctypes.CDLL | None | bool = False  # False: not looked up yet; None: not glibc
+_trimming = threading.Lock()
+_started = False
+
+
+def _glibc() -> ctypes.CDLL | None:
+    global _libc
+    if _libc is False:
+        _libc = None
+        if sys.platform.startswith("linux"):
+            try:
+                libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+                libc.malloc_trim.argtypes, libc.malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
+                libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+                libc.madvise.restype = ctypes.c_int
+                _libc = libc
+            except (OSError, AttributeError):  # musl has no malloc_trim: nothing to do there
+                _libc = None
+    return _libc  # type: ignore[return-value]
+
+
+def trim() -> bool:
+    """Return the heap's free pages to the OS now (glibc ``malloc_trim(0)``); False where it does not apply."""
+    libc = _glibc()
+    if libc is None:
+        return False
+    libc.malloc_trim(0)
+    return True
+
+
+def start_trimming(every: float = TRIM_EVERY) -> bool:
+    """Trim this process's heap every ``every`` seconds from a daemon thread (once per process)."""
+    global _started
+    with _trimming:
+        if _started or _glibc() is None:
+            return False
+        _started = True
+    threading.Thread(target=_trim_loop, args=(every,), name="otel-bridge-trim", daemon=True).start()
+    return True
+
+
+def _trim_loop(every: float) -> None:
+    while True:
+        time.sleep(every)
+        try:
+            trim()
+        except Exception:  # noqa: BLE001 - best effort: a failed trim only leaves memory where it was
+            log.debug("malloc_trim failed", exc_info=True)
+            return
+
+
+def page_out_library(prefix: str) -> int:
+    """Ask the kernel to reclaim the resident read-only pages of the shared libraries whose file name starts with
+    ``prefix`` (``MADV_PAGEOUT``); returns the bytes of mappings advised (0 where it does not apply)."""
+    libc = _glibc()
+    if libc is None:
+        return 0
+    advised = 0
+    try:
+        with open("/proc/self/maps", encoding="ascii", errors="replace") as maps:
+            ranges = [r for r in map(_range, maps) if r is not None and r[3].startswith(prefix) and ".so" in r[3]]
+    except OSError:
+        return 0
+    for start, end, perms, _ in ranges:
+        if "w" in perms:  # data the loader or the program wrote: never advised
+            continue
+        if libc.madvise(start, end - start, _MADV_PAGEOUT) == 0:
+            advised += end - start
+    return advised
+
+
+def _range(line: str) -> tuple[int, int, str, str] | None:
+    """``start-end perms offset dev inode path`` → (start, end, perms, file name); None for anonymous mappings."""
+    fields = line.split(None, 5)
+    if len(fields) < 6 or not fields[5].startswith("/"):
+        return None
+    start, end = fields[0].split("-")
+    return int(start, 16), int(end, 16), fields[1], os.path.basename(fields[5].rstrip("\n"))

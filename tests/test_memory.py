@@ -1,0 +1,181 @@
+"""Memory (issue 12): spans held by run assembly as their bytes convert exactly as spans still parsed; freed heap
+and chDB's start-up library pages go back to the OS."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+from otel_bridge import memory
+from otel_bridge.exporters.clickhouse import ClickHouseConversion
+from otel_bridge.exporters.flightdeck import FlightDeckConversion
+from otel_bridge.exporters.observatory import ObservatoryConversion
+from otel_bridge.processors.flightdeck import FlightDeckMapping
+from otel_bridge.processors.redact import Redactor
+from otel_bridge.processors.runs import RunAssembler, assemble
+from otel_bridge.processors.stages import redact_span
+from otel_bridge.semconv import recognise
+from otel_bridge.spans import ProtoAttributes, ProtoEvents, spans_from_otlp_proto
+
+FIXTURES = sorted((Path(__file__).parent / "fixtures" / "otlp").glob("*.traces.pb"))
+
+
+def _agents(body: bytes) -> list:
+    return [recognise(s) for s in spans_from_otlp_proto(body).items]
+
+
+def _fields(a) -> dict:  # noqa: ANN001
+    """Everything recognition decided about a span, and the span as a stage reads it."""
+    out = {f.name: getattr(a, f.name) for f in dataclasses.fields(a) if f.name not in ("span", "redactor")}
+    s = a.span
+    out["attributes"] = dict(s.attributes)
+    out["events"] = [(e.name, e.time_ns, dict(e.attributes)) for e in s.events]
+    return out
+
+
+def _convert(agents: list) -> list:
+    """Every destination's conversion of the fixture, one trace at a time, after the redaction stage."""
+    redactor = Redactor(secrets=True, pii=True)
+    converters = [
+        ClickHouseConversion("app", FlightDeckMapping()),
+        ObservatoryConversion("app"),
+        FlightDeckConversion(FlightDeckMapping()),
+    ]
+    traces: dict[str, dict] = defaultdict(dict)
+    for a in agents:
+        traces[a.trace_id][a.span_id] = a
+    out = []
+    for spans in traces.values():
+        runs = assemble(spans)
+        ordered = sorted(spans.values(), key=lambda a: a.span.start_ns)
+        for a in ordered:
+            redact_span(a, redactor)
+        for c in converters:
+            out.append(c.trace(ordered, runs, frozenset()))
+    return out
+
+
+@pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.name.split(".")[0])
+def test_a_held_span_reads_and_converts_as_a_parsed_one(path):
+    """Run assembly lets each span's parse go and keeps its bytes: recognition's results, the attributes and
+    events a stage reads and every destination's items are the same as from spans never let go."""
+    body = path.read_bytes()
+    parsed, held = _agents(body), _agents(body)
+    assert parsed, "fixture without spans"
+    emitted: list = []
+    assembler = RunAssembler(lambda spans, runs: emitted.extend(spans), wait=0.0, max_wait=0.0)
+    assembler.add(held)
+    for a in held:  # held as bytes: no parse left behind, from any of the three holders
+        assert type(a.span.attributes) is ProtoAttributes and a.span.attributes._map is None
+        assert a.span.attributes._source._span is None
+        assert not isinstance(a.span.events, ProtoEvents) or a.span.events._events is None
+    assembler.flush()
+    assert sorted(a.span_id for a in emitted) == sorted(a.span_id for a in held)
+    assert _convert(held) == _convert(parsed)
+    assert [_fields(a) for a in held] == [_fields(a) for a in parsed]
+
+
+def test_held_events_are_read_again_after_a_read_before_holding():
+    """A failed span's exception event is read during recognition; after the parse is let go its events and
+    their attributes read the same from the bytes."""
+    failed = [a for p in FIXTURES for a in _agents(p.read_bytes()) if a.error and a.span.events]
+    assert len(failed) >= 10, "the fixtures have failed spans with events"
+    assert all(a.span.events._list is not None for a in failed)  # read by recognition (the exception's type)
+    before = [[(e.name, e.time_ns, dict(e.attributes)) for e in a.span.events] for a in failed]
+    RunAssembler(lambda spans, runs: None).add(failed)
+    assert all(a.span.events._list is None for a in failed)
+    assert [len(a.span.events) for a in failed] == [len(b) for b in before]
+    assert [[(e.name, e.time_ns, dict(e.attributes)) for e in a.span.events] for a in failed] == before
+
+
+def test_trim_returns_freed_heap_on_glibc():
+    assert memory.trim() is True  # the service runs on glibc Linux; elsewhere it is a no-op returning False
+
+
+def test_page_out_leaves_chdb_working(tmp_path):
+    """The library pages chDB's start-up touched are advised out; what it needs is read back on use."""
+    from otel_bridge.analytics.store import Store, StoreConfig
+
+    with Store.open(StoreConfig(data_dir=str(tmp_path / "data"))) as store:
+        before = _file_rss()
+        assert memory.page_out_library("_chdb") > 100 << 20  # the engine's code and read-only data
+        assert _file_rss() < before
+        assert store.query("SELECT count() AS n FROM otel_bridge.spans")[0]["n"] == 0
+    assert memory.page_out_library("no-such-library") == 0
+
+
+def _file_rss() -> int:
+    for line in Path("/proc/self/smaps_rollup").read_text().splitlines():
+        if line.startswith("Rss_File:") or line.startswith("Pss_File:"):
+            return int(line.split()[1])
+    raise AssertionError("no file-backed RSS in smaps_rollup")
+
+
+# ---------------------------------------------------------------------------------------------- ClickHouse queue
+
+
+def _rows() -> list:
+    """Real ClickHouse items: the conversion's encoded lines for a real-instrumentation fixture."""
+    agents = _agents((FIXTURES[0].parent / "openai_v2_content.traces.pb").read_bytes())
+    conversion = ClickHouseConversion("app", FlightDeckMapping())
+    traces: dict[str, dict] = defaultdict(dict)
+    for a in agents:
+        traces[a.trace_id][a.span_id] = a
+    rows = [
+        row for spans in traces.values() for row in conversion.trace(list(spans.values()), assemble(spans), frozenset())
+    ]
+    assert rows and all(type(line) is bytes for _, line in rows)
+    return rows
+
+
+def test_a_byte_bounded_queue_takes_what_was_acknowledged_and_pushes_back(tmp_path):
+    """Past ``max_queue_bytes`` the engine says "no room" (receivers answer retry-later), yet rows offered with a
+    spool position — acknowledged already — are all taken and held until written; rows offered without one
+    (in-process) are dropped and counted, never blocking the app."""
+    from otel_bridge.analytics.store import Store, StoreConfig
+    from otel_bridge.exporters.batch import BatchExporter, Ledger, item_size
+    from otel_bridge.exporters.clickhouse import ClickHouseSender
+
+    rows = _rows()
+    weight = sum(map(item_size, rows))
+    with Store.open(StoreConfig(data_dir=str(tmp_path / "data"))) as store:
+        ledger = Ledger()
+        engine = BatchExporter(ClickHouseSender(store), max_queue=100_000, max_queue_bytes=weight // 2,
+                               max_batch=100_000, ledger=ledger, start=False)  # fmt: skip
+        assert engine.has_room(len(rows))
+        assert engine.offer_many(rows, pos=7) == len(rows)  # acknowledged: all of it, past the bound
+        assert engine.queue_bytes == weight and not engine.has_room(1) and ledger.held() == {7: len(rows)}
+        assert engine.offer_many(rows[:3]) == 0 and engine.stats()["dropped"] == 3  # in-process: dropped, counted
+        assert engine.force_flush(30)
+        assert engine.queue_bytes == 0 and engine.has_room(len(rows)) and ledger.held() == {}
+        stored = store.query("SELECT count() AS n FROM otel_bridge.spans")[0]["n"]
+        assert stored == sum(table == "spans" for table, _ in rows) and engine.stats()["dropped"] == 3
+        engine.shutdown(5)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_answers_retry_later_past_the_clickhouse_queue_bytes_and_loses_nothing(tmp_path, workers):
+    """Rows waiting for their insert weigh more than ``max_queue_bytes``: the next request is refused with the
+    retryable status before it is acknowledged; what was acknowledged is all stored once the queue drains."""
+    from delivery_helpers import count, llm_span, request, send, service, wait_until
+
+    from otel_bridge.receivers.otlp import Refused
+
+    svc = service(tmp_path, T_WORKERS=workers, T_CH_INTERVAL="1h", T_CH_QUEUE_BYTES="20KiB")
+    try:
+        big = {"gen_ai.prompt": "x" * 3000}
+        assert send(svc, request([llm_span(i, attrs=big) for i in range(10)]))[0] == 10
+        clickhouse = svc.pipeline.exporters["clickhouse"]
+        assert wait_until(lambda: clickhouse.queue_bytes >= 20 * 1024, 30), "the rows reach the ClickHouse queue"
+        with pytest.raises(Refused) as refused:
+            send(svc, request([llm_span(100)]))
+        assert refused.value.reason == "unavailable" and "retry later" in refused.value.message
+        assert svc.pipeline.force_flush(30)
+        assert count(svc, "SELECT count() FROM otel_bridge.spans FINAL") == 10
+        assert clickhouse.queue_bytes == 0 and clickhouse.stats()["dropped"] == 0
+        assert send(svc, request([llm_span(100)]))[0] == 1  # room again
+    finally:
+        svc.stop(20)
