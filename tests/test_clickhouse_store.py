@@ -155,7 +155,10 @@ def test_v1_store_upgrades_with_its_models_backfilled(store: Store, prices: Pric
 
     put(901, "gpt-4o")
     assert span_pairs(old) == [("openai", "gpt-4o")]  # a v1 schema (managed by hand): read from the spans
-    assert old.migrate() == 4 and old.schema_version() == SCHEMA_VERSION  # v2 prices, v3 span_models, v4 settle, v5
+    assert old.migrate() == 5 and old.schema_version() == SCHEMA_VERSION  # v2 prices, v3 span_models, v4 settle, v5, v6
+    for table in ("spans", "runs", "events"):  # v6: merges column by column
+        ddl = old.client.query(f"SHOW CREATE TABLE {old.table(table)}").result_rows[0][0]
+        assert "vertical_merge_algorithm_min_rows_to_activate = 1" in ddl, table
     assert _settle_setting(old, "spans") == _settle_setting(old, "runs") == _settle_setting(old, "events") == 900
     put(902, "gpt-4o-mini")
     assert set(span_pairs(old)) == {("openai", "gpt-4o"), ("openai", "gpt-4o-mini")}
@@ -178,10 +181,12 @@ def test_cluster_ddl_rendered() -> None:
     # the price table is whole on every node (no shard in its path), so a shard's join reads it locally
     assert ("ReplicatedReplacingMergeTree('/clickhouse/tables/all/obs/model_prices', '{shard}-{replica}', p_version)"
             in text and "Distributed(`prod`, `obs`, `model_prices" not in text)  # fmt: skip
-    settle = [s for s in ddl if "MODIFY SETTING" in s]
+    settle = [s for s in ddl if "MODIFY SETTING min_age" in s]
     assert [s.split(" ON CLUSTER")[0] for s in settle] == [
         f"ALTER TABLE `obs`.`{t}_local`" for t in ("spans", "runs", "events")
     ]
+    vertical = [s for s in ddl if "MODIFY SETTING vertical_merge" in s]  # v6, on every local table too
+    assert [s.split(" ON CLUSTER")[0] for s in vertical] == [s.split(" ON CLUSTER")[0] for s in settle]
     assert all(
         "min_age_to_force_merge_seconds = 900, min_age_to_force_merge_on_partition_only = 1" in s for s in settle
     )
