@@ -4,7 +4,7 @@ Two things stay resident in a process after the work that needed them is over, a
 
 - **Freed heap.** A conversion burst allocates tens of MB of short-lived strings, dicts and encoded rows; once
   they are freed glibc keeps the pages for later (measured: a worker converting 10k spans went from 167 to
-  246 MiB RSS and stayed there; ``malloc_trim(0)`` brought it to 116 MiB). ``start_trimming`` calls
+  246 MiB RSS and stayed there; ``malloc_trim(0)`` brought it to 116 MiB). ``start_housekeeping`` calls
   ``malloc_trim(0)`` from a daemon thread every few seconds (a trim giving back 130 MB took 28 ms). It lowers the
   memory a process keeps after a burst, not the peak of the burst itself.
 - **Library pages touched once.** chDB's engine initialises every function and format it knows when the store
@@ -15,12 +15,22 @@ Two things stay resident in a process after the work that needed them is over, a
   (and ``MADV_PAGEOUT`` never discards content in any case: it writes out or drops what it can re-read).
 
 Both are best effort and silent where they do not apply (another libc, another OS, an older kernel).
+
+The same thread runs the garbage collector. The service holds many medium-lived objects (spans awaiting their
+run for seconds, queued rows) and makes almost no reference cycles (``tests/test_conversions.py`` holds the
+conversion to that), so reference counting frees nearly everything; CPython's generational collector still
+scanned each held object again in every generation it survived into (at the default thresholds a third of the
+serving process's CPU, 8–15 % of a worker's even collecting young objects once a second). So what start-up built
+is frozen (never scanned), automatic collection waits for a high allocation count (a backstop), and a full
+collection runs every ``TRIM_EVERY × COLLECT_EVERY`` seconds: cyclic garbage (a refused request's traceback) lives
+that long at most.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import logging
 import os
 import sys
@@ -33,10 +43,12 @@ log = logging.getLogger(__name__)
 # back in: measured with bench/otlp.py, trimming every second lowered no process's peak, so trims are spaced out to
 # cost nothing while still giving a burst's memory back to an idle service.
 TRIM_EVERY = 5.0
+COLLECT_EVERY = 2  # trims between two full garbage collections: one every 10 s
+GC_BACKSTOP = 1_000_000  # net allocations of tracked objects that trigger a young collection in between
 _MADV_PAGEOUT = 21  # linux/mman.h
 
 _libc: ctypes.CDLL | None | bool = False  # False: not looked up yet; None: not glibc
-_trimming = threading.Lock()
+_starting = threading.Lock()
 _started = False
 
 
@@ -65,25 +77,33 @@ def trim() -> bool:
     return True
 
 
-def start_trimming(every: float = TRIM_EVERY) -> bool:
-    """Trim this process's heap every ``every`` seconds from a daemon thread (once per process)."""
+def start_housekeeping() -> bool:
+    """Once per long-running process of ``serve``, after its start-up: freeze what start-up built, raise the
+    collector's threshold to a backstop, and from one daemon thread trim the heap every ``TRIM_EVERY`` seconds and
+    collect garbage every ``COLLECT_EVERY`` trims."""
     global _started
-    with _trimming:
-        if _started or _glibc() is None:
+    with _starting:
+        if _started:
             return False
         _started = True
-    threading.Thread(target=_trim_loop, args=(every,), name="otel-bridge-trim", daemon=True).start()
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_BACKSTOP, 10, 10)
+    threading.Thread(target=_housekeeping, name="otel-bridge-memory", daemon=True).start()
     return True
 
 
-def _trim_loop(every: float) -> None:
+def _housekeeping() -> None:
+    ticks = 0
     while True:
-        time.sleep(every)
+        time.sleep(TRIM_EVERY)
+        ticks += 1
+        if ticks % COLLECT_EVERY == 0:
+            gc.collect()
         try:
             trim()
         except Exception:  # noqa: BLE001 - best effort: a failed trim only leaves memory where it was
             log.debug("malloc_trim failed", exc_info=True)
-            return
 
 
 def page_out_library(prefix: str) -> int:

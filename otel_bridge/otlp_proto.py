@@ -176,7 +176,7 @@ class ProtoAttributes(Mapping[str, Any]):
             done = self._done = {}
         elif key in done:
             return done[key]
-        values = self._map if self._map is not None else self._values()
+        values = self._values()
         if key not in values:  # a message-valued map would insert a missing key on ``[]``
             raise KeyError(key)
         value = done[key] = _any_value(values[key])
@@ -186,20 +186,20 @@ class ProtoAttributes(Mapping[str, Any]):
         return self[key] if key in self else default
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and key in (self._map if self._map is not None else self._values())
+        return isinstance(key, str) and key in self._values()
 
     def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self._map if self._map is not None else self._values()))
+        return iter(sorted(self._values()))
 
     def __len__(self) -> int:
-        return len(self._map if self._map is not None else self._values())
+        return len(self._values())
 
     def pick(self, keys: frozenset[str], prefix: str | tuple[str, ...], rest: dict[str, Any] | None = None) -> dict:
         """One pass converting only the wanted keys (and those under ``prefix``, into ``rest`` when given): the
         recogniser's hot path."""
         out: dict[str, Any] = {}
         under = out if rest is None else rest
-        values = self._map if self._map is not None else self._values()
+        values = self._values()
         for key in values:
             if key in keys:
                 target = out

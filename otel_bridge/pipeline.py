@@ -171,8 +171,9 @@ class Pipeline:
 
     def has_room(self, n: int) -> bool:
         """Backpressure for receivers, checked before a request is acknowledged: run assembly is below its
-        bounds and every exporter's queue, in its own units (events, rows), has room. What was acknowledged is never dropped after (``offer_many`` with a
-        position always takes it), so a queue may pass its bound by what was in flight."""
+        bounds and every exporter's queue, in its own units (events, rows), has room. What was acknowledged is
+        never dropped after (``offer_many`` with a position always takes it), so a queue may pass its bound by
+        what was in flight."""
         return self.assembler.has_room() and all(e.has_room(n) for e in self.exporters.values())
 
     def force_flush(self, timeout: float | None = None) -> bool:

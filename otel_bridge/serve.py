@@ -25,7 +25,6 @@ from otel_bridge.analytics.price_sync import SyncLoop
 from otel_bridge.analytics.store import Store
 from otel_bridge.config import BridgeConfig
 from otel_bridge.exporters.ledger import Ledger
-from otel_bridge.gctune import tune_gc
 from otel_bridge.pipeline import Pipeline, build, exporter_for, store_config
 from otel_bridge.price_library import snapshot_path
 from otel_bridge.pricing import PriceTable
@@ -269,17 +268,17 @@ class Service:
 
 def _give_back_memory(cfg: BridgeConfig) -> None:
     """What start-up left resident and no longer needs goes back to the OS (``memory``): chDB's library pages
-    its initialisation touched once, and from now on the heap that conversion bursts free."""
+    its initialisation touched once, and from now on the heap that conversion bursts free; the collector is set
+    for a long-running process."""
     if cfg.exporters.clickhouse.embedded:  # serve opens the store for the API whether or not it exports to it
         advised = memory.page_out_library("_chdb")
         log.debug("advised %d MiB of chDB's library pages out", advised >> 20)
-    memory.start_trimming()
+    memory.start_housekeeping()
 
 
 def serve(cfg: BridgeConfig, *, ready: threading.Event | None = None) -> None:
     """Run in the foreground until interrupted; ``ready`` is set once both listeners accept."""
     service = Service.build(cfg)
-    tune_gc()
     _give_back_memory(cfg)
     try:
         service.start_grpc()

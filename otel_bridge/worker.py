@@ -22,7 +22,6 @@ from typing import Any
 
 from otel_bridge import memory
 from otel_bridge.exporters.ledger import Ledger
-from otel_bridge.gctune import tune_gc
 
 log = logging.getLogger(__name__)
 
@@ -216,8 +215,7 @@ def worker_main(cfg: Any, index: int, conn: Any) -> None:
         level=cfg.service.telemetry.log_level.upper(), format=f"%(levelname)s worker-{index} %(name)s: %(message)s"
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    memory.start_trimming()  # a conversion burst's freed heap goes back to the OS, not kept for the next one
     worker = _Worker(cfg, index, conn)
-    tune_gc()
+    memory.start_housekeeping()  # collector settings, and a conversion burst's freed heap back to the OS
     worker.run()
     conn.close()
