@@ -10,6 +10,7 @@ import otel_bridge
 from otel_bridge.exporters.batch import BatchExporter
 from otel_bridge.exporters.observatory import ObservatorySender
 from otel_bridge.pipeline import Pipeline, PipelineOptions
+from otel_bridge.processors import redact
 from otel_bridge.processors.redact import _PII, _SECRETS, MASK, Redactor, _mask
 
 KEY = "sk-proj-" + "A1b2C3d4E5f6G7h8I9j0K1l2"
@@ -45,6 +46,22 @@ def test_redactor_equals_every_pattern_run_over_the_whole_text(pieces: list[str]
     """The length cut-off, the literal pre-check and matching only where a literal occurs change nothing."""
     text = "".join(pieces)
     assert Redactor(pii=pii)(text) == _reference(text, pii)
+
+
+def test_redactor_remembers_texts_within_a_bound(monkeypatch):
+    """A text seen again gets the same answer and counts its masks again; the memo never holds more characters
+    than its bound, and a text over a sixteenth of it is never held."""
+    monkeypatch.setattr(redact, "MEMO_CHARS", 1600)
+    r = Redactor()
+    text = f"system: never print {KEY}; " + "x" * 40
+    for n in range(1, 4):
+        assert r(text) == _reference(text, False) and r.redacted == n
+    for i in range(200):  # distinct texts, about 90 characters each: the memo empties and refills
+        other = f"{i} {KEY} " + "y" * 60
+        assert r(other) == _reference(other, False)
+        assert r._memo_chars <= 1600 and sum(map(len, r._memo)) == r._memo_chars
+    long_text = "z" * 101 + KEY
+    assert r(long_text) == _reference(long_text, False) and long_text not in r._memo
 
 
 def test_secrets_masked_in_events(observatory_sink):

@@ -39,6 +39,9 @@ _PII: list[_Rule] = [
     _Rule(re.compile(r"\b(?:\d[ -]?){13,16}\b"), None),  # card numbers
 ]
 MASK = "[REDACTED]"
+# Texts recur: a system prompt in every call of an agent, a conversation's history in each of its calls, the same
+# message read for every destination. Their redaction is remembered, up to this many characters of text.
+MEMO_CHARS = 2_000_000
 
 
 class Redactor:
@@ -54,6 +57,8 @@ class Redactor:
         self._literals = tuple((lit, i) for i, r in enumerate(self._rules) for lit in r.literals or ())
         self._always = frozenset(i for i, r in enumerate(self._rules) if r.literals is None)
         self.redacted = 0
+        self._memo: dict[str, tuple[str, int]] = {}  # text → (redacted text, masks in it)
+        self._memo_chars = 0
 
     def __bool__(self) -> bool:
         return bool(self._rules)
@@ -61,6 +66,27 @@ class Redactor:
     def __call__(self, text: str | None) -> str | None:
         if not text or len(text) < self._shortest:
             return text
+        known = self._memo.get(text)
+        if known is not None:
+            self.redacted += known[1]
+            return known[0]
+        before = self.redacted
+        out = self._redact(text)
+        self._remember(text, out, self.redacted - before)
+        return out
+
+    def _remember(self, text: str, out: str, masks: int) -> None:
+        """Bounded by characters held (what the memo keeps alive), emptied when full: a hot prompt is back after
+        one miss."""
+        if len(text) > MEMO_CHARS // 16:
+            return
+        if self._memo_chars + len(text) > MEMO_CHARS:
+            self._memo.clear()
+            self._memo_chars = 0
+        self._memo[text] = (out, masks)
+        self._memo_chars += len(text)
+
+    def _redact(self, text: str) -> str:
         lowered = text.lower()
         hit = {i for lit, i in self._literals if lit in lowered}
         if not hit and not self._always:
