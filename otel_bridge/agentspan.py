@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from otel_bridge import messages as _messages
@@ -241,6 +242,7 @@ class AgentSpan:
         }
 
 
+@lru_cache(maxsize=4096)  # a span's id is read again as its children's parent run id, in the same conversion
 def run_id(trace_id: str, span_id: str) -> str:
     """Deterministic id for the span (DESIGN decision 3): a re-sent span gets the same id everywhere.
 

@@ -134,6 +134,15 @@ class ProtoEvents(Sequence[SpanEvent]):
             self._list = [SpanEvent(e.name, e.time_unix_nano, EventAttributes(e.attributes)) for e in events]
         return self._list
 
+    def names(self) -> list[str]:
+        """The events' names, without making the events (a stage looking for a few kinds of event reads these)."""
+        if self._list is not None:
+            return [e.name for e in self._list]
+        events = self._events
+        if events is None:
+            events = self._events = self._source.span().events  # type: ignore[union-attr]
+        return [e.name for e in events]
+
     def release(self) -> None:
         if self._source is not None:
             self._events = self._list = None
@@ -146,6 +155,10 @@ class ProtoEvents(Sequence[SpanEvent]):
 
     def __len__(self) -> int:
         return self._count
+
+
+def event_names(events: Sequence[SpanEvent]) -> list[str]:
+    return events.names() if type(events) is ProtoEvents else [e.name for e in events]  # noqa: E721 - as ``pick``
 
 
 def release_parse(span: BridgeSpan) -> None:

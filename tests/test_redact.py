@@ -83,3 +83,33 @@ def test_secrets_masked_in_events(observatory_sink):
     wire = json.dumps(observatory_sink.events)
     assert KEY not in wire and MASK in wire
     assert pipeline.stats()["pipeline"]["redacted"] >= 3  # start input, end input, chat events
+
+
+def _proto_span(*events: tuple[str, dict[str, str]]) -> bytes:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
+
+    request = ExportTraceServiceRequest()
+    span = request.resource_spans.add().scope_spans.add().spans.add(
+        trace_id=bytes(range(1, 17)), span_id=bytes(range(1, 9)), name="chat gpt-4o", start_time_unix_nano=1,
+        end_time_unix_nano=2,
+    )  # fmt: skip
+    span.attributes.add(key="gen_ai.operation.name", value=AnyValue(string_value="chat"))
+    for name, attributes in events:
+        event = span.events.add(name=name, time_unix_nano=2)
+        event.attributes.extend(KeyValue(key=k, value=AnyValue(string_value=v)) for k, v in attributes.items())
+    return request.SerializeToString()
+
+
+def test_redact_stage_masks_custom_events_of_protobuf_spans_and_leaves_other_events_unread():
+    from otel_bridge.processors.stages import redact_span
+    from otel_bridge.semconv import recognise
+    from otel_bridge.spans import ProtoEvents, spans_from_otlp_proto
+
+    body = _proto_span(("gen_ai.choice", {"message": "hi"}), ("feedback", {"rating": "up", "comment": f"see {KEY}"}))
+    a = redact_span(recognise(spans_from_otlp_proto(body).items[0]), Redactor())
+    assert [(e.name, dict(e.attributes)) for e in a.span.events] == [
+        ("gen_ai.choice", {"message": "hi"}), ("feedback", {"rating": "up", "comment": f"see {MASK}"}),
+    ]  # fmt: skip
+    plain = redact_span(recognise(spans_from_otlp_proto(_proto_span(("exception", {}))).items[0]), Redactor())
+    assert type(plain.span.events) is ProtoEvents and plain.span.events._list is None  # names read, events not made

@@ -78,7 +78,8 @@ class ObservatoryConverter:
         """Nearest ancestor that became an event when known, else the direct parent; None for a root."""
         if a.parent_span_id is None:
             return None
-        return self._known.get((a.trace_id, a.parent_span_id), run_id(a.trace_id, a.parent_span_id))
+        key = (a.trace_id, a.parent_span_id)
+        return self._known[key] if key in self._known else run_id(*key)
 
     def _remember(self, a: AgentSpan, parent_run_id: str | None, became_event: bool) -> None:
         # A span that produced no event passes its own resolved parent down, so children skip over it.

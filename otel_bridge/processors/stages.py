@@ -16,7 +16,7 @@ from typing import Any
 from otel_bridge.agentspan import AgentSpan
 from otel_bridge.processors.observatory import CUSTOM_EVENTS
 from otel_bridge.processors.redact import Redactor
-from otel_bridge.spans import SpanEvent
+from otel_bridge.spans import SpanEvent, event_names
 
 _TEXT_FIELDS = ("error_message", "error_type", "session_id", "conversation_id", "user_id", "user_email", "agent_name",
                 "workflow_name", "tool_name")  # fmt: skip
@@ -50,7 +50,8 @@ def redact_span(a: AgentSpan, redactor: Redactor) -> AgentSpan:
     s = a.span
     if s.status_message:
         s.status_message = redactor(s.status_message) or ""
-    if s.events:  # events leave as custom events; message events are read into messages, which are redacted
+    if s.events and any(name in CUSTOM_EVENTS for name in event_names(s.events)):
+        # custom events leave as they are; message events are read into messages, which are redacted
         s.events = [
             SpanEvent(e.name, e.time_ns, redact_value(dict(e.attributes), redactor)) if e.name in CUSTOM_EVENTS else e
             for e in s.events
