@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from otel_bridge.spans import BridgeLog, BridgeSpan, pick
+from otel_bridge.spans import BridgeLog, BridgeSpan, event_names, pick
 
 
 @dataclass(slots=True)
@@ -44,6 +44,7 @@ _EVENT_ROLES = {
     "gen_ai.tool.message": "tool",
 }
 _DETAILS_EVENT = "gen_ai.client.inference.operation.details"
+_MESSAGE_EVENTS = frozenset({*_EVENT_ROLES, "gen_ai.choice", _DETAILS_EVENT})
 # The attributes messages and texts are read from: picked from a span in one pass (``content_attributes``).
 CONTENT_KEYS = frozenset({
     "gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.system_instructions", "gen_ai.prompt",
@@ -221,8 +222,13 @@ def _from_events(
     found = None
     inputs: list[Message] = []
     outputs: list[Message] = []
-    items = [(e.name, e.attributes, None) for e in span.events] + [(r.event_name, r.attributes, r.body) for r in logs]
+    events = span.events  # most spans' events are not messages (exceptions, framework steps): those stay unread
+    messages = not _MESSAGE_EVENTS.isdisjoint(event_names(events))
+    items = [(e.name, e.attributes, None) for e in events] if messages else []
+    items += [(r.event_name, r.attributes, r.body) for r in logs]
     for name, attrs, body in items:
+        if name not in _MESSAGE_EVENTS:
+            continue
         if name == _DETAILS_EVENT:
             both = _from_genai_attrs(body if isinstance(body, Mapping) and body else attrs, skipped)
             if both is not None:

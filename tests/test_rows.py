@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import uuid
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from otel_bridge.analytics.schema import _TABLES, COLUMNS, DDLOptions
+from otel_bridge.exporters.clickhouse import _EVENT_NAMESPACE, event_uuid
 from otel_bridge.exporters.rows import ROW_TYPES, EventRow, RunRow, SpanRow, encode_row, text, ts, uint
 
 FIXTURES = Path(__file__).parent / "fixtures" / "otlp"
@@ -119,3 +123,16 @@ def test_conversion_lines_are_the_encoded_rows_on_every_fixture():
     assert runs
     for run in runs:
         assert RunRow.line(*run_row(run).values()) == encode_row(run_row(run))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text())
+def test_event_ids_are_the_uuid5_they_always_were(key: str):
+    """Event ids are formatted from the digest directly: a re-sent event must keep the id stored before."""
+    try:
+        expected = str(uuid.uuid5(_EVENT_NAMESPACE, key))
+    except UnicodeEncodeError:  # a lone surrogate: neither can encode it
+        with pytest.raises(UnicodeEncodeError):
+            event_uuid(key)
+        return
+    assert event_uuid(key) == expected

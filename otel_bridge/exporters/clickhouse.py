@@ -12,6 +12,7 @@ No cost is stored: analytics price rows at query time against the current ``pric
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import uuid
 from collections import defaultdict
@@ -32,6 +33,7 @@ logger = logging.getLogger(__name__)
 
 STORED_KINDS = frozenset(("agent", "llm", "tool", "chain", "retriever", "embedding"))
 _EVENT_NAMESPACE = uuid.UUID("0b0f3c1e-5d2a-4e47-8d5e-6a8f1c9e2b70")
+_EVENT_NAMESPACE_BYTES = _EVENT_NAMESPACE.bytes
 _MAX_ATTR = 1024  # characters per stored attribute value
 
 
@@ -151,6 +153,12 @@ def event_row(event: Mapping[str, Any]) -> EventRow:
     return EventRow.of(*_event_values(event))
 
 
+def event_uuid(key: str) -> str:
+    """``str(uuid.uuid5(_EVENT_NAMESPACE, key))``, formatted from the digest without making a ``UUID``."""
+    h = hashlib.sha1(_EVENT_NAMESPACE_BYTES + key.encode()).hexdigest()  # noqa: S324 - RFC 9562 name-based v5
+    return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:32]}"
+
+
 def _event_values(event: Mapping[str, Any]) -> tuple:
     meta = event.get("metadata") if isinstance(event.get("metadata"), Mapping) else {}
     ts = _parse_ts(event.get("timestamp"))
@@ -163,7 +171,7 @@ def _event_values(event: Mapping[str, Any]) -> tuple:
     ).decode()
     revision = meta.get("revision")
     return (
-        str(uuid.uuid5(_EVENT_NAMESPACE, key)), name, event.get("run_id") or None,
+        event_uuid(key), name, event.get("run_id") or None,
         event.get("thread_id"), event.get("role"), event.get("content"),
         event.get("rating"), event.get("comment"), ts,
         meta.get("agent") or event.get("agent"),
