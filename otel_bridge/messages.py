@@ -50,7 +50,10 @@ CONTENT_KEYS = frozenset({
     "gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.system_instructions", "gen_ai.prompt",
     "gen_ai.completion", "input.value", "output.value", "traceloop.entity.input", "traceloop.entity.output",
 })  # fmt: skip
-CONTENT_PREFIXES = ("llm.input_messages.", "llm.output_messages.", "gen_ai.prompt.", "gen_ai.completion.")
+# indexed message keys' prefixes, two dotted components each → (output side, default role)
+_INDEXED = {("llm", "input_messages"): (False, "user"), ("llm", "output_messages"): (True, "assistant"),
+            ("gen_ai", "prompt"): (False, "user"), ("gen_ai", "completion"): (True, "assistant")}  # fmt: skip
+CONTENT_PREFIXES = tuple(f"{head}.{name}." for head, name in _INDEXED)
 
 
 def redact(parsed: tuple[list[Message], list[Message]], redactor: Any) -> None:
@@ -145,24 +148,24 @@ def _from_genai_attrs(attrs: Mapping[str, Any], skipped: list[str]) -> tuple[lis
 
 def _from_indexed(attrs: Mapping[str, Any]) -> tuple[list[Message], list[Message]] | None:
     """OpenInference and OpenLLMetry flatten messages into indexed attribute keys (``<prefix>.<n>.<field>``)."""
-    groups: dict[tuple[str, int], dict[str, Any]] = {}
+    groups: dict[tuple[str, str, int], dict[str, Any]] = {}
     for key, value in attrs.items():
-        if not key.startswith(CONTENT_PREFIXES):
-            continue
-        prefix = next(p for p in CONTENT_PREFIXES if key.startswith(p))
-        index, _, rest = key[len(prefix) :].partition(".")
-        if rest and index.isdigit() and index.isascii():
-            groups.setdefault((prefix[:-1], int(index)), {})[rest] = value
+        parts = key.split(".", 3)  # [head, name, index, field]: one split instead of a test per prefix
+        if len(parts) == 4 and parts[3] and (parts[0], parts[1]) in _INDEXED:
+            index = parts[2]
+            if index.isdigit() and index.isascii():
+                groups.setdefault((parts[0], parts[1], int(index)), {})[parts[3]] = value
     if not groups:
         return None
     inputs: list[Message] = []
     outputs: list[Message] = []
-    for (prefix, _), fields in sorted(groups.items()):
-        msg = _indexed_message(
-            fields, default_role="assistant" if prefix.endswith(("output_messages", "completion")) else "user"
-        )
-        (outputs if prefix in ("llm.output_messages", "gen_ai.completion") else inputs).append(msg)
+    for (head, name, _), fields in sorted(groups.items()):
+        output, role = _INDEXED[head, name]
+        (outputs if output else inputs).append(_indexed_message(fields, role))
     return inputs, outputs
+
+
+_TOOL_CALL_KEY = {p: re.compile(rf"^{re.escape(p)}tool_calls\.(\d+)\.(?:tool_call\.)?(.+)$") for p in ("", "message.")}
 
 
 def _indexed_message(f: Mapping[str, Any], default_role: str) -> Message:
@@ -177,8 +180,9 @@ def _indexed_message(f: Mapping[str, Any], default_role: str) -> Message:
         )
         content = "\n".join(v for _, v in parts) if parts else None
     calls: dict[int, dict[str, Any]] = {}
+    tool_call = _TOOL_CALL_KEY[strip]
     for k, v in f.items():
-        m = re.match(rf"^{re.escape(strip)}tool_calls\.(\d+)\.(?:tool_call\.)?(.+)$", k)
+        m = tool_call.match(k) if "tool_calls." in k else None
         if m:
             calls.setdefault(int(m.group(1)), {})[m.group(2)] = v
     tool_calls = [
