@@ -151,20 +151,31 @@ class ProtoAttributes(Mapping[str, Any]):
     They arrive as the ``map<string, AnyValue>`` upb built while parsing (``MappedSpan``): looking a
     key up costs no Python object per attribute. The map keeps no wire order, so iteration is by key (sorted), the
     same on every run. ``release`` lets go of the map (values already read stay); it is read again from the span's
-    ``SpanSource`` when needed."""
+    ``SpanSource`` when needed. The key names, read once, stay too (shared between spans: ``_name``), so a
+    later ``pick`` that wants none of them — a span without message content, at conversion — parses nothing."""
 
-    __slots__ = ("_map", "_done", "_source")
+    __slots__ = ("_map", "_done", "_source", "_names")
 
     def __init__(self, values: Any, source: SpanSource | None = None) -> None:
         self._map = values
         self._done: dict[str, Any] | None = None  # made on the first read: most spans are read through ``pick``
         self._source = source
+        self._names: tuple[str, ...] | None = None
 
     def _values(self) -> Any:
         values = self._map
         if values is None:
             values = self._map = self._source.span().attributes  # type: ignore[union-attr]
         return values
+
+    def names(self) -> tuple[str, ...]:
+        names = self._names
+        if names is None:
+            keys = list(self._values())
+            if len(_NAMES) > _MAX_NAMES:  # keys of unbounded variety (ids in names): stop sharing old ones
+                _NAMES.clear()
+            names = self._names = tuple(map(_NAMES.setdefault, keys, keys))
+        return names
 
     def release(self) -> None:
         if self._source is not None:
@@ -186,31 +197,37 @@ class ProtoAttributes(Mapping[str, Any]):
         return self[key] if key in self else default
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and key in self._values()
+        return isinstance(key, str) and key in self.names()
 
     def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self._values()))
+        return iter(sorted(self.names()))
 
     def __len__(self) -> int:
-        return len(self._values())
+        return len(self.names())
 
     def pick(self, keys: frozenset[str], prefix: str | tuple[str, ...], rest: dict[str, Any] | None = None) -> dict:
         """One pass converting only the wanted keys (and those under ``prefix``, into ``rest`` when given): the
-        recogniser's hot path."""
+        recogniser's hot path. The span is parsed again only when one is wanted."""
         out: dict[str, Any] = {}
         under = out if rest is None else rest
-        values = self._values()
-        for key in values:
+        values = self._map
+        for key in self.names():
             if key in keys:
                 target = out
             elif key.startswith(prefix):
                 target = under
             else:
                 continue
+            if values is None:
+                values = self._values()
             v = values[key]
             value = v.string_value or v.int_value  # most values are strings or counts: no WhichOneof for them
             target[key] = value if value else _any_value(v)
         return out
+
+
+_NAMES: dict[str, str] = {}  # attribute key → one shared str of it
+_MAX_NAMES = 1 << 16
 
 
 def _any_value(v: Any) -> Any:
