@@ -193,10 +193,22 @@ def _unrolled(cls: type, name: str, wrap: str, stamps_as_text: bool) -> Any:
     coercers = cls._coercers  # type: ignore[attr-defined]
     stamps = set(cls._timestamps) if stamps_as_text else set()  # type: ignore[attr-defined]
     names = [f"v{i}" for i in range(len(coercers))]
-    items = ", ".join(f"ts_text(c{i}({v}))" if i in stamps else f"c{i}({v})" for i, v in enumerate(names))
-    scope = {"cls": cls, "dumps": _dumps, "ts_text": ts_text, **{f"c{i}": c for i, c in enumerate(coercers)}}
+    items = ", ".join(
+        f"ts_text(c{i}({v}))" if i in stamps else _INLINE.get(c, "{c}({v})").format(c=f"c{i}", v=v)
+        for i, (v, c) in enumerate(zip(names, coercers, strict=True))
+    )
+    scope = {"cls": cls, "dumps": _dumps, "ts_text": ts_text, "UINT64_MAX": UINT64_MAX, "INF": math.inf,
+             **{f"c{i}": c for i, c in enumerate(coercers)}}  # fmt: skip
     exec(f"def {name}({', '.join(names)}):\n    return {wrap.format(items)}", scope)  # noqa: S102 - from field names
     return scope[name]
+
+
+# A value already of its column's type passes without a call (the coercer would return it as it is): most do.
+_INLINE = {
+    text: "({v} if {v}.__class__ is str else {c}({v}))",
+    uint: "({v} if {v}.__class__ is int and 0 <= {v} <= UINT64_MAX else {c}({v}))",
+    real: "({v} if {v}.__class__ is float and -INF < {v} < INF else {c}({v}))",
+}
 
 
 def _col(name: str) -> Any:
