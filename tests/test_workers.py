@@ -18,6 +18,8 @@ import orjson
 import pytest
 from delivery_helpers import attr, count, llm_span, request, send, service, wait_until
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope
+from opentelemetry.proto.trace.v1.trace_pb2 import ScopeSpans
 
 from otel_bridge.receivers.otlp import Refused
 from otel_bridge.routing import split, worker_of
@@ -65,6 +67,38 @@ def test_split_keeps_every_span_once_with_its_resource_and_scope(fmt, encoding, 
             assert owner.setdefault(s.trace_id, w) == w, "a trace split across workers"
             assert worker_of(bytes.fromhex(s.trace_id), workers) == w
     assert seen == Counter(_identity(s) for s in whole)
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_split_keeps_order_when_a_scope_interleaves_traces(workers):
+    """One scope holding several traces' spans interleaved (as an SDK batch ends them), its header fields written
+    between two spans (field order is free on the wire): each worker gets its spans in their order, under the
+    same scope and resource, and nothing else."""
+    merged = ExportTraceServiceRequest.FromString(_merged_fixtures("pb"))
+    spans = [s for rs in merged.resource_spans for ss in rs.scope_spans for s in ss.spans]
+    leaves = [_field(2, s.SerializeToString()) for s in sorted(spans, key=lambda s: s.end_time_unix_nano)]
+    header = ScopeSpans(scope=InstrumentationScope(name="interleaved"), schema_url="https://example.com/s")
+    scope = b"".join(leaves[:5]) + header.SerializeToString() + b"".join(leaves[5:])
+    body = _field(1, _field(1, merged.resource_spans[0].resource.SerializeToString()) + _field(2, scope))
+    whole = _decode("proto", body)
+    assert len(whole) == len(spans) and {s.scope_name for s in whole} == {"interleaved"}
+    assert len({s.trace_id for s in whole[:8]}) > 1  # neighbours of different traces
+    shares = split("traces", "proto", body, workers)
+    for w, part in enumerate(shares.parts):
+        got = [_identity(s) for s in _decode("proto", part)] if part is not None else []
+        owned = [s for s in whole if worker_of(bytes.fromhex(s.trace_id), workers) == w]
+        assert got == [_identity(s) for s in owned] and len(got) == shares.counts[w]
+
+
+def _field(number: int, value: bytes) -> bytes:
+    """A length-delimited protobuf field, encoded by hand to place fields in any order."""
+    size, key = bytearray(), bytes([number << 3 | 2])
+    n = len(value)
+    while n >= 0x80:
+        size.append(n & 0x7F | 0x80)
+        n >>= 7
+    size.append(n)
+    return key + bytes(size) + value
 
 
 def test_a_trace_goes_to_the_same_worker_as_protobuf_and_as_json():
