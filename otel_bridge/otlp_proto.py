@@ -151,8 +151,8 @@ class ProtoAttributes(Mapping[str, Any]):
     They arrive as the ``map<string, AnyValue>`` upb built while parsing (``MappedSpan``): looking a
     key up costs no Python object per attribute. The map keeps no wire order, so iteration is by key (sorted), the
     same on every run. ``release`` lets go of the map (values already read stay); it is read again from the span's
-    ``SpanSource`` when needed. The key names, read once, stay too (shared between spans: ``_name``), so a
-    later ``pick`` that wants none of them — a span without message content, at conversion — parses nothing."""
+    ``SpanSource`` when needed; its key names stay (one shared str per name), so a later ``pick`` that wants
+    none of them — a span without message content, at conversion — parses nothing."""
 
     __slots__ = ("_map", "_done", "_source", "_names")
 
@@ -168,17 +168,17 @@ class ProtoAttributes(Mapping[str, Any]):
             values = self._map = self._source.span().attributes  # type: ignore[union-attr]
         return values
 
-    def names(self) -> tuple[str, ...]:
-        names = self._names
-        if names is None:
-            keys = list(self._values())
-            if len(_NAMES) > _MAX_NAMES:  # keys of unbounded variety (ids in names): stop sharing old ones
-                _NAMES.clear()
-            names = self._names = tuple(map(_NAMES.setdefault, keys, keys))
-        return names
+    def _keys(self) -> Any:
+        """The key names: the map's own while it is parsed, the kept names once it was released."""
+        return self._map if self._map is not None or self._names is None else self._names
 
     def release(self) -> None:
-        if self._source is not None:
+        if self._source is not None and self._map is not None:
+            if self._names is None:
+                keys = list(self._map)
+                if len(_NAMES) > _MAX_NAMES:  # keys of unbounded variety (ids in names): stop sharing old ones
+                    _NAMES.clear()
+                self._names = tuple(map(_NAMES.setdefault, keys, keys))
             self._map = None
 
     def __getitem__(self, key: str) -> Any:
@@ -197,13 +197,13 @@ class ProtoAttributes(Mapping[str, Any]):
         return self[key] if key in self else default
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and key in self.names()
+        return isinstance(key, str) and key in self._keys()
 
     def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self.names()))
+        return iter(sorted(self._keys()))
 
     def __len__(self) -> int:
-        return len(self.names())
+        return len(self._keys())
 
     def pick(self, keys: frozenset[str], prefix: str | tuple[str, ...], rest: dict[str, Any] | None = None) -> dict:
         """One pass converting only the wanted keys (and those under ``prefix``, into ``rest`` when given): the
@@ -211,7 +211,7 @@ class ProtoAttributes(Mapping[str, Any]):
         out: dict[str, Any] = {}
         under = out if rest is None else rest
         values = self._map
-        for key in self.names():
+        for key in self._keys():
             if key in keys:
                 target = out
             elif key.startswith(prefix):

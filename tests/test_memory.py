@@ -13,6 +13,7 @@ from otel_bridge import memory
 from otel_bridge.exporters.clickhouse import ClickHouseConversion
 from otel_bridge.exporters.flightdeck import FlightDeckConversion
 from otel_bridge.exporters.observatory import ObservatoryConversion
+from otel_bridge.messages import CONTENT_KEYS, CONTENT_PREFIXES, content_attributes
 from otel_bridge.processors.flightdeck import FlightDeckMapping
 from otel_bridge.processors.redact import Redactor
 from otel_bridge.processors.runs import RunAssembler, assemble
@@ -89,6 +90,21 @@ def test_held_events_are_read_again_after_a_read_before_holding():
     assert all(a.span.events._list is None for a in failed)
     assert [len(a.span.events) for a in failed] == [len(b) for b in before]
     assert [[(e.name, e.time_ns, dict(e.attributes)) for e in a.span.events] for a in failed] == before
+
+
+def test_a_held_span_is_parsed_again_only_for_keys_it_has():
+    """Let go, a span keeps its attribute names: asking it for message content it lacks (a tool span's) parses
+    nothing, asking for content it has parses it once."""
+    agents = [a for p in FIXTURES for a in _agents(p.read_bytes())]
+    RunAssembler(lambda spans, runs: None).add(agents)
+    has = {
+        a.span_id: any(k in CONTENT_KEYS or k.startswith(CONTENT_PREFIXES) for k in a.span.attributes) for a in agents
+    }
+    assert all(a.span.attributes._source._span is None for a in agents)  # the names answered, nothing parsed
+    assert 0 < sum(has.values()) < len(agents)
+    for a in agents:
+        content = content_attributes(a.span)
+        assert bool(content) == has[a.span_id] and (a.span.attributes._source._span is not None) == has[a.span_id]
 
 
 def test_trim_returns_freed_heap_on_glibc():
