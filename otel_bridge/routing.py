@@ -104,17 +104,20 @@ def _scope(body: bytes, buf: memoryview, signal: str, pos: int, end: int, worker
     last_id, last_w = None, -1
     while pos < end:
         start = pos
-        if body[pos] != 0x12:  # not field 2 with a one-byte key: scope, schema url, an unknown field
-            number, _, _, pos = _fields(buf, pos, end, one=True)[0]
-            header.append(buf[start:pos])
-            continue
-        n = body[pos + 1]
-        pos += 2
-        if n >= 0x80:
-            n, pos = _varint(buf, pos - 1)
-        leaf, pos = pos, pos + n
-        if pos > end:
-            raise ValueError("truncated field")
+        if body[pos] == 0x12:  # field 2, length-delimited: a span or log record (the one-byte key of every encoder)
+            n = body[pos + 1]
+            pos += 2
+            if n >= 0x80:
+                n, pos = _varint(buf, pos - 1)
+            leaf, pos = pos, pos + n
+            if pos > end:
+                raise ValueError("truncated field")
+        else:  # scope, schema url, an unknown field (or field 2 encoded unusually)
+            number, _, leaf, pos = _fields(buf, pos, end, one=True)[0]
+            if number != 2:
+                header.append(buf[start:pos])
+                continue
+            n = pos - leaf
         if signal == "traces" and n >= 18 and body[leaf] == 0x0A and body[leaf + 1] == 16:
             trace_id = body[leaf + 2 : leaf + 18]  # what every SDK writes first: trace_id, 16 bytes
         else:
