@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from otel_bridge.spans import BridgeLog, BridgeSpan, event_names, pick
+from otel_bridge.spans import BridgeLog, BridgeSpan, has_event, pick
 
 
 @dataclass(slots=True)
@@ -227,8 +227,7 @@ def _from_events(
     inputs: list[Message] = []
     outputs: list[Message] = []
     events = span.events  # most spans' events are not messages (exceptions, framework steps): those stay unread
-    messages = not _MESSAGE_EVENTS.isdisjoint(event_names(events))
-    items = [(e.name, e.attributes, None) for e in events] if messages else []
+    items = [(e.name, e.attributes, None) for e in events] if has_event(events, _MESSAGE_EVENTS) else []
     items += [(r.event_name, r.attributes, r.body) for r in logs]
     for name, attrs, body in items:
         if name not in _MESSAGE_EVENTS:

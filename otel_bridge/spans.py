@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -126,22 +126,20 @@ class ProtoEvents(Sequence[SpanEvent]):
         self._events, self._source, self._count = events, source, len(events)
         self._list: list[SpanEvent] | None = None
 
-    def _read(self) -> list[SpanEvent]:
-        if self._list is None:
-            events = self._events
-            if events is None:
-                events = self._events = self._source.span().events  # type: ignore[union-attr]
-            self._list = [SpanEvent(e.name, e.time_unix_nano, EventAttributes(e.attributes)) for e in events]
-        return self._list
-
-    def names(self) -> list[str]:
-        """The events' names, without making the events (a stage looking for a few kinds of event reads these)."""
-        if self._list is not None:
-            return [e.name for e in self._list]
+    def _parsed(self) -> Any:
         events = self._events
         if events is None:
             events = self._events = self._source.span().events  # type: ignore[union-attr]
-        return [e.name for e in events]
+        return events
+
+    def _read(self) -> list[SpanEvent]:
+        if self._list is None:
+            self._list = [SpanEvent(e.name, e.time_unix_nano, EventAttributes(e.attributes)) for e in self._parsed()]
+        return self._list
+
+    def names(self) -> list[str]:
+        """The events' names, without making the events."""
+        return [e.name for e in (self._list if self._list is not None else self._parsed())]
 
     def release(self) -> None:
         if self._source is not None:
@@ -157,8 +155,13 @@ class ProtoEvents(Sequence[SpanEvent]):
         return self._count
 
 
-def event_names(events: Sequence[SpanEvent]) -> list[str]:
-    return events.names() if type(events) is ProtoEvents else [e.name for e in events]  # noqa: E721 - as ``pick``
+def has_event(events: Sequence[SpanEvent], names: Collection[str]) -> bool:
+    """Whether a span has an event named one of ``names``, read from the names alone: a stage looking for a few
+    kinds of event (custom, message) makes no event of a span that has none of them — most spans."""
+    if not events:
+        return False
+    found = events.names() if type(events) is ProtoEvents else [e.name for e in events]  # noqa: E721 - as ``pick``
+    return any(name in names for name in found)
 
 
 def release_parse(span: BridgeSpan) -> None:

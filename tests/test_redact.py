@@ -62,6 +62,8 @@ def test_redactor_remembers_texts_within_a_bound(monkeypatch):
         assert r._memo_chars <= 1600 and sum(map(len, r._memo)) == r._memo_chars
     long_text = "z" * 101 + KEY
     assert r(long_text) == _reference(long_text, False) and long_text not in r._memo
+    nothing = Redactor(secrets=False)  # no rules: every text passes as it is, none is remembered
+    assert nothing(text) == text and not nothing._memo
 
 
 def test_secrets_masked_in_events(observatory_sink):

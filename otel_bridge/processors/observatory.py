@@ -16,7 +16,7 @@ from typing import Any
 
 from otel_bridge.agentspan import AgentSpan, run_id
 from otel_bridge.messages import Message
-from otel_bridge.spans import event_names
+from otel_bridge.spans import has_event
 
 EVENT_TYPES = ("agent", "llm", "tool", "chain", "retriever", "embedding")
 CUSTOM_EVENTS = ("chat", "feedback", "saved")
@@ -215,7 +215,7 @@ class ObservatoryConverter:
         """Custom events recorded as span events (``track_event``'s fields as attributes); ``run_id`` defaults to
         the span's own. A ``chat`` span event names its own ``event_id`` (a source's message id), so a message
         edited at its source and sent again replaces its event instead of adding one."""
-        if not a.span.events or not any(name in CUSTOM_EVENTS for name in event_names(a.span.events)):
+        if not has_event(a.span.events, CUSTOM_EVENTS):
             return []  # most spans carry none: their events are not made
         redact = a.redactor or (lambda v: v)
         out = [

@@ -7,6 +7,7 @@ and bearer tokens are masked in every text otel-bridge exports (DESIGN decision 
 from __future__ import annotations
 
 import re
+import sys
 from typing import NamedTuple
 
 
@@ -53,7 +54,8 @@ class Redactor:
 
     def __init__(self, *, secrets: bool = True, pii: bool = False) -> None:
         self._rules = (_SECRETS if secrets else []) + (_PII if pii else [])
-        self._shortest = min((_min_width(r.pattern) for r in self._rules), default=0)
+        # no text shorter than the shortest possible match is scanned (nor remembered); without rules, none is
+        self._shortest = min((_min_width(r.pattern) for r in self._rules), default=sys.maxsize)
         self._literals = tuple((lit, i) for i, r in enumerate(self._rules) for lit in r.literals or ())
         self._always = frozenset(i for i, r in enumerate(self._rules) if r.literals is None)
         self.redacted = 0

@@ -16,7 +16,7 @@ from typing import Any
 from otel_bridge.agentspan import AgentSpan
 from otel_bridge.processors.observatory import CUSTOM_EVENTS
 from otel_bridge.processors.redact import Redactor
-from otel_bridge.spans import SpanEvent, event_names
+from otel_bridge.spans import SpanEvent, has_event
 
 _TEXT_FIELDS = ("error_message", "error_type", "session_id", "conversation_id", "user_id", "user_email", "agent_name",
                 "workflow_name", "tool_name")  # fmt: skip
@@ -50,7 +50,7 @@ def redact_span(a: AgentSpan, redactor: Redactor) -> AgentSpan:
     s = a.span
     if s.status_message:
         s.status_message = redactor(s.status_message) or ""
-    if s.events and any(name in CUSTOM_EVENTS for name in event_names(s.events)):
+    if has_event(s.events, CUSTOM_EVENTS):
         # custom events leave as they are; message events are read into messages, which are redacted
         s.events = [
             SpanEvent(e.name, e.time_ns, redact_value(dict(e.attributes), redactor)) if e.name in CUSTOM_EVENTS else e
