@@ -60,6 +60,39 @@ def test_clickhouse_events_do_not_depend_on_observatory_being_on():
     assert [t for t, _ in rows_alone].count("spans") == 3
 
 
+def test_chat_events_are_the_same_whichever_process_converts_a_trace():
+    """A conversation of three calls, each its own trace (as an app serving a chat sends them): converted by one
+    process, by two (traces shared out as `serve`'s workers get them) or again after a restart, it gives the same
+    events rows — each message once, with one id and one time."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("app")
+    history: list[tuple[str, str]] = []
+    for question, reply in [("hi", "hello"), ("how much?", "5 EUR"), ("hi", "hello again")]:
+        history.append(("user", question))
+        with tracer.start_as_current_span("invoke_agent", attributes={"gen_ai.operation.name": "invoke_agent"}):
+            _chat(tracer, history, reply, extra={"gen_ai.conversation.id": "conv-7"})
+        history.append(("assistant", reply))
+    provider.shutdown()
+    spans = [recognise(span_from_sdk(s)) for s in memory.get_finished_spans()]
+    traces = [[a for a in spans if a.trace_id == t] for t in dict.fromkeys(a.trace_id for a in spans)]
+
+    def chat_rows(conversions, order):
+        out = []
+        for i in order:
+            out += [row for table, row in conversions[i % len(conversions)].trace(traces[i], [], frozenset())
+                    if table == "events"]  # fmt: skip
+        return sorted(out)
+
+    one = chat_rows([ClickHouseConversion("app", FlightDeckMapping())], [0, 1, 2])
+    assert len(one) == 6  # hi, hello, how much?, 5 EUR, hi (the second time), hello again
+    two = chat_rows([ClickHouseConversion("app", FlightDeckMapping()) for _ in range(2)], [0, 1, 2])
+    restarted = chat_rows([ClickHouseConversion("app", FlightDeckMapping())], [2, 0, 1])
+    assert one == two == restarted
+    assert all(b',"conv-7",' in row for row in one), one[0]
+
+
 def test_converted_traces_leave_no_reference_cycles():
     """Every fixture trace recognised, assembled and converted for all three destinations: what is left afterwards
     is freed by reference counting alone. A cycle through a trace's spans (a nested function calling itself held

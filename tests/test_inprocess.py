@@ -25,8 +25,8 @@ def _messages(*pairs: tuple[str, str]) -> str:
     return json.dumps([{"role": r, "parts": [{"type": "text", "content": c}]} for r, c in pairs])
 
 
-def _chat(tracer, history, reply, tokens=(100, 20, 40)):
-    attrs = {
+def _chat(tracer, history, reply, tokens=(100, 20, 40), extra=None):
+    attrs = {**(extra or {}),
         "gen_ai.operation.name": "chat",
         "gen_ai.provider.name": "openai",
         "gen_ai.request.model": "gpt-4o-mini",

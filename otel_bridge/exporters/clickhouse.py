@@ -245,8 +245,8 @@ def spans_items(spans: list[AgentSpan], *, release_id: str | None = None, text_l
 class ClickHouseConversion:
     """AgentSpan/Run → ``(table, row)`` items for this exporter alone (built only when it is on): spans rows,
     the custom events (chat, feedback, saved) as events rows, runs rows with the release, tenant, task and
-    environment the FlightDeck mapping names. It keeps its own chat de-duplication, so its rows never depend on
-    whether Observatory is on; the pipeline calls it one trace at a time."""
+    environment the FlightDeck mapping names. It builds its own chat events, so its rows never depend on whether
+    Observatory is on; the pipeline calls it one trace at a time."""
 
     def __init__(self, app_id: str | None, mapping: Any, text_limit: int = 4096) -> None:
         from otel_bridge.processors.observatory import ObservatoryConverter

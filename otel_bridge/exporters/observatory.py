@@ -57,8 +57,8 @@ def observatory_exporter(url: str | None = None, api_key: str | None = None, **b
 
 
 class ObservatoryConversion:
-    """AgentSpan → Observatory events for this exporter alone (built only when it is on). Stateful: chat
-    de-duplication and parent resolution across batches, so the pipeline calls it one trace at a time."""
+    """AgentSpan → Observatory events for this exporter alone (built only when it is on). Stateful: parent
+    resolution across batches, so the pipeline calls it one trace at a time."""
 
     def __init__(self, app_id: str | None = None) -> None:
         from otel_bridge.processors.observatory import ObservatoryConverter

@@ -1,9 +1,13 @@
 """AgentSpan → FlowX Observatory events (the /api/report wire protocol in shared/seeds/000_…).
 
 Each agent/llm/tool/chain/retriever/embedding span becomes ``<type>_start`` and ``<type>_end``; LLM messages become
-``chat`` events, one per user turn and per assistant reply (a conversation's history is re-sent on every LLM call,
-so messages already reported for a thread are skipped); ``feedback``/``saved`` come from span events and
+``chat`` events, one per user turn and per assistant reply; ``feedback``/``saved`` come from span events and
 ``track_event``.
+
+A conversation's history is re-sent on every LLM call, so a call reports only the messages it introduced: its
+input after the last assistant message (the new turn) and its output. That is read from the span alone, so every
+worker process, every restart and every replay reports the same message once, with the same id and time; a
+memory of what a thread already reported could not (it is per process and forgets).
 """
 
 from __future__ import annotations
@@ -38,14 +42,13 @@ def _message_json(m: Message) -> dict[str, Any]:
 
 
 class ObservatoryConverter:
-    """Stateful only for chat de-duplication and for parent resolution across batches (both bounded)."""
+    """Stateful only for parent resolution across batches (bounded)."""
 
-    def __init__(self, app_id: str | None = None, *, max_threads: int = 10_000, max_known_spans: int = 100_000) -> None:
+    def __init__(self, app_id: str | None = None, *, max_known_spans: int = 100_000) -> None:
         self.app_id = app_id
-        self._threads: OrderedDict[str, set[tuple]] = OrderedDict()
         self._known: OrderedDict[tuple[str, str], str | None] = OrderedDict()  # span → parent_run_id it got
-        self.max_threads, self.max_known_spans = max_threads, max_known_spans
-        self.counters = {"events": 0, "chat": 0, "chat_duplicates": 0, "skipped_spans": 0}
+        self.max_known_spans = max_known_spans
+        self.counters = {"events": 0, "chat": 0, "chat_history": 0, "skipped_spans": 0}
 
     # ------------------------------------------------------------------------------------------- run events
 
@@ -178,26 +181,22 @@ class ObservatoryConverter:
         return (thread_id or f"{a.agent}|{a.user_id or a.user_email}|{a.trace_id}"), thread_id
 
     def chat_events(self, a: AgentSpan) -> list[dict[str, Any]]:
+        """The messages this call introduced; ``n`` counts identical messages over the call's whole list, so a
+        message's id is the same in every call that carries it (robust to trimmed history)."""
         key, thread_id = self._thread(a)
-        seen = self._threads.get(key)
-        if seen is None:
-            seen = self._threads[key] = set()
-            if len(self._threads) > self.max_threads:
-                self._threads.popitem(last=False)
-        else:
-            self._threads.move_to_end(key)
+        inputs = a.input_messages
+        history = max((i for i, m in enumerate(inputs) if m.role == "assistant"), default=-1)
         counts: dict[tuple, int] = {}
         out = []
-        for m, ns in [(m, a.span.start_ns) for m in a.input_messages] + [(m, a.span.end_ns) for m in a.output_messages]:
+        for i, m in enumerate(inputs + a.output_messages):
             if m.role not in ("user", "assistant") or not m.content:
                 continue
             digest = hashlib.blake2b(m.content.encode(), digest_size=12).hexdigest()
             n = counts[(m.role, digest)] = counts.get((m.role, digest), 0) + 1
-            ident = (m.role, digest, n)  # the n-th identical message of the thread, robust to trimmed history
-            if ident in seen:
-                self.counters["chat_duplicates"] += 1
+            if i <= history:  # reported by the call that introduced it
+                self.counters["chat_history"] += 1
                 continue
-            seen.add(ident)
+            ns = a.span.start_ns if i < len(inputs) else a.span.end_ns
             out.append(self.chat_event(a, m.role, m.content, thread_id, ns, f"{key}|{m.role}|{digest}|{n}"))
         self.counters["chat"] += len(out)
         return out
