@@ -26,7 +26,8 @@ def _messages(*pairs: tuple[str, str]) -> str:
 
 
 def _chat(tracer, history, reply, tokens=(100, 20, 40), extra=None):
-    attrs = {**(extra or {}),
+    attrs = {
+        **(extra or {}),
         "gen_ai.operation.name": "chat",
         "gen_ai.provider.name": "openai",
         "gen_ai.request.model": "gpt-4o-mini",
