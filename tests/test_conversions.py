@@ -91,6 +91,9 @@ def test_chat_events_are_the_same_whichever_process_converts_a_trace():
     restarted = chat_rows([ClickHouseConversion("app", FlightDeckMapping())], [2, 0, 1])
     assert one == two == restarted
     assert all(b',"conv-7",' in row for row in one), one[0]
+    observatory = ObservatoryConversion("app")
+    events = [e for t in traces for e in observatory.trace(t, [], frozenset()) if e["name"] == "chat"]
+    assert sorted(encode_row(event_row(e)) for e in events) == one  # the rows Observatory's events make
 
 
 def test_converted_traces_leave_no_reference_cycles():

@@ -264,7 +264,6 @@ class ClickHouseConversion:
 
     def trace(self, spans: list[AgentSpan], runs: list[Any], started: frozenset[str]) -> list[tuple[str, Any]]:
         from otel_bridge.processors.flightdeck import release_of
-        from otel_bridge.processors.observatory import CUSTOM_EVENTS
 
         release: dict[str, str | None] = {}
         for run in runs:  # one lookup per run, not per span
@@ -272,13 +271,30 @@ class ClickHouseConversion:
             release.update(dict.fromkeys((a.span_id for a in run.spans), release_id))
         rows: list[tuple[str, Any]] = []
         for a in sorted(spans, key=lambda a: a.span.end_ns):  # rows go in the order things ended
-            custom = self.custom_events.custom_events(a)
             if a.kind != "other":
                 rows.append(("spans", span_line(a, release_id=release.get(a.span_id), text_limit=self.text_limit)))
-            rows.extend(
-                ("events", EventRow.line(*_event_values(e))) for e in custom if e["name"] in CUSTOM_EVENTS
-            )  # whatever span carried them
+            if a.kind == "llm":
+                rows += self._chat_lines(a)
+            rows.extend(  # whatever span carried them
+                ("events", EventRow.line(*_event_values(e))) for e in self.custom_events.span_custom_events(a)
+            )
         return rows + [("runs", self._run_line(run)) for run in runs]
+
+    def _chat_lines(self, a: AgentSpan) -> list[tuple[str, bytes]]:
+        """The rows ``event_row`` makes of the Observatory ``chat`` events, without making the events."""
+        chats = self.custom_events.chat_messages(a)
+        if not chats:
+            return []
+        meta = self.custom_events.metadata(a)
+        meta_json = orjson.dumps(meta, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+        agent, email = meta.get("agent") or None, meta.get("user_email") or None
+        return [
+            ("events", EventRow.line(
+                event_uuid(f'["chat","{event_id}"]'), "chat", a.run_id, thread_id or None, role, content, None, None,
+                ns // 1_000_000 * 1_000_000, agent, email, meta_json, 0,
+            ))
+            for role, content, thread_id, ns, event_id in chats
+        ]  # fmt: skip
 
     def _run_line(self, run: Any) -> bytes:
         from otel_bridge.processors.flightdeck import run_identity

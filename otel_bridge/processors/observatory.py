@@ -57,10 +57,10 @@ class ObservatoryConverter:
         app_id = self.app_id or next((a.span.resource[k] for k in APP_ID_RESOURCE_KEYS if k in a.span.resource), None)
         if app_id:
             event["app_id"] = str(app_id)
-        event["metadata"] = self._metadata(a)
+        event["metadata"] = self.metadata(a)
         return event
 
-    def _metadata(self, a: AgentSpan) -> dict[str, Any]:
+    def metadata(self, a: AgentSpan) -> dict[str, Any]:
         meta: dict[str, Any] = {"trace_id": a.trace_id, "span_id": a.span_id}
         for key, value in (
             ("user_email", a.user_email),
@@ -180,32 +180,39 @@ class ObservatoryConverter:
         thread_id = a.conversation_id or a.session_id
         return (thread_id or f"{a.agent}|{a.user_id or a.user_email}|{a.trace_id}"), thread_id
 
-    def chat_events(self, a: AgentSpan) -> list[dict[str, Any]]:
-        """The messages this call introduced; ``n`` counts identical messages over the call's whole list, so a
-        message's id is the same in every call that carries it (robust to trimmed history)."""
-        key, thread_id = self._thread(a)
+    def chat_messages(self, a: AgentSpan) -> list[tuple[str, str, str | None, int, str]]:
+        """``(role, content, thread_id, ns, event_id)`` of each message this call introduced. ``n`` counts
+        identical messages over the call's whole list, so a message's id is the same in every call that carries
+        it (a framework's span around the provider's, a retry), robust to trimmed history."""
         inputs = a.input_messages
         history = max((i for i, m in enumerate(inputs) if m.role == "assistant"), default=-1)
-        counts: dict[tuple, int] = {}
+        counts: dict[tuple[str, str], int] = {}
         out = []
         for i, m in enumerate(inputs + a.output_messages):
-            if m.role not in ("user", "assistant") or not m.content:
+            content = m.content
+            if (m.role != "user" and m.role != "assistant") or not content:
                 continue
-            digest = hashlib.blake2b(m.content.encode(), digest_size=12).hexdigest()
-            n = counts[(m.role, digest)] = counts.get((m.role, digest), 0) + 1
+            n = counts[m.role, content] = counts.get((m.role, content), 0) + 1
             if i <= history:  # reported by the call that introduced it
                 self.counters["chat_history"] += 1
                 continue
+            if not out:
+                key, thread_id = self._thread(a)
+            digest = hashlib.blake2b(content.encode(), digest_size=12).hexdigest()
+            ident = f"{key}|{m.role}|{digest}|{n}".encode()
             ns = a.span.start_ns if i < len(inputs) else a.span.end_ns
-            out.append(self.chat_event(a, m.role, m.content, thread_id, ns, f"{key}|{m.role}|{digest}|{n}"))
+            out.append((m.role, content, thread_id, ns, hashlib.blake2b(ident, digest_size=16).hexdigest()))
         self.counters["chat"] += len(out)
         return out
 
+    def chat_events(self, a: AgentSpan) -> list[dict[str, Any]]:
+        return [self.chat_event(a, *m) for m in self.chat_messages(a)]
+
     def chat_event(
-        self, a: AgentSpan, role: str, content: str, thread_id: str | None, ns: int, ident: str
+        self, a: AgentSpan, role: str, content: str, thread_id: str | None, ns: int, event_id: str
     ) -> dict[str, Any]:
         event = self.custom_event("chat", {"role": role, "content": content}, a, ns)
-        event["event_id"] = hashlib.blake2b(ident.encode(), digest_size=16).hexdigest()
+        event["event_id"] = event_id
         if thread_id:
             event["thread_id"] = thread_id
         return event
@@ -233,7 +240,7 @@ class ObservatoryConverter:
         if a is not None:
             event.setdefault("run_id", a.run_id)
             extra = fields.get("metadata")
-            event["metadata"] = {**self._metadata(a), **(dict(extra) if isinstance(extra, Mapping) else {})}
+            event["metadata"] = {**self.metadata(a), **(dict(extra) if isinstance(extra, Mapping) else {})}
         if "rating" in event:
             event["rating"] = str(event["rating"])
         return event
