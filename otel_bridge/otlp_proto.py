@@ -19,7 +19,7 @@ or accepted exactly as ``ExportTraceServiceRequest.FromString`` would.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
@@ -175,10 +175,7 @@ class ProtoAttributes(Mapping[str, Any]):
     def release(self) -> None:
         if self._source is not None and self._map is not None:
             if self._names is None:
-                keys = list(self._map)
-                if len(_NAMES) > _MAX_NAMES:  # keys of unbounded variety (ids in names): stop sharing old ones
-                    _NAMES.clear()
-                self._names = tuple(map(_NAMES.setdefault, keys, keys))
+                self._names = shared_names(self._map)
             self._map = None
 
     def __getitem__(self, key: str) -> Any:
@@ -226,8 +223,16 @@ class ProtoAttributes(Mapping[str, Any]):
         return out
 
 
-_NAMES: dict[str, str] = {}  # attribute key → one shared str of it
+_NAMES: dict[str, str] = {}  # attribute key or event name → one shared str of it
 _MAX_NAMES = 1 << 16
+
+
+def shared_names(names: Iterable[str]) -> tuple[str, ...]:
+    """One str per distinct name, for what held spans keep of their parse."""
+    if len(_NAMES) > _MAX_NAMES:  # names of unbounded variety (ids in names): stop sharing old ones
+        _NAMES.clear()
+    names = list(names)
+    return tuple(map(_NAMES.setdefault, names, names))
 
 
 def _any_value(v: Any) -> Any:

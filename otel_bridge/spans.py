@@ -29,6 +29,7 @@ from otel_bridge.otlp_proto import (
     TracesEnvelope,
     proto_value,
     resource_attributes,
+    shared_names,
 )
 
 # OTLP enums (the SDK's SpanKind is offset by one from the wire's).
@@ -118,13 +119,15 @@ def pick(
 class ProtoEvents(Sequence[SpanEvent]):
     """A protobuf span's events, made into ``SpanEvent``s on first read: most are never read (an exception event
     when its span failed, message events when content is). ``release`` lets go of them (and of the parse they
-    point into); they are read again from the span's ``SpanSource`` when needed."""
+    point into) but keeps their names, so a stage looking for an event it does not have parses nothing; they are
+    read again from the span's ``SpanSource`` when needed."""
 
-    __slots__ = ("_events", "_list", "_source", "_count")
+    __slots__ = ("_events", "_list", "_source", "_count", "_names")
 
     def __init__(self, events: Any, source: SpanSource | None = None) -> None:
         self._events, self._source, self._count = events, source, len(events)
         self._list: list[SpanEvent] | None = None
+        self._names: tuple[str, ...] | None = None
 
     def _parsed(self) -> Any:
         events = self._events
@@ -137,12 +140,16 @@ class ProtoEvents(Sequence[SpanEvent]):
             self._list = [SpanEvent(e.name, e.time_unix_nano, EventAttributes(e.attributes)) for e in self._parsed()]
         return self._list
 
-    def names(self) -> list[str]:
+    def names(self) -> Sequence[str]:
         """The events' names, without making the events."""
+        if self._names is not None:
+            return self._names
         return [e.name for e in (self._list if self._list is not None else self._parsed())]
 
     def release(self) -> None:
         if self._source is not None:
+            if self._names is None and self._count:
+                self._names = shared_names(self.names())
             self._events = self._list = None
 
     def __getitem__(self, index: Any) -> Any:

@@ -19,7 +19,7 @@ from otel_bridge.processors.redact import Redactor
 from otel_bridge.processors.runs import RunAssembler, assemble
 from otel_bridge.processors.stages import redact_span
 from otel_bridge.semconv import recognise
-from otel_bridge.spans import ProtoAttributes, ProtoEvents, spans_from_otlp_proto
+from otel_bridge.spans import ProtoAttributes, ProtoEvents, has_event, spans_from_otlp_proto
 
 FIXTURES = sorted((Path(__file__).parent / "fixtures" / "otlp").glob("*.traces.pb"))
 
@@ -105,6 +105,20 @@ def test_a_held_span_is_parsed_again_only_for_keys_it_has():
     for a in agents:
         content = content_attributes(a.span)
         assert bool(content) == has[a.span_id] and (a.span.attributes._source._span is not None) == has[a.span_id]
+
+
+def test_a_held_span_answers_which_events_it_has_without_a_parse():
+    """Let go, a span keeps its event names: the stages looking for custom or message events it lacks (most
+    spans' events are exceptions or framework steps) parse nothing."""
+    agents = [a for p in FIXTURES for a in _agents(p.read_bytes())]
+    names = {a.span_id: [e.name for e in a.span.events] for a in agents}
+    RunAssembler(lambda spans, runs: None).add(agents)
+    with_events = [a for a in agents if names[a.span_id]]
+    assert len(with_events) >= 10, "the fixtures have spans with events"
+    for a in with_events:
+        assert list(a.span.events.names()) == names[a.span_id]
+        assert not has_event(a.span.events, ("no-such-event",))
+    assert all(a.span.attributes._source._span is None for a in agents)  # the names answered, nothing parsed
 
 
 def test_trim_returns_freed_heap_on_glibc():
