@@ -48,7 +48,6 @@ class ObservatoryConverter:
         self.app_id = app_id
         self._known: OrderedDict[tuple[str, str], str | None] = OrderedDict()  # span → parent_run_id it got
         self.max_known_spans = max_known_spans
-        self.counters = {"events": 0, "chat": 0, "chat_history": 0, "skipped_spans": 0}
 
     # ------------------------------------------------------------------------------------------- run events
 
@@ -115,7 +114,6 @@ class ObservatoryConverter:
             return None
         event = self._base(a)
         event.update(name=f"{a.kind}_start", timestamp=iso_ms(a.span.start_ns), input=self._input(a), output=None)
-        self.counters["events"] += 1
         return event
 
     def end_event(self, a: AgentSpan) -> dict[str, Any] | None:
@@ -134,7 +132,6 @@ class ObservatoryConverter:
             event["error"] = {"type": a.error_type, "message": a.error_message}
         if a.kind == "llm":
             self._usage(a, event)
-        self.counters["events"] += 1
         return event
 
     @staticmethod
@@ -157,7 +154,6 @@ class ObservatoryConverter:
         end = self.end_event(a)
         self._remember(a, end["parent_run_id"] if end else self._parent_run_id(a), end is not None)
         if end is None:
-            self.counters["skipped_spans"] += 1
             return self.custom_events(a)
         events = [end]
         if not started:  # the _start shares the _end's identity, metadata and input: built once, copied
@@ -165,7 +161,6 @@ class ObservatoryConverter:
             events.insert(
                 0, {**shared, "name": f"{a.kind}_start", "timestamp": iso_ms(a.span.start_ns), "output": None}
             )
-            self.counters["events"] += 1
         return events + self.custom_events(a)
 
     def custom_events(self, a: AgentSpan) -> list[dict[str, Any]]:
@@ -194,7 +189,6 @@ class ObservatoryConverter:
                 continue
             n = counts[m.role, content] = counts.get((m.role, content), 0) + 1
             if i <= history:  # reported by the call that introduced it
-                self.counters["chat_history"] += 1
                 continue
             if not out:
                 key, thread_id = self._thread(a)
@@ -202,7 +196,6 @@ class ObservatoryConverter:
             ident = f"{key}|{m.role}|{digest}|{n}".encode()
             ns = a.span.start_ns if i < len(inputs) else a.span.end_ns
             out.append((m.role, content, thread_id, ns, hashlib.blake2b(ident, digest_size=16).hexdigest()))
-        self.counters["chat"] += len(out)
         return out
 
     def chat_events(self, a: AgentSpan) -> list[dict[str, Any]]:
@@ -224,13 +217,11 @@ class ObservatoryConverter:
         if not has_event(a.span.events, CUSTOM_EVENTS):
             return []  # most spans carry none: their events are not made
         redact = a.redactor or (lambda v: v)
-        out = [
+        return [
             self.custom_event(e.name, {k: redact(v) if k in ("content", "comment") and isinstance(v, str) else v
                                        for k, v in e.attributes.items()}, a, e.time_ns)
             for e in a.span.events if e.name in CUSTOM_EVENTS
         ]  # fmt: skip
-        self.counters["chat"] += sum(1 for e in out if e["name"] == "chat")
-        return out
 
     def custom_event(self, name: str, fields: Mapping[str, Any], a: AgentSpan | None, ns: int) -> dict[str, Any]:
         event: dict[str, Any] = {"name": name, "type": name, "timestamp": iso_ms(ns)}
