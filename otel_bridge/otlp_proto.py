@@ -19,7 +19,7 @@ or accepted exactly as ``ExportTraceServiceRequest.FromString`` would.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
@@ -151,8 +151,8 @@ class ProtoAttributes(Mapping[str, Any]):
     They arrive as the ``map<string, AnyValue>`` upb built while parsing (``MappedSpan``): looking a
     key up costs no Python object per attribute. The map keeps no wire order, so iteration is by key (sorted), the
     same on every run. ``release`` lets go of the map (values already read stay); it is read again from the span's
-    ``SpanSource`` when needed; its key names stay (one shared str per name), so a later ``pick`` that wants
-    none of them — a span without message content, at conversion — parses nothing."""
+    ``SpanSource`` when needed; its key names stay (one shared str per name, kept by the first ``pick``), so a
+    later ``pick`` that wants none of them — a span without message content, at conversion — parses nothing."""
 
     __slots__ = ("_map", "_done", "_source", "_names")
 
@@ -160,7 +160,7 @@ class ProtoAttributes(Mapping[str, Any]):
         self._map = values
         self._done: dict[str, Any] | None = None  # made on the first read: most spans are read through ``pick``
         self._source = source
-        self._names: tuple[str, ...] | None = None
+        self._names: Sequence[str] | None = None
 
     def _values(self) -> Any:
         values = self._map
@@ -169,13 +169,13 @@ class ProtoAttributes(Mapping[str, Any]):
         return values
 
     def _keys(self) -> Any:
-        """The key names: the map's own while it is parsed, the kept names once it was released."""
-        return self._map if self._map is not None or self._names is None else self._names
+        """The key names: kept by the first ``pick`` (iterating upb's map makes a str per key each time, slowly),
+        else the map's own."""
+        return self._names if self._names is not None else self._map
 
     def release(self) -> None:
         if self._source is not None and self._map is not None:
-            if self._names is None:
-                self._names = shared_names(self._map)
+            self._names = shared_names(self._map if self._names is None else self._names)
             self._map = None
 
     def __getitem__(self, key: str) -> Any:
@@ -194,7 +194,8 @@ class ProtoAttributes(Mapping[str, Any]):
         return self[key] if key in self else default
 
     def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and key in self._keys()
+        values = self._map  # a hash lookup while parsed; the kept names (a short tuple) once released
+        return isinstance(key, str) and key in (values if values is not None else self._names)
 
     def __iter__(self) -> Iterator[str]:
         return iter(sorted(self._keys()))
@@ -208,7 +209,10 @@ class ProtoAttributes(Mapping[str, Any]):
         out: dict[str, Any] = {}
         under = out if rest is None else rest
         values = self._map
-        for key in self._keys():
+        names = self._names
+        if names is None:  # the first pick (recognition) keeps them: release and later picks need no map walk
+            names = self._names = list(values)
+        for key in names:
             if key in keys:
                 target = out
             elif key.startswith(prefix):
