@@ -14,6 +14,12 @@ Two things stay resident in a process after the work that needed them is over, a
   Only mappings without write permission are advised, so no page whose content the process changed is touched
   (and ``MADV_PAGEOUT`` never discards content in any case: it writes out or drops what it can re-read).
 
+- **A library never used.** clickhouse-connect imports pandas at the first insert, to see whether the rows are
+  a DataFrame; chdb depends on pandas, so it is installed, and importing it costs ~70 MiB of RSS. ``serve``'s rows
+  are lists and its queries return tuples, so ``without_pandas`` settles the question as clickhouse-connect
+  settles it when pandas is absent. Only ``serve`` calls it: an app with the bridge installed in-process may use
+  DataFrames itself.
+
 Both are best effort and silent where they do not apply (another libc, another OS, an older kernel).
 
 The same thread runs the garbage collector. The service holds many medium-lived objects (spans awaiting their
@@ -104,6 +110,15 @@ def _housekeeping() -> None:
             trim()
         except Exception:  # noqa: BLE001 - best effort: a failed trim only leaves memory where it was
             log.debug("malloc_trim failed", exc_info=True)
+
+
+def without_pandas() -> None:
+    if "pandas" not in sys.modules:
+        from clickhouse_connect.driver import options
+
+        names = vars(options)  # what its lazy lookup reads first, as it leaves them when the import fails
+        names.setdefault("pd", None)
+        names.setdefault("pd_time_test", None)
 
 
 def page_out_library(prefix: str) -> int:

@@ -4,6 +4,8 @@ and chDB's start-up library pages go back to the OS."""
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -123,6 +125,24 @@ def test_a_held_span_answers_which_events_it_has_without_a_parse():
 
 def test_trim_returns_freed_heap_on_glibc():
     assert memory.trim() is True  # the service runs on glibc Linux; elsewhere it is a no-op returning False
+
+
+def test_the_store_inserts_and_reads_without_importing_pandas(tmp_path):
+    """``serve`` keeps clickhouse-connect from importing pandas (~70 MiB) at its first insert; rows are lists, so
+    migrations, row inserts and queries work as with pandas absent. Own interpreter: another test may import it."""
+    script = f"""
+import sys
+from otel_bridge import memory
+from otel_bridge.analytics.store import Store, StoreConfig
+memory.without_pandas()
+with Store.open(StoreConfig(data_dir={str(tmp_path / "data")!r})) as store:
+    store.insert("schema_migrations", [[999, "a row inserted as a list"]], ["version", "description"])
+    rows = store.query("SELECT version, description FROM otel_bridge.schema_migrations WHERE version = 999")
+assert rows == [{{"version": 999, "description": "a row inserted as a list"}}], rows
+assert "pandas" not in sys.modules
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_page_out_leaves_chdb_working(tmp_path):
