@@ -56,6 +56,17 @@ _INDEXED = {("llm", "input_messages"): (False, "user"), ("llm", "output_messages
 CONTENT_PREFIXES = tuple(f"{head}.{name}." for head, name in _INDEXED)
 
 
+# Roles as the GenAI conventions name them (system, user, assistant, tool): Gemini and Google ADK call the model's
+# turns "model", LangChain's message types are "human" and "ai". A reply is an assistant message whatever the
+# provider calls it, so chat events and the history boundary read the same everywhere.
+_ROLES = {"model": "assistant", "ai": "assistant", "human": "user"}
+
+
+def _role(value: Any, default: str) -> str:
+    role = str(value or default)
+    return _ROLES.get(role, role)
+
+
 def redact(parsed: tuple[list[Message], list[Message]], redactor: Any) -> None:
     """Mask secrets in every message text and tool-call argument, in place."""
     for m in (*parsed[0], *parsed[1]):
@@ -109,7 +120,7 @@ def _genai_message(raw: Any) -> Message | None:
         elif ptype == "tool_call_response":
             call_id = part.get("id")
             texts.append(_text_of(part.get("response") if "response" in part else part.get("result")) or "")
-    return Message(str(raw.get("role") or "user"), "\n".join(texts) if texts else None, calls, call_id)
+    return Message(_role(raw.get("role"), "user"), "\n".join(texts) if texts else None, calls, call_id)
 
 
 def _genai(value: Any, key: str, skipped: list[str]) -> list[Message] | None:
@@ -193,7 +204,7 @@ def _indexed_message(f: Mapping[str, Any], default_role: str) -> Message:
         )
         for _, c in sorted(calls.items())
     ]
-    return Message(str(get("role") or default_role), _text_of(content), tool_calls, get("tool_call_id"))
+    return Message(_role(get("role"), default_role), _text_of(content), tool_calls, get("tool_call_id"))
 
 
 def _event_message(name: str, body: Any, skipped: list[str]) -> tuple[str, Message] | None:
@@ -203,7 +214,9 @@ def _event_message(name: str, body: Any, skipped: list[str]) -> tuple[str, Messa
     if not isinstance(body, Mapping):
         body = {}
     if name == "gen_ai.choice":
-        msg = body.get("message") if isinstance(body.get("message"), Mapping) else body
+        msg = body.get("message")
+        if not isinstance(msg, Mapping):  # Strands records the choice's content blocks as the message itself
+            msg = {"content": msg} if isinstance(msg, str | list) else body
         return "output", _deprecated_message(msg, "assistant")
     role = _EVENT_ROLES.get(name)
     if role is None:
@@ -217,7 +230,47 @@ def _deprecated_message(body: Mapping[str, Any], role: str) -> Message:
         if isinstance(c, Mapping):
             fn = c.get("function") if isinstance(c.get("function"), Mapping) else {}
             calls.append(ToolCall(c.get("id"), fn.get("name"), _args(fn.get("arguments"))))
-    return Message(str(body.get("role") or role), _text_of(body.get("content")), calls, body.get("id"))
+    content, call_id = body.get("content"), body.get("id")
+    blocks = _converse_blocks(content)
+    if blocks is not None:
+        content, more, call_id = blocks[0], blocks[1], blocks[2] or call_id
+        calls += more
+    return Message(_role(body.get("role"), role), _text_of(content), calls, call_id)
+
+
+# Bedrock Converse content blocks, one kind each: Strands records a message's content as their JSON text.
+_BLOCK_KINDS = frozenset({"text", "toolUse", "toolResult", "image", "document", "video", "reasoningContent",
+                          "cachePoint", "guardContent", "citationsContent"})  # fmt: skip
+
+
+def _converse_blocks(value: Any) -> tuple[str | None, list[ToolCall], str | None] | None:
+    """(text, tool calls, the tool call a result answers) of a list of Converse content blocks, as a list or its
+    JSON text; None for anything else (a content that merely looks like JSON stays as it is)."""
+    if isinstance(value, str):
+        if not value.startswith("[{"):
+            return None
+        try:
+            value = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return None
+    if not (isinstance(value, list) and value and all(isinstance(b, Mapping) and len(b) == 1 and
+                                                       next(iter(b)) in _BLOCK_KINDS for b in value)):  # fmt: skip
+        return None
+    texts: list[str] = []
+    calls: list[ToolCall] = []
+    call_id = None
+    for block in value:
+        ((kind, body),) = block.items()
+        if kind == "text":
+            texts.append(_text_of(body) or "")
+        elif kind == "toolUse" and isinstance(body, Mapping):
+            calls.append(ToolCall(body.get("toolUseId"), body.get("name"), _args(body.get("input"))))
+        elif kind == "toolResult" and isinstance(body, Mapping):
+            call_id = body.get("toolUseId")
+            for part in body.get("content") or []:
+                if isinstance(part, Mapping) and ("text" in part or "json" in part):
+                    texts.append(_text_of(part["text"]) if "text" in part else _args(part["json"]) or "")
+    return ("\n".join(texts) if texts else None), calls, call_id
 
 
 def _from_events(

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from pathlib import Path
+
+import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -10,11 +14,14 @@ from test_inprocess import _chat
 from otel_bridge.exporters.clickhouse import ClickHouseConversion, event_row
 from otel_bridge.exporters.observatory import ObservatoryConversion
 from otel_bridge.exporters.rows import encode_row
+from otel_bridge.inspect import agent_spans
 from otel_bridge.pipeline import Pipeline, build_inprocess
 from otel_bridge.processors.flightdeck import FlightDeckMapping
 from otel_bridge.processors.observatory import CUSTOM_EVENTS
 from otel_bridge.semconv import recognise
 from otel_bridge.spans import span_from_sdk
+
+OTLP_FIXTURES = Path(__file__).parent / "fixtures" / "otlp"
 
 
 def _spans(turns: list[tuple[list[tuple[str, str]], str]]):
@@ -94,6 +101,37 @@ def test_chat_events_are_the_same_whichever_process_converts_a_trace():
     observatory = ObservatoryConversion("app")
     events = [e for t in traces for e in observatory.trace(t, [], frozenset()) if e["name"] == "chat"]
     assert sorted(encode_row(event_row(e)) for e in events) == one  # the rows Observatory's events make
+
+
+@pytest.mark.parametrize("path", sorted(OTLP_FIXTURES.glob("*.traces.pb")), ids=lambda p: p.name.split(".")[0])
+def test_each_chat_message_of_a_real_instrumentation_is_reported_once(path):
+    """Real instrumentations' traces, converted trace by trace as the pipeline does: an agent loop in one LLM span
+    (Google ADK) or in one span per call (history and tool-call turns re-sent by each), a conversation over several
+    traces. Every distinct user or assistant text of a thread (the n-th copy of a text counted apart) becomes one
+    chat event: none lost, none twice. A thread is the conversation or session, else (Observatory's own grouping)
+    an agent and user within the trace: a handoff's next agent starts its own."""
+    logs = path.with_name(path.name.replace(".traces.pb", ".logs.pb"))
+    agents = agent_spans([path, *([logs] if logs.exists() else [])])
+    traces: dict[str, list] = {}
+    for a in agents:
+        traces.setdefault(a.trace_id, []).append(a)
+    conversion = ObservatoryConversion("app")
+    events = [e for t in traces.values() for e in conversion.trace(t, [], frozenset()) if e["name"] == "chat"]
+    expected = set()
+    for a in agents:
+        if a.kind == "llm":
+            thread = a.conversation_id or a.session_id or (a.agent, a.user_id or a.user_email, a.trace_id)
+            counts: Counter = Counter()
+            for m in a.input_messages + a.output_messages:
+                if m.role in ("user", "assistant") and m.content:
+                    counts[m.role, m.content] += 1
+                    expected.add((thread, m.role, m.content, counts[m.role, m.content]))
+    meta = [e["metadata"] for e in events]
+    reported = Counter(
+        (e.get("thread_id") or (m.get("agent"), m.get("user_id") or m.get("user_email"), m["trace_id"]),
+         e["role"], e["content"]) for e, m in zip(events, meta, strict=True)
+    )  # fmt: skip
+    assert reported == Counter((thread, role, content) for thread, role, content, _ in expected)
 
 
 def test_converted_traces_leave_no_reference_cycles():

@@ -290,6 +290,14 @@ OPENLLMETRY = {
 }  # fmt: skip
 EVENTS = (("gen_ai.system.message", {"content": "Be kind."}), ("gen_ai.user.message", {"content": "Hi"}),
           ("gen_ai.choice", {"gen_ai.event.content": json.dumps(CHOICE)}))  # fmt: skip
+STRANDS_EVENTS = (
+    ("gen_ai.user.message", {"content": '[{"text": "Weather?"}]'}),
+    ("gen_ai.assistant.message", {"content": json.dumps([{"toolUse": {"toolUseId": "t1", "name": "get_weather",
+                                                                      "input": {"city": "Paris"}}}])}),
+    ("gen_ai.tool.message", {"content": json.dumps([{"toolResult": {"toolUseId": "t1", "status": "success",
+                                                                    "content": [{"json": {"c": 18}}, {"text": "ok"}]}}])}),
+    ("gen_ai.choice", {"finish_reason": "end_turn", "message": '[{"text": "18°C"}]'}),
+)  # fmt: skip
 
 
 @pytest.mark.parametrize(("attrs", "events", "inputs", "outputs", "texts"), [
@@ -304,6 +312,15 @@ EVENTS = (("gen_ai.system.message", {"content": "Be kind."}), ("gen_ai.user.mess
      [Message("assistant", "hi")], ("Say hi", "hi")),  # deprecated GenAI strings
     ({"input.value": "raw in", "output.value": "raw out", "gen_ai.prompt.0.content": "Hi"}, (),
      [Message("user", "Hi")], [], ("raw in", "raw out")),  # input.value/output.value win for the texts
+    (CHAT, STRANDS_EVENTS,
+     [Message("user", "Weather?"), Message("assistant", None, [ToolCall("t1", "get_weather", '{"city":"Paris"}')]),
+      Message("tool", '{"c":18}\nok', [], "t1")],
+     [Message("assistant", "18°C")], ("Weather?", "18°C")),  # Converse content blocks as JSON text (Strands)
+    (CHAT, (("gen_ai.user.message", {"content": '[{"note": "not blocks"}]'}),),
+     [Message("user", '[{"note": "not blocks"}]')], [], ('[{"note": "not blocks"}]', None)),  # JSON stays text
+    ({"openinference.span.kind": "LLM", OI + "0.message.role": "human", OI + "0.message.content": "Hi",
+      OI_OUT + "role": "model", OI_OUT + "content": "Hello"}, (),
+     [Message("user", "Hi")], [Message("assistant", "Hello")], ("Hi", "Hello")),  # provider names for roles
 ])  # fmt: skip
 def test_messages(attrs, events, inputs, outputs, texts, path):
     a = one(attrs, path, events)

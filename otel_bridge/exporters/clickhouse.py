@@ -270,19 +270,20 @@ class ClickHouseConversion:
             release_id = release_of(run, self.mapping)
             release.update(dict.fromkeys((a.span_id for a in run.spans), release_id))
         rows: list[tuple[str, Any]] = []
+        reported: set[str] = set()  # chat messages its earlier calls reported
         for a in sorted(spans, key=lambda a: a.span.end_ns):  # rows go in the order things ended
             if a.kind != "other":
                 rows.append(("spans", span_line(a, release_id=release.get(a.span_id), text_limit=self.text_limit)))
             if a.kind == "llm":
-                rows += self._chat_lines(a)
+                rows += self._chat_lines(a, reported)
             rows.extend(  # whatever span carried them
                 ("events", EventRow.line(*_event_values(e))) for e in self.custom_events.span_custom_events(a)
             )
         return rows + [("runs", self._run_line(run)) for run in runs]
 
-    def _chat_lines(self, a: AgentSpan) -> list[tuple[str, bytes]]:
+    def _chat_lines(self, a: AgentSpan, reported: set[str]) -> list[tuple[str, bytes]]:
         """The rows ``event_row`` makes of the Observatory ``chat`` events, without making the events."""
-        chats = self.custom_events.chat_messages(a)
+        chats = self.custom_events.chat_messages(a, reported)
         if not chats:
             return []
         meta = self.custom_events.metadata(a)

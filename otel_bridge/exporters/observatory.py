@@ -76,8 +76,9 @@ class ObservatoryConversion:
         for a in spans:  # start order: parents are known before their children ask for them
             self.converter.note_span(a)
         events: list[dict[str, Any]] = []
+        reported: set[str] = set()  # chat messages its earlier calls reported
         for a in sorted(spans, key=lambda a: a.span.end_ns):
-            events.extend(self.converter.convert(a, started=a.span_id in started))
+            events.extend(self.converter.convert(a, started=a.span_id in started, reported=reported))
         return events
 
     def custom(self, event: dict[str, Any]) -> list[dict[str, Any]]:

@@ -5,9 +5,12 @@ Each agent/llm/tool/chain/retriever/embedding span becomes ``<type>_start`` and 
 ``track_event``.
 
 A conversation's history is re-sent on every LLM call, so a call reports only the messages it introduced: its
-input after the last assistant message (the new turn) and its output. That is read from the span alone, so every
-worker process, every restart and every replay reports the same message once, with the same id and time; a
-memory of what a thread already reported could not (it is per process and forgets).
+input after the last assistant reply (an assistant message with text: the turn before is history an earlier
+trace reported) and its output. Within one trace, the calls of an agent loop re-send the turn's user message
+behind tool-call turns, so a message an earlier call of the trace reported is not reported again. Both are read
+from the trace alone — all its spans are converted together, in one process — so every worker process, every
+restart and every replay reports a message once, with the same id and time; a memory of what a thread already
+reported could not (it is per process and forgets).
 """
 
 from __future__ import annotations
@@ -149,23 +152,24 @@ class ObservatoryConverter:
         if a.reasoning_tokens:
             event["reasoning_tokens"] = a.reasoning_tokens
 
-    def convert(self, a: AgentSpan, *, started: bool = False) -> list[dict[str, Any]]:
-        """Events for a finished span; ``started`` when its ``_start`` already went out from ``on_start``."""
+    def convert(self, a: AgentSpan, *, started: bool = False, reported: set[str] | None = None) -> list[dict[str, Any]]:
+        """Events for a finished span; ``started`` when its ``_start`` already went out from ``on_start``;
+        ``reported``: the chat event ids its trace's earlier spans reported (see ``chat_messages``)."""
         end = self.end_event(a)
         self._remember(a, end["parent_run_id"] if end else self._parent_run_id(a), end is not None)
         if end is None:
-            return self.custom_events(a)
+            return self.custom_events(a, reported)
         events = [end]
         if not started:  # the _start shares the _end's identity, metadata and input: built once, copied
             shared = {k: end[k] for k in ("run_id", "parent_run_id", "type", "app_id", "metadata", "input") if k in end}
             events.insert(
                 0, {**shared, "name": f"{a.kind}_start", "timestamp": iso_ms(a.span.start_ns), "output": None}
             )
-        return events + self.custom_events(a)
+        return events + self.custom_events(a, reported)
 
-    def custom_events(self, a: AgentSpan) -> list[dict[str, Any]]:
+    def custom_events(self, a: AgentSpan, reported: set[str] | None = None) -> list[dict[str, Any]]:
         """``chat`` from an LLM span's messages, ``feedback``/``saved`` from its span events."""
-        events = self.chat_events(a) if a.kind == "llm" else []
+        events = self.chat_events(a, reported) if a.kind == "llm" else []
         return events + self.span_custom_events(a)
 
     # ------------------------------------------------------------------------------------------- custom events
@@ -175,31 +179,39 @@ class ObservatoryConverter:
         thread_id = a.conversation_id or a.session_id
         return (thread_id or f"{a.agent}|{a.user_id or a.user_email}|{a.trace_id}"), thread_id
 
-    def chat_messages(self, a: AgentSpan) -> list[tuple[str, str, str | None, int, str]]:
-        """``(role, content, thread_id, ns, event_id)`` of each message this call introduced. ``n`` counts
+    def chat_messages(
+        self, a: AgentSpan, reported: set[str] | None = None
+    ) -> list[tuple[str, str, str | None, int, str]]:
+        """``(role, content, thread_id, ns, event_id)`` of each message this call introduced and ``reported`` (the
+        ids its trace's earlier calls reported, in the order they ended; updated) does not hold. ``n`` counts
         identical messages over the call's whole list, so a message's id is the same in every call that carries
-        it (a framework's span around the provider's, a retry), robust to trimmed history."""
+        it (the next call of an agent loop, a framework's span around the provider's, a retry)."""
         inputs = a.input_messages
-        history = max((i for i, m in enumerate(inputs) if m.role == "assistant"), default=-1)
+        history = max((i for i, m in enumerate(inputs) if m.role == "assistant" and m.content), default=-1)
         counts: dict[tuple[str, str], int] = {}
         out = []
+        thread: tuple[str, str | None] | None = None
         for i, m in enumerate(inputs + a.output_messages):
             content = m.content
             if (m.role != "user" and m.role != "assistant") or not content:
                 continue
             n = counts[m.role, content] = counts.get((m.role, content), 0) + 1
-            if i <= history:  # reported by the call that introduced it
+            if i <= history:  # reported by the trace that introduced it
                 continue
-            if not out:
-                key, thread_id = self._thread(a)
+            if thread is None:
+                thread = self._thread(a)
             digest = hashlib.blake2b(content.encode(), digest_size=12).hexdigest()
-            ident = f"{key}|{m.role}|{digest}|{n}".encode()
+            event_id = hashlib.blake2b(f"{thread[0]}|{m.role}|{digest}|{n}".encode(), digest_size=16).hexdigest()
+            if reported is not None:
+                if event_id in reported:
+                    continue
+                reported.add(event_id)
             ns = a.span.start_ns if i < len(inputs) else a.span.end_ns
-            out.append((m.role, content, thread_id, ns, hashlib.blake2b(ident, digest_size=16).hexdigest()))
+            out.append((m.role, content, thread[1], ns, event_id))
         return out
 
-    def chat_events(self, a: AgentSpan) -> list[dict[str, Any]]:
-        return [self.chat_event(a, *m) for m in self.chat_messages(a)]
+    def chat_events(self, a: AgentSpan, reported: set[str] | None = None) -> list[dict[str, Any]]:
+        return [self.chat_event(a, *m) for m in self.chat_messages(a, reported)]
 
     def chat_event(
         self, a: AgentSpan, role: str, content: str, thread_id: str | None, ns: int, event_id: str
