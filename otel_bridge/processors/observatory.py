@@ -196,7 +196,7 @@ class ObservatoryConverter:
             if (m.role != "user" and m.role != "assistant") or not content:
                 continue
             n = counts[m.role, content] = counts.get((m.role, content), 0) + 1
-            if i <= history:  # reported by the trace that introduced it
+            if i <= history:  # an earlier turn: reported by the call that introduced it
                 continue
             if thread is None:
                 thread = self._thread(a)
