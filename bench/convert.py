@@ -21,14 +21,20 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from otel_bridge.semconv import recognise  # noqa: E402
+from otel_bridge.semconv_tables import CONVERSATION_KEYS, SESSION_KEYS  # noqa: E402
 from otel_bridge.spans import spans_from_otlp_proto  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "otlp"
 
 
+# A copy of a fixture is another conversation: the same conversation re-sent thousands of times with the same
+# times would be de-duplicated downstream, which real traffic never is.
+_THREAD_KEYS = frozenset({*CONVERSATION_KEYS, *SESSION_KEYS})
+
+
 def build_requests(total: int, per_request: int = 512, only: list[str] | None = None) -> list[bytes]:
     """Serialized requests of ``per_request`` spans, copied from the fixtures (all, or the ``only`` names) with fresh
-    trace ids."""
+    trace ids and, per copy, their own conversation and session ids."""
     paths = sorted(FIXTURES.glob("*.traces.pb"))
     if only:
         paths = [p for p in paths if p.name.removesuffix(".traces.pb") in only]
@@ -50,6 +56,9 @@ def build_requests(total: int, per_request: int = 512, only: list[str] | None = 
                 for ss in copy.scope_spans:
                     for span in ss.spans:
                         span.trace_id = trace_id
+                        for kv in span.attributes:
+                            if kv.key in _THREAD_KEYS and kv.value.string_value:
+                                kv.value.string_value += f"~{n}"
                         in_req += 1
         out.append(req.SerializeToString())
         made += in_req
