@@ -113,6 +113,7 @@ def _housekeeping() -> None:
 
 
 def without_pandas() -> None:
+    """Keep clickhouse-connect from importing pandas for ``serve`` (see above)."""
     if "pandas" not in sys.modules:
         from clickhouse_connect.driver import options
 
