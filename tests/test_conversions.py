@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from pathlib import Path
 
@@ -132,6 +133,20 @@ def test_each_chat_message_of_a_real_instrumentation_is_reported_once(path):
          e["role"], e["content"]) for e, m in zip(events, meta, strict=True)
     )  # fmt: skip
     assert reported == Counter((thread, role, content) for thread, role, content, _ in expected)
+
+
+@pytest.mark.parametrize("path", sorted(OTLP_FIXTURES.glob("*.traces.pb")), ids=lambda p: p.name.split(".")[0])
+def test_tool_calls_read_from_model_outputs_are_those_the_model_server_asked_for(path):
+    """The tool calls read from LLM output messages, whatever the convention, are the ones the fake model server
+    answered with (the fixture's record of it): never invented, and every one where the instrumentation records
+    them — Strands as Bedrock Converse ``toolUse`` blocks in JSON text, which used to be read as message text."""
+    expected = json.loads(path.with_name(path.name.replace(".traces.pb", ".expected.json")).read_text())
+    asked = {(t["call_id"], t["name"]) for t in expected["tool_calls"]}
+    read = {(c.id, c.name) for a in agent_spans([path]) if a.kind == "llm" for m in a.output_messages
+            for c in m.tool_calls}  # fmt: skip
+    assert read <= asked
+    if expected["convention"] == "strands":
+        assert read == asked and len(asked) >= 2
 
 
 def test_converted_traces_leave_no_reference_cycles():
