@@ -4,8 +4,9 @@ A separate load-generator process sends pre-built ``ExportTraceServiceRequest``s
 (copies of the committed real-instrumentation fixtures with fresh trace ids) over 4 concurrent gRPC calls, backing
 off on UNAVAILABLE as an OTLP exporter does. The clock stops when the server's ClickHouse exporter has written
 the last row. The bare ``FromString`` rate of the same requests, measured right before each run, is that run's
-baseline (the ratio reported is the median of the runs' ratios); the server's peak RSS (every process: the serving one and its workers) is sampled from /proc. At the end the spans
-table is counted: every span the load generator had acknowledged must be there.
+baseline (the ratio reported is the median of the runs' ratios); the server's peak RSS (every process: the
+serving one and its workers) is sampled from /proc. At the end the spans table is counted: every span the load
+generator had acknowledged must be there.
 
     .venv/bin/python bench/otlp.py [--spans 200000] [--workers 1 2] [--repeat 3]
 """

@@ -235,7 +235,8 @@ def shared_names(names: Iterable[str]) -> tuple[str, ...]:
     """One str per distinct name, for what held spans keep of their parse."""
     if len(_NAMES) > _MAX_NAMES:  # names of unbounded variety (ids in names): stop sharing old ones
         _NAMES.clear()
-    names = list(names)
+    if not isinstance(names, list | tuple):  # a upb map: walked once
+        names = list(names)
     return tuple(map(_NAMES.setdefault, names, names))
 
 

@@ -159,19 +159,21 @@ def event_uuid(key: str) -> str:
     return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:32]}"
 
 
+def _event_row_id(key: list) -> str:
+    """The row id of an event identified by ``key``: its name and own id, else its identifying fields."""
+    return event_uuid(orjson.dumps(key, default=str).decode())
+
+
 def _event_values(event: Mapping[str, Any]) -> tuple:
     meta = event.get("metadata") if isinstance(event.get("metadata"), Mapping) else {}
     ts = _parse_ts(event.get("timestamp"))
     name = str(event.get("name") or "")
-    key = orjson.dumps(
-        [name, event.get("event_id")]
-        if event.get("event_id")
-        else [name, event.get("run_id"), event.get("thread_id"), event.get("role"), event.get("content"), ts],
-        default=str,
-    ).decode()
+    key = [name, event.get("event_id")] if event.get("event_id") else [
+        name, event.get("run_id"), event.get("thread_id"), event.get("role"), event.get("content"), ts
+    ]  # fmt: skip
     revision = meta.get("revision")
     return (
-        event_uuid(key), name, event.get("run_id") or None,
+        _event_row_id(key), name, event.get("run_id") or None,
         event.get("thread_id"), event.get("role"), event.get("content"),
         event.get("rating"), event.get("comment"), ts,
         meta.get("agent") or event.get("agent"),
@@ -291,8 +293,8 @@ class ClickHouseConversion:
         agent, email = meta.get("agent") or None, meta.get("user_email") or None
         return [
             ("events", EventRow.line(
-                event_uuid(f'["chat","{event_id}"]'), "chat", a.run_id, thread_id or None, role, content, None, None,
-                ns // 1_000_000 * 1_000_000, agent, email, meta_json, 0,
+                _event_row_id(["chat", event_id]), "chat", a.run_id, thread_id or None, role, content, None, None,
+                ns // 1_000_000 * 1_000_000, agent, email, meta_json, 0,  # the event's time is in ms (iso_ms)
             ))
             for role, content, thread_id, ns, event_id in chats
         ]  # fmt: skip
