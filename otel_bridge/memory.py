@@ -28,8 +28,11 @@ conversion to that), so reference counting frees nearly everything; CPython's ge
 scanned each held object again in every generation it survived into (at the default thresholds a third of the
 serving process's CPU, 8–15 % of a worker's even collecting young objects once a second). So what start-up built
 is frozen (never scanned), automatic collection waits for a high allocation count (a backstop), and a full
-collection runs every ``TRIM_EVERY × COLLECT_EVERY`` seconds: cyclic garbage (a refused request's traceback) lives
-that long at most.
+collection runs from the housekeeping thread, spaced so that it takes at most ``COLLECT_SHARE`` of the thread's
+time: a full collection visits every tracked object, ~1 µs each here, and a worker holding its share of run
+assembly's bound has ~150k of them (nine per held span). Collected every 10 s that was 0.3 s of CPU each time,
+~8 % of a busy worker (bench/otlp.py); spaced by its own cost it is 0.5 %. Cyclic garbage (a refused request's
+traceback) lives ``COLLECT_MAX`` seconds at most.
 """
 
 from __future__ import annotations
@@ -49,7 +52,8 @@ log = logging.getLogger(__name__)
 # back in: measured with bench/otlp.py, trimming every second lowered no process's peak, so trims are spaced out to
 # cost nothing while still giving a burst's memory back to an idle service.
 TRIM_EVERY = 5.0
-COLLECT_EVERY = 2  # trims between two full garbage collections: one every 10 s
+COLLECT_MIN, COLLECT_MAX = 10.0, 300.0  # seconds between two full garbage collections
+COLLECT_SHARE = 0.005  # of the time a full collection may take: one lasting 0.3 s is followed by 60 s without
 GC_BACKSTOP = 1_000_000  # net allocations of tracked objects that trigger a young collection in between
 _MADV_PAGEOUT = 21  # linux/mman.h
 
@@ -86,7 +90,7 @@ def trim() -> bool:
 def start_housekeeping() -> bool:
     """Once per long-running process of ``serve``, after its start-up: freeze what start-up built, raise the
     collector's threshold to a backstop, and from one daemon thread trim the heap every ``TRIM_EVERY`` seconds and
-    collect garbage every ``COLLECT_EVERY`` trims."""
+    collect garbage as often as ``collect_interval`` allows."""
     global _started
     with _starting:
         if _started:
@@ -99,13 +103,19 @@ def start_housekeeping() -> bool:
     return True
 
 
+def collect_interval(took: float) -> float:
+    """Seconds until the next full collection after one that took ``took`` seconds of CPU."""
+    return min(COLLECT_MAX, max(COLLECT_MIN, took / COLLECT_SHARE))
+
+
 def _housekeeping() -> None:
-    ticks = 0
+    due = time.monotonic() + COLLECT_MIN
     while True:
         time.sleep(TRIM_EVERY)
-        ticks += 1
-        if ticks % COLLECT_EVERY == 0:
+        if time.monotonic() >= due:
+            started = time.thread_time()  # this thread's CPU: it holds the GIL throughout, the others wait
             gc.collect()
+            due = time.monotonic() + collect_interval(time.thread_time() - started)
         try:
             trim()
         except Exception:  # noqa: BLE001 - best effort: a failed trim only leaves memory where it was
