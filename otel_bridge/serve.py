@@ -278,6 +278,7 @@ def _give_back_memory(cfg: BridgeConfig) -> None:
 
 def serve(cfg: BridgeConfig, *, ready: threading.Event | None = None) -> None:
     """Run in the foreground until interrupted; ``ready`` is set once both listeners accept."""
+    memory.limit_arenas()  # before chDB's and the receivers' threads make theirs
     memory.without_pandas()  # before the store's first insert
     service = Service.build(cfg)
     _give_back_memory(cfg)

@@ -211,6 +211,7 @@ def worker_main(cfg: Any, index: int, conn: Any) -> None:
     when a worker stops (after the receivers, before ClickHouse), so the worker ignores SIGINT and SIGTERM."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    memory.limit_arenas()
     logging.basicConfig(
         level=cfg.service.telemetry.log_level.upper(), format=f"%(levelname)s worker-{index} %(name)s: %(message)s"
     )

@@ -4,6 +4,7 @@ and chDB's start-up library pages go back to the OS."""
 from __future__ import annotations
 
 import dataclasses
+import os
 import subprocess
 import sys
 from collections import defaultdict
@@ -129,6 +130,33 @@ def test_full_collections_are_spaced_by_their_own_cost():
     for took in (0.1, 0.3, 1.0):
         assert took / (took + memory.collect_interval(took)) <= memory.COLLECT_SHARE
     assert memory.collect_interval(100.0) == memory.COLLECT_MAX  # cyclic garbage waits this long at most
+
+
+_ARENAS = '''
+import ctypes, os, sys, threading
+from otel_bridge import memory
+if sys.argv[1] == "limit":
+    assert memory.limit_arenas() == len(os.sched_getaffinity(0))
+n = 4 * len(os.sched_getaffinity(0))
+barrier, kept = threading.Barrier(n + 1), []
+def allocate():
+    kept.append(bytearray(50_000))  # from this thread's malloc arena (below the mmap threshold)
+    barrier.wait()
+threads = [threading.Thread(target=allocate) for _ in range(n)]
+[t.start() for t in threads]
+barrier.wait()
+ctypes.CDLL("libc.so.6").malloc_stats()  # one "Arena N:" paragraph per arena, on stderr
+'''
+
+
+@pytest.mark.parametrize("mode", ["limit", "default"])
+def test_malloc_arenas_are_capped_at_the_cores(mode):
+    """chDB's threads each grew an arena of their own; after ``limit_arenas`` threads share one per core."""
+    out = subprocess.run([sys.executable, "-c", _ARENAS, mode], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    arenas = out.stderr.count("Arena ")
+    cores = len(os.sched_getaffinity(0))
+    assert (arenas <= cores) if mode == "limit" else (arenas > cores), out.stderr  # the default is 8 per core
 
 
 def test_trim_returns_freed_heap_on_glibc():
