@@ -115,11 +115,17 @@ def start_housekeeping() -> bool:
         if _started:
             return False
         _started = True
+    tune_collector()
+    threading.Thread(target=_housekeeping, name="otel-bridge-memory", daemon=True).start()
+    return True
+
+
+def tune_collector() -> None:
+    """The collector as ``serve``'s processes run it: what exists now frozen, automatic collection only past
+    ``GC_BACKSTOP`` (bench/convert.py measures the conversion this way too)."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(GC_BACKSTOP, 10, 10)
-    threading.Thread(target=_housekeeping, name="otel-bridge-memory", daemon=True).start()
-    return True
 
 
 def collect_interval(took: float) -> float:
