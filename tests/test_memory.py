@@ -132,7 +132,7 @@ def test_full_collections_are_spaced_by_their_own_cost():
     assert memory.collect_interval(100.0) == memory.COLLECT_MAX  # cyclic garbage waits this long at most
 
 
-_ARENAS = '''
+_ARENAS = """
 import ctypes, os, sys, threading
 from otel_bridge import memory
 if sys.argv[1] == "limit":
@@ -146,7 +146,7 @@ threads = [threading.Thread(target=allocate) for _ in range(n)]
 [t.start() for t in threads]
 barrier.wait()
 ctypes.CDLL("libc.so.6").malloc_stats()  # one "Arena N:" paragraph per arena, on stderr
-'''
+"""
 
 
 @pytest.mark.parametrize("mode", ["limit", "default"])
