@@ -97,7 +97,8 @@ def trim() -> bool:
 
 def limit_arenas() -> int:
     """At most one malloc arena per usable core from now on, unless the operator chose; returns the cap set
-    (0: none set, where glibc is absent or the operator's setting applies)."""
+    (0: none set, where glibc is absent or the operator's setting applies). Arenas made before stay: importing
+    the OpenTelemetry SDK runs resource detection on two threads, so a process may keep up to two more."""
     libc = _glibc()
     chosen = "arena_max" in os.environ.get("GLIBC_TUNABLES", "") or "MALLOC_ARENA_MAX" in os.environ
     if libc is None or chosen:
