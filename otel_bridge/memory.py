@@ -16,8 +16,8 @@ Two things stay resident in a process after the work that needed them is over, a
 
 - **Per-thread heaps.** glibc gives threads their own malloc arenas, up to 8 per core, and each keeps what its
   threads freed. chDB's insert and merge threads each grew one; ``limit_arenas`` caps them at one per core (more
-  cannot lower contention than there are cores to contend), which lowered the peak of the whole service with the stages in
-  one process from 874–905 to 806–868 MiB on bench/otlp.py (three runs each, same sitting). It applies to the arenas
+  cannot lower contention than there are cores to contend), which lowered the peak of the whole service with the
+  stages in one process from 874–905 to 806–868 MiB on bench/otlp.py (three runs each, same sitting). It applies to the arenas
   made after it, so ``serve`` and its workers call it first. ``GLIBC_TUNABLES=glibc.malloc.arena_max=N`` (or
   ``MALLOC_ARENA_MAX``) set by the operator wins.
 - **A library never used.** clickhouse-connect imports pandas at the first insert, to see whether the rows are
@@ -37,7 +37,7 @@ is frozen (never scanned), automatic collection waits for a high allocation coun
 collection runs from the housekeeping thread, spaced so that it takes at most ``COLLECT_SHARE`` of the thread's
 time: a full collection visits every tracked object, ~1 µs each here, and a worker holding its share of run
 assembly's bound has ~150k of them (nine per held span). Collected every 10 s that was 0.3 s of CPU each time,
-~8 % of a busy worker (bench/otlp.py); spaced by its own cost it is 0.5 %. Cyclic garbage (a refused request's
+~5 % of a busy worker (bench/otlp.py); spaced by its own cost it is 0.5 %. Cyclic garbage (a refused request's
 traceback) lives ``COLLECT_MAX`` seconds at most.
 """
 
