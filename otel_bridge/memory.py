@@ -17,9 +17,9 @@ Two things stay resident in a process after the work that needed them is over, a
 - **Per-thread heaps.** glibc gives threads their own malloc arenas, up to 8 per core, and each keeps what its
   threads freed. chDB's insert and merge threads each grew one; ``limit_arenas`` caps them at one per core (more
   cannot lower contention than there are cores to contend), which lowered the peak of the whole service with the
-  stages in one process from 874–905 to 806–868 MiB on bench/otlp.py (three runs each, same sitting). It applies to the arenas
-  made after it, so ``serve`` and its workers call it first. ``GLIBC_TUNABLES=glibc.malloc.arena_max=N`` (or
-  ``MALLOC_ARENA_MAX``) set by the operator wins.
+  stages in one process from 874–905 to 806–868 MiB on bench/otlp.py (three runs each, same sitting). It applies
+  to the arenas made after it, so ``serve`` and its workers call it first. ``GLIBC_TUNABLES=glibc.malloc.arena_max=N``
+  (or ``MALLOC_ARENA_MAX``) set by the operator wins.
 - **A library never used.** clickhouse-connect imports pandas at the first insert, to see whether the rows are
   a DataFrame; chdb depends on pandas, so it is installed, and importing it costs ~70 MiB of RSS. ``serve``'s rows
   are lists and its queries return tuples, so ``without_pandas`` settles the question as clickhouse-connect
