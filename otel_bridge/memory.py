@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 # back in: measured with bench/otlp.py, trimming every second lowered no process's peak, so trims are spaced out to
 # cost nothing while still giving a burst's memory back to an idle service.
 TRIM_EVERY = 5.0
-COLLECT_MIN, COLLECT_MAX = 10.0, 300.0  # seconds between two full garbage collections
+COLLECT_MIN, COLLECT_MAX = 10.0, 60.0  # seconds between two full garbage collections
 COLLECT_SHARE = 0.005  # of the time a full collection may take: one lasting 0.3 s is followed by 60 s without
 GC_BACKSTOP = 1_000_000  # net allocations of tracked objects that trigger a young collection in between
 _MADV_PAGEOUT = 21  # linux/mman.h
