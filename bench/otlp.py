@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
-import os
 import re
 import sys
 import tempfile
@@ -30,6 +29,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bridge_server import start_bridge  # noqa: E402
 from convert import bare, build_requests  # noqa: E402
+
+from otel_bridge.server.metrics import process_usage  # noqa: E402
 
 CONFIG = """
 receivers:
@@ -90,25 +91,6 @@ def load(endpoint: str, requests: list[bytes], started, done, retries, workers: 
     done.set()
 
 
-def rss_mb(pid: int) -> tuple[float, float]:
-    """(resident, anonymous resident) MiB: chDB's engine maps ~380 MiB of shared library pages into the process
-    that owns the store, which count in the first and not in the second."""
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0.0, 0.0
-    return tuple(int(re.search(rf"{key}:\s+(\d+)", text).group(1)) / 1024 for key in ("VmRSS", "RssAnon"))
-
-
-def cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) the process has used so far."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def family(pid: int) -> list[int]:
     """The serving process and its worker processes."""
     try:
@@ -147,10 +129,11 @@ def run(requests: list[bytes], n: int, workers: int) -> dict:
             total_peak = anon_peak = 0.0
             last, last_change = -1, t0
             while True:
-                rss = {pid: rss_mb(pid) for pid in family(bridge.proc.pid)}
+                usage = {pid: process_usage(pid) for pid in family(bridge.proc.pid)}
+                rss = {pid: (u["rss_bytes"] / 2**20, u["anon_rss_bytes"] / 2**20) for pid, u in usage.items()}
                 for pid, (mb, _) in rss.items():
                     peaks[pid] = max(peaks.get(pid, 0.0), mb)
-                    cpu[pid] = cpu_s(pid) or cpu.get(pid, 0.0)
+                    cpu[pid] = usage[pid]["cpu_seconds"] or cpu.get(pid, 0.0)  # 0 once it exited: keep the last
                 total_peak = max(total_peak, sum(mb for mb, _ in rss.values()))
                 anon_peak = max(anon_peak, sum(anon for _, anon in rss.values()))
                 rows, pending = stored(bridge)

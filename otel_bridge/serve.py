@@ -35,7 +35,7 @@ from otel_bridge.receivers.skillflaw import skillflaw_from_config
 from otel_bridge.receivers.spool import Spool, SpoolFull
 from otel_bridge.server import ingest
 from otel_bridge.server.app import Runtime, create_app
-from otel_bridge.server.metrics import process_memory
+from otel_bridge.server.metrics import process_usage
 from otel_bridge.workerpool import WorkerPool, worker_count
 
 log = logging.getLogger(__name__)
@@ -189,7 +189,7 @@ class Service:
 
     def stats_snapshot(self) -> dict[str, Any]:
         snapshot = {**self.pipeline.stats(), "receivers": self.stats.snapshot()}
-        snapshot["processes"] = {"serve": process_memory()}
+        snapshot["processes"] = {"serve": process_usage()}
         if isinstance(self.pipeline, WorkerPool):
             snapshot["processes"].update(self.pipeline.processes())
         if self.spool is not None:

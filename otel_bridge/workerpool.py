@@ -33,7 +33,7 @@ from otel_bridge.receivers.otlp import Refused, decode, wait_for_room
 from otel_bridge.receivers.spool import Spool, SpoolFull
 from otel_bridge.routing import split
 from otel_bridge.server import ingest
-from otel_bridge.server.metrics import process_memory
+from otel_bridge.server.metrics import process_usage
 from otel_bridge.worker import worker_main
 
 log = logging.getLogger(__name__)
@@ -373,8 +373,8 @@ class WorkerPool:
                           "alive": sum(w.ready.is_set() for w in self.workers)}  # fmt: skip
         return out
 
-    def processes(self) -> dict[str, dict[str, int]]:
-        return {f"worker-{w.index}": process_memory(w.pid) for w in self.workers if w.pid is not None}
+    def processes(self) -> dict[str, dict[str, Any]]:
+        return {f"worker-{w.index}": process_usage(w.pid) for w in self.workers if w.pid is not None}
 
 
 def _add(into: dict[str, Any], counts: Mapping[str, Any]) -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import resource
 import subprocess
 import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from otel_bridge.processors.redact import Redactor
 from otel_bridge.processors.runs import RunAssembler, assemble
 from otel_bridge.processors.stages import redact_span
 from otel_bridge.semconv import recognise
+from otel_bridge.server.metrics import process_usage
 from otel_bridge.spans import ProtoAttributes, ProtoEvents, has_event, spans_from_otlp_proto
 
 FIXTURES = sorted((Path(__file__).parent / "fixtures" / "otlp").glob("*.traces.pb"))
@@ -169,6 +172,21 @@ def test_malloc_arenas_are_capped_at_the_cores(mode):
     cores = len(os.sched_getaffinity(0))
     expected = {"limit": arenas <= cores, "default": arenas > cores, "operator": arenas <= 3}  # default: 8 per core
     assert expected[mode], out.stderr
+
+
+def test_a_process_reports_its_cpu_seconds_as_the_kernel_counts_them():
+    """CPU per span by process is the sizing figure: /metrics reports each process's CPU seconds from /proc."""
+    before = process_usage()
+    deadline = time.process_time() + 0.3
+    while time.process_time() < deadline:  # busy: user time
+        pass
+    after = process_usage()
+    spent = after["cpu_seconds"] - before["cpu_seconds"]
+    assert 0.25 <= spent <= 0.3 + 0.5  # clock ticks of 10 ms; other threads of pytest may run meanwhile
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    assert abs(after["cpu_seconds"] - (usage.ru_utime + usage.ru_stime)) < 0.1
+    assert after["peak_rss_bytes"] >= after["rss_bytes"] >= after["anon_rss_bytes"] > 0
+    assert process_usage(2**22 + 12345)["cpu_seconds"] == 0.0  # no such process: nothing, no error
 
 
 def test_trim_returns_freed_heap_on_glibc():

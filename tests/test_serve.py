@@ -75,6 +75,8 @@ def test_real_clients_to_every_destination(tmp_path, observatory_sink, flightdec
             assert set(processes) == {"serve", *(f"worker-{i}" for i in range(workers))}
             assert all(peak > 10 * 2**20 for peak in processes.values())
             assert metrics.count("otel_bridge_process_anon_rss_bytes{") == len(processes)
+            cpu = [line for line in metrics.splitlines() if line.startswith("otel_bridge_process_cpu_seconds_total{")]
+            assert len(cpu) == len(processes) and all(float(line.split()[-1]) > 0 for line in cpu)  # each has worked
             if workers:
                 assert f"otel_bridge_workers_alive {float(workers)}" in metrics
                 assert "otel_bridge_worker_restarts_total 0.0" in metrics

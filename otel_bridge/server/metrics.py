@@ -64,13 +64,19 @@ class _Snapshot:
             "Anonymous resident memory per process (allocated, not mapped library code)",
             labels=["process", "pid"],
         )
-        for name, mem in s.get("processes", {}).items():
-            rss.add_metric([name, str(mem["pid"])], mem["rss_bytes"])
-            peak.add_metric([name, str(mem["pid"])], mem["peak_rss_bytes"])
-            anon.add_metric([name, str(mem["pid"])], mem.get("anon_rss_bytes", 0))
+        cpu = CounterMetricFamily(
+            "otel_bridge_process_cpu_seconds", "CPU time (user + system) per process", labels=["process", "pid"]
+        )
+        for name, usage in s.get("processes", {}).items():
+            labels = [name, str(usage["pid"])]
+            rss.add_metric(labels, usage["rss_bytes"])
+            peak.add_metric(labels, usage["peak_rss_bytes"])
+            anon.add_metric(labels, usage.get("anon_rss_bytes", 0))
+            cpu.add_metric(labels, usage.get("cpu_seconds", 0.0))
         yield rss
         yield peak
         yield anon
+        yield cpu
         workers = s.get("workers")
         if workers:  # service.workers > 1
             yield GaugeMetricFamily("otel_bridge_workers_alive", "Worker processes running", value=workers["alive"])
@@ -106,22 +112,27 @@ def _receiver_counts(receivers: dict[str, Any]):  # noqa: ANN202
 _STATUS = {"VmRSS:": "rss_bytes", "VmHWM:": "peak_rss_bytes", "RssAnon:": "anon_rss_bytes"}
 
 
-def process_memory(pid: int | None = None) -> dict[str, int]:
-    """Current and peak resident memory of a process (Linux ``/proc``; elsewhere this process's peak only), and
-    the anonymous part of the current one: what the process allocated, as opposed to mapped library code (chDB's
-    engine maps ~380 MiB of shared, reclaimable file pages into the process that opens the store)."""
+def process_usage(pid: int | None = None) -> dict[str, Any]:
+    """Current and peak resident memory of a process and its CPU seconds so far (Linux ``/proc``; elsewhere this
+    process's own figures from ``getrusage``). The anonymous part of the resident memory is what the process
+    allocated, as opposed to mapped library code (chDB's engine maps ~380 MiB of shared, reclaimable file pages
+    into the process that opens the store). CPU per span by process is what sizing reads (``docs/SIZING.md``)."""
     pid = os.getpid() if pid is None else pid
-    out = {"pid": pid, "rss_bytes": 0, "peak_rss_bytes": 0, "anon_rss_bytes": 0}
+    out: dict[str, Any] = {"pid": pid, "rss_bytes": 0, "peak_rss_bytes": 0, "anon_rss_bytes": 0, "cpu_seconds": 0.0}
     try:
         with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as f:
             for line in f:
                 key = _STATUS.get(line.split(None, 1)[0] if line.strip() else "")
                 if key is not None:
                     out[key] = int(line.split()[1]) * 1024
-    except OSError:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            fields = f.read().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+        out["cpu_seconds"] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    except (OSError, IndexError, ValueError):
         if pid == os.getpid():  # ru_maxrss is KiB on Linux, bytes on macOS; /proc is missing on the latter
-            out["peak_rss_bytes"] = out["rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-            out["anon_rss_bytes"] = out["rss_bytes"]
+            usage = resource.getrusage(resource.RUSAGE_SELF)
+            out["peak_rss_bytes"] = out["rss_bytes"] = out["anon_rss_bytes"] = usage.ru_maxrss
+            out["cpu_seconds"] = usage.ru_utime + usage.ru_stime
     return out
 
 
