@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bridge_server import start_bridge  # noqa: E402
-from convert import bare, build_requests  # noqa: E402
+from convert import bare, build_requests, timed  # noqa: E402
 
 from otel_bridge.server.metrics import process_usage  # noqa: E402
 
@@ -176,14 +176,6 @@ def expected_rows(requests: list[bytes]) -> int:
     return sum(recognise(s).kind != "other" for body in requests for s in spans_from_otlp_proto(body).items)
 
 
-def bare_rate(requests: list[bytes], n: int) -> float:
-    """The baseline: ``ExportTraceServiceRequest.FromString`` of the same requests, spans per second."""
-    t0 = time.perf_counter()
-    for body in requests:
-        bare(body)
-    return n / (time.perf_counter() - t0)
-
-
 def main() -> None:
     import faulthandler
 
@@ -202,7 +194,8 @@ def main() -> None:
         for _ in range(args.repeat):
             # This VM's speed drifts within minutes (bare parse from 250k to 490k spans/s): each run is set
             # against the baseline measured right before it, and the ratio reported is the median of those.
-            baseline = bare_rate(requests, n)
+            seconds, _ = timed(bare, requests, 1)  # the baseline: FromString of the same requests
+            baseline = n / seconds
             runs.append({**run(requests, n, workers), "bare": baseline})
         runs.sort(key=lambda r: r["rate"])
         r = runs[len(runs) // 2]  # the median run

@@ -1,6 +1,6 @@
 """Giving memory back to the operating system (issue 12: the whole service within 1 GiB).
 
-Two things stay resident in a process after the work that needed them is over, and neither is held by us:
+What stays resident in a process after the work that needed it is over, none of it held by us:
 
 - **Freed heap.** A conversion burst allocates tens of MB of short-lived strings, dicts and encoded rows; once
   they are freed glibc keeps the pages for later (measured: a worker converting 10k spans went from 167 to
@@ -26,7 +26,7 @@ Two things stay resident in a process after the work that needed them is over, a
   settles it when pandas is absent. Only ``serve`` calls it: an app with the bridge installed in-process may use
   DataFrames itself.
 
-Both are best effort and silent where they do not apply (another libc, another OS, an older kernel).
+All are best effort and silent where they do not apply (another libc, another OS, an older kernel).
 
 The same thread runs the garbage collector. The service holds many medium-lived objects (spans awaiting their
 run for seconds, queued rows) and makes almost no reference cycles (``tests/test_conversions.py`` holds the
