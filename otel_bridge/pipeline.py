@@ -16,7 +16,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from otel_bridge import admission
 from otel_bridge.agentspan import AgentSpan, Context
@@ -73,6 +73,7 @@ class Pipeline:
         self._custom = ObservatoryConverter(self.options.app_id)  # track_event's record (stateless use only)
         self.assembler = RunAssembler(
             self._trace_done,
+            emit_many=self._traces_done,
             on_late=self._late_span,
             wait=self.options.wait,
             max_wait=self.options.max_wait,
@@ -80,7 +81,7 @@ class Pipeline:
             max_bytes=self.options.max_bytes,
         )
         self.redactor = Redactor(secrets=self.options.redact_secrets, pii=self.options.redact_pii)
-        self._lock = threading.Lock()  # converters keep state (chat de-dup, parents): one trace at a time
+        self._lock = threading.Lock()  # converters keep state (Observatory's parents): one batch at a time
         self._held_lock = threading.Lock()  # spool positions of buffered spans and logs (never held long)
         self._span_pos: dict[tuple[str, str], int] = {}
         self._pending_logs: OrderedDict[tuple[str | None, str | None], list[tuple[BridgeLog, int | None, float]]] = (
@@ -272,42 +273,91 @@ class Pipeline:
         self._trace_done([a], [])
 
     def _trace_done(self, spans: list[AgentSpan], runs: list[Run]) -> None:
-        """One finished trace: everything derived from it is offered holding the oldest position it came from;
+        self._traces_done([(spans, runs)])
+
+    def _traces_done(self, batch: list[tuple[list[AgentSpan], list[Run]]]) -> None:
+        """Finished traces: everything derived from each is offered holding the oldest position it came from;
         only then are the spans' own holds released."""
-        positions = self._take_positions(spans)
-        attached: list[tuple[BridgeLog, int | None, float]] = []
+        held: list[tuple[list[int], list[tuple[BridgeLog, int | None, float]]]] = []
+        ready: list[_Prepared] = []
         try:
-            with self._held_lock:
-                logs = [(a, self._pending_logs.pop((a.trace_id, a.span_id), None)) for a in spans]
-            for a, entries in logs:
-                if entries:
-                    a.attach_logs([record for record, _, _ in entries])
-                    attached.extend(entries)
-            pos = min(positions + [p for _, p, _ in attached if p is not None], default=None)
-            self._convert(spans, runs, pos)
-        except Exception as exc:  # noqa: BLE001 - a conversion bug: counted, logged, the spool holds the data
-            self.counters["conversion_errors"] += 1
-            log.exception("converting a trace of %d span(s) failed: %s", len(spans), exc)
+            for spans, runs in batch:
+                positions: list[int] = self._take_positions(spans)
+                attached: list[tuple[BridgeLog, int | None, float]] = []
+                held.append((positions, attached))
+                try:
+                    ready.append(self._prepare(spans, runs, positions, attached))
+                except Exception as exc:  # noqa: BLE001 - a processor bug: counted, logged, the spool holds the data
+                    self._failed(spans, exc)
+            self._convert(ready)
         finally:
             if self.ledger is not None:
-                for p in positions:
-                    self.ledger.release(p)
-                self._release_logs(attached)
+                for positions, attached in held:
+                    for p in positions:
+                        self.ledger.release(p)
+                    self._release_logs(attached)
 
-    def _convert(self, spans: list[AgentSpan], runs: list[Run], pos: int | None) -> None:
-        """The configured processors, then each enabled destination's own conversion of the same plain data."""
+    def _prepare(self, spans: list[AgentSpan], runs: list[Run], positions: list[int],
+                 attached: list[tuple[BridgeLog, int | None, float]]) -> _Prepared:  # fmt: skip
+        """A trace's logs attached, the configured processors run and context handed down: the plain data every
+        destination converts, and the oldest spool position it came from."""
+        with self._held_lock:
+            logs = [(a, self._pending_logs.pop((a.trace_id, a.span_id), None)) for a in spans]
+        for a, entries in logs:
+            if entries:
+                a.attach_logs([record for record, _, _ in entries])
+                attached.extend(entries)
+        pos = min(positions + [p for _, p, _ in attached if p is not None], default=None)
         for a in spans:
             stages.redact_span(a, self.redactor)
-        if "flightdeck" in self.converters or "clickhouse" in self.converters:
-            self.counters["runs_without_release"] += sum(
-                1 for r in runs if release_of(r, self.options.flightdeck) is None
-            )
         with self._lock:
             inherit_context(spans)
             started = frozenset(a.span_id for a in spans if self._started.pop(a.span_id, None) is not None)
-            items = {name: c.trace(spans, runs, started) for name, c in self.converters.items()}
-        for name, converted in items.items():
-            self._offer(name, converted, pos)
+        return _Prepared(spans, runs, started, pos)
+
+    def _convert(self, ready: list[_Prepared]) -> None:
+        """Each enabled destination's own conversion of the same plain data, the traces together (ClickHouse's
+        makes its rows a step at a time over all of them, decision 20). After a failure they are converted again
+        one by one, so a trace whose conversion fails costs only itself (converting again is safe: nothing was
+        offered yet, and what a converter remembers — Observatory's parents — it learns again the same)."""
+        if not ready:
+            return
+        try:
+            with self._lock:
+                items = {name: _convert_all(c, ready) for name, c in self.converters.items()}
+        except Exception as exc:  # noqa: BLE001 - a conversion bug: counted, logged, the spool holds the data
+            if len(ready) == 1:
+                self._failed(ready[0].spans, exc)
+            else:
+                for one in ready:
+                    self._convert([one])
+            return
+        count_releases = "flightdeck" in self.converters or "clickhouse" in self.converters
+        for i, trace in enumerate(ready):
+            if count_releases:
+                self.counters["runs_without_release"] += sum(
+                    1 for r in trace.runs if release_of(r, self.options.flightdeck) is None
+                )
+            for name, converted in items.items():
+                self._offer(name, converted[i], trace.pos)
+
+    def _failed(self, spans: list[AgentSpan], exc: Exception) -> None:
+        self.counters["conversion_errors"] += 1
+        log.error("converting a trace of %d span(s) failed: %s", len(spans), exc, exc_info=exc)
+
+
+class _Prepared(NamedTuple):
+    spans: list[AgentSpan]
+    runs: list[Run]
+    started: frozenset[str]
+    pos: int | None
+
+
+def _convert_all(converter: Any, ready: list[_Prepared]) -> list[list[Any]]:
+    """A destination's items for each trace: in one call when its conversion takes a batch (``traces``)."""
+    if hasattr(converter, "traces"):
+        return converter.traces([(t.spans, t.runs, t.started) for t in ready])
+    return [converter.trace(t.spans, t.runs, t.started) for t in ready]
 
 
 def _conversion(name: str, options: PipelineOptions) -> Any:

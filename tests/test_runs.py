@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from otel_bridge.processors.flightdeck import FlightDeckMapping, run_events
-from otel_bridge.processors.runs import SPAN_OBJECTS, RunAssembler, assemble
+from otel_bridge.processors.runs import EMIT_BATCH, SPAN_OBJECTS, RunAssembler, assemble
 from otel_bridge.semconv import AgentSpan, recognise, run_id
 from otel_bridge.spans import STATUS_ERROR, BridgeSpan
 
@@ -236,3 +236,27 @@ def test_protobuf_spans_carry_their_encoded_size():
         s for rs in ExportTraceServiceRequest.FromString(body).resource_spans for ss in rs.scope_spans for s in ss.spans
     ]
     assert spans and [s.size for s in spans] == [len(w.SerializeToString()) for w in wire]
+
+
+def test_due_traces_go_to_emit_many_in_batches_and_are_let_go_after_each():
+    """With ``emit_many`` the traces of one pass are handed over ``EMIT_BATCH`` at a time (converted together),
+    each trace whole, in arrival order; what the assembler counts as held falls to nothing once they are through."""
+    batches: list[list] = []
+    held_during: list[int] = []
+
+    def emit_many(batch: list) -> None:
+        batches.append(batch)
+        held_during.append(a.held_bytes)
+
+    a = RunAssembler(lambda spans, runs: pytest.fail("emit_many given: no trace goes one by one"), emit_many=emit_many,
+                     clock=Clock(), wait=5, max_wait=30, max_traces=10_000)  # fmt: skip
+    n = 2 * EMIT_BATCH + 5
+    for i in range(n):
+        t = f"{i + 1:032x}"
+        a.add([span("1", None, AGENT, trace=t), span("2", "1", llm("gpt-4o", 10, 0, 1), trace=t)])
+    assert a.flush() == n
+    assert [len(b) for b in batches] == [EMIT_BATCH, EMIT_BATCH, 5]
+    assert [spans[0].trace_id for b in batches for spans, _ in b] == [f"{i + 1:032x}" for i in range(n)]
+    assert all(len(spans) == 2 and len(runs) == 1 for b in batches for spans, runs in b)
+    assert held_during[0] > held_during[1] > held_during[2] > 0  # each batch let go before the next is converted
+    assert a.held_bytes == 0 and a.in_flight == 0

@@ -265,23 +265,46 @@ class ClickHouseConversion:
         return [("spans", span_line(a, status="started", text_limit=self.text_limit))]
 
     def trace(self, spans: list[AgentSpan], runs: list[Any], started: frozenset[str]) -> list[tuple[str, Any]]:
+        return self.traces([(spans, runs, started)])[0]
+
+    def traces(self, batch: list[tuple[list[AgentSpan], list[Any], frozenset[str]]]) -> list[list[tuple[str, Any]]]:
+        """Each trace's rows, made one step at a time over the whole batch: a step repeated back to back runs
+        warm, 2–3x faster than interleaved with the others (a span row's encoding: 15 against 37 µs; decision 20).
+        A trace's rows go in the order its spans ended."""
         from otel_bridge.processors.flightdeck import release_of
 
-        release: dict[str, str | None] = {}
-        for run in runs:  # one lookup per run, not per span
-            release_id = release_of(run, self.mapping)
-            release.update(dict.fromkeys((a.span_id for a in run.spans), release_id))
-        rows: list[tuple[str, Any]] = []
-        reported: set[str] = set()  # chat messages its earlier calls reported
-        for a in sorted(spans, key=lambda a: a.span.end_ns):  # rows go in the order things ended
-            if a.kind != "other":
-                rows.append(("spans", span_line(a, release_id=release.get(a.span_id), text_limit=self.text_limit)))
-            if a.kind == "llm":
-                rows += self._chat_lines(a, reported)
-            rows.extend(  # whatever span carried them
-                ("events", EventRow.line(*_event_values(e))) for e in self.custom_events.span_custom_events(a)
-            )
-        return rows + [("runs", self._run_line(run)) for run in runs]
+        ordered = [sorted(spans, key=lambda a: a.span.end_ns) for spans, _, _ in batch]
+        releases: list[dict[str, str | None]] = []
+        for _, runs, _ in batch:
+            release: dict[str, str | None] = {}
+            for run in runs:  # one lookup per run, not per span
+                release.update(dict.fromkeys((a.span_id for a in run.spans), release_of(run, self.mapping)))
+            releases.append(release)
+        stored = [[a for a in spans if a.kind != "other"] for spans in ordered]
+        for spans in stored:  # the texts first: message extraction is a step of its own
+            for a in spans:
+                a.input_text, a.output_text  # noqa: B018 - read (and kept on the span) for the rows below
+        limit = self.text_limit
+        values = [[_span_values(a, None, release.get(a.span_id), limit) for a in spans]
+                  for spans, release in zip(stored, releases, strict=True)]  # fmt: skip
+        lines = [[SpanRow.line(*v) for v in trace_values] for trace_values in values]
+        out: list[list[tuple[str, Any]]] = []
+        for spans, span_lines in zip(ordered, lines, strict=True):
+            rows: list[tuple[str, Any]] = []
+            reported: set[str] = set()  # chat messages its earlier calls reported
+            next_line = iter(span_lines)
+            for a in spans:
+                if a.kind != "other":
+                    rows.append(("spans", next(next_line)))
+                if a.kind == "llm":
+                    rows += self._chat_lines(a, reported)
+                rows.extend(  # whatever span carried them
+                    ("events", EventRow.line(*_event_values(e))) for e in self.custom_events.span_custom_events(a)
+                )
+            out.append(rows)
+        for rows, (_, runs, _) in zip(out, batch, strict=True):
+            rows += [("runs", self._run_line(run)) for run in runs]
+        return out
 
     def _chat_lines(self, a: AgentSpan, reported: set[str]) -> list[tuple[str, bytes]]:
         """The rows ``event_row`` makes of the Observatory ``chat`` events, without making the events."""
