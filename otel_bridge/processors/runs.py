@@ -121,7 +121,7 @@ class _Trace:
 SPAN_OBJECTS = 3072
 PER_ENCODED_BYTE = 1
 ROOM = 0.8  # share of max_traces / max_bytes past which receivers push back
-EMIT_BATCH = 256  # traces converted together: enough for the conversion's steps to run warm, few rows held at once
+EMIT_BATCH = 64  # traces converted together: enough for the conversion's steps to run warm, few rows held at once
 
 
 def span_size(a: AgentSpan) -> int:
