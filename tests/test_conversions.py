@@ -210,6 +210,7 @@ def test_a_trace_whose_conversion_fails_costs_only_itself(monkeypatch):
     trace's rows are delivered as they would have been, the failing trace is counted, and no spool position it or
     the others came from stays held."""
     requests = [p.read_bytes() for p in sorted(OTLP_FIXTURES.glob("*.traces.pb"))]
+    original = ClickHouseConversion._run_line
 
     def run(fail_trace: str | None) -> tuple[list, dict, int]:
         ledger, rows = WorkerLedger(), []
@@ -218,7 +219,6 @@ def test_a_trace_whose_conversion_fails_costs_only_itself(monkeypatch):
             PipelineOptions(wait=3600, max_wait=3600),
             ledger=ledger,
         )
-        original = ClickHouseConversion._run_line
 
         def run_line(self, run):  # noqa: ANN001, ANN202 - a conversion bug in one trace
             if run.trace_id == fail_trace:
