@@ -220,12 +220,12 @@ def test_a_trace_whose_conversion_fails_costs_only_itself(monkeypatch):
             ledger=ledger,
         )
 
-        def run_line(self, run):  # noqa: ANN001, ANN202 - a conversion bug in one trace
+        def run_line(run, identity):  # noqa: ANN001, ANN202 - a conversion bug in one trace
             if run.trace_id == fail_trace:
                 raise ValueError("a conversion bug")
-            return original(self, run)
+            return original(run, identity)
 
-        monkeypatch.setattr(ClickHouseConversion, "_run_line", run_line)
+        monkeypatch.setattr(ClickHouseConversion, "_run_line", staticmethod(run_line))
         try:
             for pos, body in enumerate(requests, start=1):
                 ledger.receive(pos)

@@ -271,14 +271,17 @@ class ClickHouseConversion:
         """Each trace's rows, made one step at a time over the whole batch: a step repeated back to back runs
         warm, 2–3x faster than interleaved with the others (a span row's encoding: 15 against 37 µs; decision 20).
         A trace's rows go in the order its spans ended."""
-        from otel_bridge.processors.flightdeck import release_of
+        from otel_bridge.processors.flightdeck import run_identity
 
         ordered = [sorted(spans, key=lambda a: a.span.end_ns) for spans, _, _ in batch]
+        # Each run's release, tenant, task and environment, looked up once for its runs row and its spans' rows
+        # (None only when no release can be named).
+        identities = [[run_identity(run, self.mapping) or {} for run in runs] for _, runs, _ in batch]
         releases: list[dict[str, str | None]] = []
-        for _, runs, _ in batch:
+        for (_, runs, _), trace_identities in zip(batch, identities, strict=True):
             release: dict[str, str | None] = {}
-            for run in runs:  # one lookup per run, not per span
-                release.update(dict.fromkeys((a.span_id for a in run.spans), release_of(run, self.mapping)))
+            for run, identity in zip(runs, trace_identities, strict=True):
+                release.update(dict.fromkeys((a.span_id for a in run.spans), identity.get("release_id")))
             releases.append(release)
         stored = [[a for a in spans if a.kind != "other"] for spans in ordered]
         for spans in stored:  # the texts first: message extraction is a step of its own
@@ -302,8 +305,8 @@ class ClickHouseConversion:
                     ("events", EventRow.line(*_event_values(e))) for e in self.custom_events.span_custom_events(a)
                 )
             out.append(rows)
-        for rows, (_, runs, _) in zip(out, batch, strict=True):
-            rows += [("runs", self._run_line(run)) for run in runs]
+        for rows, (_, runs, _), trace_identities in zip(out, batch, identities, strict=True):
+            rows += [("runs", self._run_line(r, identity)) for r, identity in zip(runs, trace_identities, strict=True)]
         return out
 
     def _chat_lines(self, a: AgentSpan, reported: set[str]) -> list[tuple[str, bytes]]:
@@ -322,13 +325,11 @@ class ClickHouseConversion:
             for role, content, thread_id, ns, event_id in chats
         ]  # fmt: skip
 
-    def _run_line(self, run: Any) -> bytes:
-        from otel_bridge.processors.flightdeck import run_identity
-
-        ident = run_identity(run, self.mapping) or {}  # None only when no release can be named
-        env = ident.get("environment") or run.root.environment
+    @staticmethod
+    def _run_line(run: Any, identity: Mapping[str, str]) -> bytes:
+        env = identity.get("environment") or run.root.environment
         return RunRow.line(
-            *_run_values(run, ident.get("release_id"), ident.get("tenant_id"), ident.get("task_id"), env)
+            *_run_values(run, identity.get("release_id"), identity.get("tenant_id"), identity.get("task_id"), env)
         )
 
     def custom(self, event: Mapping[str, Any]) -> list[tuple[str, Any]]:
